@@ -1,0 +1,1 @@
+//! FastAGI: the wire codec, the per-request session and the TCP server.

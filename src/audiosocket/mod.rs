@@ -1,0 +1,1 @@
+//! AudioSocket: the wire codec, the per-call session and the TCP server.

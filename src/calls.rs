@@ -1,0 +1,109 @@
+//! Which speech belongs to which AudioSocket call. A call is known by the UUID Asterisk sends
+//! first on the socket. Speech for it comes from a request the AGI server parked under that
+//! UUID, or from text the control API queued for it; otherwise the call is a test call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::engine::SpeechRequest;
+
+/// How a played job ended, reported back to whoever queued it (the AGI session).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlayOutcome {
+    /// `SUCCESS`, `HANGUP`, `INTERRUPTED` or `FAILED`.
+    pub status: &'static str,
+    /// The DTMF digit that interrupted playback, if any.
+    pub digit: Option<char>,
+    /// Audio played to the caller, in milliseconds.
+    pub played_ms: u64,
+}
+
+/// Speech to play on a call.
+#[derive(Debug)]
+pub struct SpeakJob {
+    pub request: SpeechRequest,
+    /// Digits that stop this job's playback (AGI escape digits); empty: none.
+    pub escape_digits: String,
+    /// End the AudioSocket session (send hangup) when this job finishes.
+    pub hangup_after: bool,
+    /// Told how playback ended.
+    pub done: Option<oneshot::Sender<PlayOutcome>>,
+}
+
+/// Queued jobs wait this long for their call to connect before they are dropped.
+const PENDING_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Inner {
+    /// Calls with a live AudioSocket session: jobs go straight to it.
+    live: HashMap<Uuid, mpsc::UnboundedSender<SpeakJob>>,
+    /// Jobs for calls not connected yet, with the time they were queued.
+    pending: HashMap<Uuid, Vec<(Instant, SpeakJob)>>,
+}
+
+/// Shared registry of calls; cheap to clone.
+#[derive(Clone, Default)]
+pub struct CallRegistry {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A live call's inbox; dropping it detaches the call.
+pub struct CallInbox {
+    pub uuid: Uuid,
+    pub jobs: mpsc::UnboundedReceiver<SpeakJob>,
+    /// True when jobs were waiting for this call when it connected (AGI or API driven).
+    pub had_pending: bool,
+    registry: CallRegistry,
+}
+
+impl Drop for CallInbox {
+    fn drop(&mut self) {
+        self.registry.inner.lock().unwrap().live.remove(&self.uuid);
+    }
+}
+
+impl CallRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues a job for `uuid`: delivered at once to a live call, else kept until it connects.
+    pub fn enqueue(&self, uuid: Uuid, job: SpeakJob) {
+        let mut inner = self.inner.lock().unwrap();
+        let job = match inner.live.get(&uuid) {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let now = Instant::now();
+        inner.pending.retain(|_, jobs| {
+            jobs.retain(|(at, _)| now.duration_since(*at) < PENDING_TTL);
+            !jobs.is_empty()
+        });
+        inner.pending.entry(uuid).or_default().push((now, job));
+    }
+
+    /// Registers a connected call and hands it the jobs already waiting for it.
+    pub fn attach(&self, uuid: Uuid) -> CallInbox {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inner = self.inner.lock().unwrap();
+        let waiting = inner.pending.remove(&uuid).unwrap_or_default();
+        let had_pending = !waiting.is_empty();
+        for (_, job) in waiting {
+            let _ = tx.send(job);
+        }
+        inner.live.insert(uuid, tx);
+        CallInbox { uuid, jobs: rx, had_pending, registry: self.clone() }
+    }
+
+    /// Whether a call with this UUID is connected now.
+    pub fn is_live(&self, uuid: &Uuid) -> bool {
+        self.inner.lock().unwrap().live.contains_key(uuid)
+    }
+}

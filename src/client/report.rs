@@ -1,0 +1,1 @@
+//! Pacing statistics of a recorded call.

@@ -1,0 +1,1 @@
+//! Local HTTP control API.

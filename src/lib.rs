@@ -1,0 +1,13 @@
+//! xttsd: Coqui XTTS v2 speech for Asterisk, over AudioSocket and FastAGI.
+
+pub mod agi;
+pub mod audio;
+pub mod audiosocket;
+pub mod calls;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod engine;
+pub mod say;
+pub mod serve;
+pub mod xtts;
