@@ -21,7 +21,10 @@ fn libtorch_lib_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(root).join("lib"));
     }
     let out = std::process::Command::new("python3")
-        .args(["-c", "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))"])
+        .args([
+            "-c",
+            "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
+        ])
         .output()
         .ok()?;
     if !out.status.success() {

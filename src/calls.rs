@@ -99,7 +99,12 @@ impl CallRegistry {
             let _ = tx.send(job);
         }
         inner.live.insert(uuid, tx);
-        CallInbox { uuid, jobs: rx, had_pending, registry: self.clone() }
+        CallInbox {
+            uuid,
+            jobs: rx,
+            had_pending,
+            registry: self.clone(),
+        }
     }
 
     /// Whether a call with this UUID is connected now.

@@ -118,7 +118,9 @@ impl Default for EngineConfig {
 
 impl Default for AudioSocketConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9092".parse().unwrap() }
+        Self {
+            listen: "127.0.0.1:9092".parse().unwrap(),
+        }
     }
 }
 
@@ -136,13 +138,18 @@ impl Default for AgiConfig {
 
 impl Default for ControlConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9093".into() }
+        Self {
+            listen: "127.0.0.1:9093".into(),
+        }
     }
 }
 
 impl Default for AudioConfig {
     fn default() -> Self {
-        Self { peak_dbfs: -3.0, fade_out_ms: 10 }
+        Self {
+            peak_dbfs: -3.0,
+            fade_out_ms: 10,
+        }
     }
 }
 
@@ -180,14 +187,24 @@ impl Config {
             "engine.stream_mode must be windowed or reference, not '{}'",
             self.engine.stream_mode
         );
-        anyhow::ensure!(matches!(self.agi.mode.as_str(), "stream" | "file"), "agi.mode must be stream or file, not '{}'", self.agi.mode);
+        anyhow::ensure!(
+            matches!(self.agi.mode.as_str(), "stream" | "file"),
+            "agi.mode must be stream or file, not '{}'",
+            self.agi.mode
+        );
         anyhow::ensure!(
             matches!(self.agi.file_format.as_str(), "ulaw" | "sln16"),
             "agi.file_format must be ulaw or sln16, not '{}'",
             self.agi.file_format
         );
-        anyhow::ensure!(self.engine.stream_chunk_tokens > 0, "engine.stream_chunk_tokens must be at least 1");
-        anyhow::ensure!(self.engine.first_chunk_tokens > 0, "engine.first_chunk_tokens must be at least 1");
+        anyhow::ensure!(
+            self.engine.stream_chunk_tokens > 0,
+            "engine.stream_chunk_tokens must be at least 1"
+        );
+        anyhow::ensure!(
+            self.engine.first_chunk_tokens > 0,
+            "engine.first_chunk_tokens must be at least 1"
+        );
         anyhow::ensure!(self.engine.queue_limit > 0, "engine.queue_limit must be at least 1");
         anyhow::ensure!(self.audio.peak_dbfs <= 0.0, "audio.peak_dbfs must be at most 0");
         Ok(())

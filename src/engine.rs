@@ -109,7 +109,12 @@ impl Engine {
                 }
             })
             .expect("spawn engine thread");
-        Engine { jobs: tx, validate: Arc::new(validator), sample_rate, queue_limit }
+        Engine {
+            jobs: tx,
+            validate: Arc::new(validator),
+            sample_rate,
+            queue_limit,
+        }
     }
 
     pub fn sample_rate(&self) -> u32 {

@@ -1,7 +1,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xttsd", version, about = "XTTS v2 voices for Asterisk over AudioSocket and FastAGI")]
+#[command(
+    name = "xttsd",
+    version,
+    about = "XTTS v2 voices for Asterisk over AudioSocket and FastAGI"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

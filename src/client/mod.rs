@@ -40,7 +40,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else if args.url.starts_with("agi://") {
             agi::run(args).await
         } else {
-            anyhow::bail!("unsupported URL '{}': use audiosocket://HOST:PORT or agi://HOST:PORT/say?...", args.url)
+            anyhow::bail!(
+                "unsupported URL '{}': use audiosocket://HOST:PORT or agi://HOST:PORT/say?...",
+                args.url
+            )
         }
     })
 }

@@ -23,8 +23,8 @@ pub fn load_model_state(path: &Path) -> Result<StateDict> {
     let mut zip = zip::ZipArchive::new(BufReader::new(file))
         .with_context(|| format!("{}: not a torch zip checkpoint", path.display()))?;
     let (root, storage_dir) = read_root_object(&mut zip, path)?;
-    let model = dict_get(root, "model")
-        .with_context(|| format!("{}: no 'model' entry in the checkpoint", path.display()))?;
+    let model =
+        dict_get(root, "model").with_context(|| format!("{}: no 'model' entry in the checkpoint", path.display()))?;
     let mut out = StateDict::new();
     for (name, value) in into_dict(model).with_context(|| format!("{}: 'model' is not a dict", path.display()))? {
         let Object::Unicode(name) = name else { continue };
@@ -54,7 +54,9 @@ pub fn load_speakers(path: &Path) -> Result<Vec<(String, StateDict)>> {
     for (name, entry) in into_dict(root).with_context(|| format!("{}: not a dict", path.display()))? {
         let Object::Unicode(name) = name else { continue };
         let mut tensors = StateDict::new();
-        for (key, value) in into_dict(entry).with_context(|| format!("{}: speaker '{name}' is not a dict", path.display()))? {
+        for (key, value) in
+            into_dict(entry).with_context(|| format!("{}: speaker '{name}' is not a dict", path.display()))?
+        {
             let Object::Unicode(key) = key else { continue };
             if let Some(t) = read_tensor(&mut zip, &storage_dir, value)
                 .with_context(|| format!("{}: speaker '{name}' tensor '{key}'", path.display()))?
@@ -81,7 +83,7 @@ type Zip = zip::ZipArchive<BufReader<File>>;
 /// Objects of unknown classes (the pickled config) stay opaque.
 fn read_root_object(zip: &mut Zip, path: &Path) -> Result<(Object, String)> {
     let pkl = (0..zip.len())
-        .filter_map(|i| zip.name_for_index(i).map(str::to_string))
+        .filter_map(|i| zip.name_for_index(i).and_then(|n| n.ok().map(|n| n.to_string())))
         .find(|n| n.ends_with("data.pkl"))
         .ok_or_else(|| anyhow!("{}: no data.pkl in the archive", path.display()))?;
     let mut reader = BufReader::new(zip.by_name(&pkl)?);
@@ -167,7 +169,11 @@ pub struct Weights {
 
 impl Weights {
     pub fn new(tensors: StateDict, source: &Path, device: Device) -> Self {
-        Self { tensors, source: source.display().to_string(), device }
+        Self {
+            tensors,
+            source: source.display().to_string(),
+            device,
+        }
     }
 
     pub fn device(&self) -> Device {
@@ -191,7 +197,12 @@ impl Weights {
     pub fn get_shaped(&self, name: &str, shape: &[i64]) -> Result<Tensor> {
         let t = self.get(name)?;
         if t.size() != shape {
-            bail!("{}: tensor '{name}' has shape {:?}, expected {:?}", self.source, t.size(), shape);
+            bail!(
+                "{}: tensor '{name}' has shape {:?}, expected {:?}",
+                self.source,
+                t.size(),
+                shape
+            );
         }
         Ok(t)
     }

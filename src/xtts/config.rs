@@ -107,7 +107,10 @@ impl Default for ModelArgs {
 
 impl Default for AudioConfig {
     fn default() -> Self {
-        Self { sample_rate: 22050, output_sample_rate: 24000 }
+        Self {
+            sample_rate: 22050,
+            output_sample_rate: 24000,
+        }
     }
 }
 
