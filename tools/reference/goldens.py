@@ -12,7 +12,6 @@ reference computed on its normal path.
 """
 
 import argparse
-import importlib.metadata
 import json
 import sys
 from pathlib import Path
@@ -47,11 +46,6 @@ CASES = [
 
 STREAM_CHUNK_SIZE = 20
 OVERLAP_WAV_LEN = 1024
-
-
-def versions():
-    names = ["torch", "torchaudio", "coqui-tts", "transformers", "tokenizers"]
-    return {name: importlib.metadata.version(name) for name in names}
 
 
 def describe(tensors):
@@ -269,7 +263,7 @@ def main():
 
     loader = ref.install_wav_loader()
     model, _ = ref.load_model(opts.model)
-    common = {"versions": versions(), "device": "cpu", "dtype": "float32", "model": ref.model_summary(opts.model)}
+    common = {"versions": ref.versions(), "device": "cpu", "dtype": "float32", "model": ref.model_summary(opts.model)}
 
     with torch.inference_mode():
         single, single_info = conditioning(model, [opts.ref], DIRECT_COND, "")

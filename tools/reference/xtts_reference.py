@@ -5,6 +5,7 @@ import this module first because it prepares the environment that `import TTS` n
 """
 
 import importlib.machinery
+import importlib.metadata
 import importlib.util
 import json
 import shutil
@@ -210,3 +211,8 @@ def model_summary(model_dir):
         "gpt_number_text_tokens": args["gpt_number_text_tokens"],
         "gpt_num_audio_tokens": args["gpt_num_audio_tokens"],
     }
+
+
+def versions():
+    names = ["torch", "torchaudio", "coqui-tts", "transformers", "tokenizers"]
+    return {name: importlib.metadata.version(name) for name in names}
