@@ -579,3 +579,60 @@ async fn stream_mode_audiosocket_failure_and_hangup() {
     a.send("HANGUP\n200 result=-1\n").await;
     a.assert_closed().await;
 }
+
+fn client(d: &Daemon, script: &str, text: &str) -> xttsd::client::agi::CallOptions {
+    xttsd::client::agi::CallOptions {
+        url: format!("agi://{}/{script}", d.addr),
+        text: text.into(),
+        dtmf: String::new(),
+        hangup_after: None,
+    }
+}
+
+async fn run_client(opts: &xttsd::client::agi::CallOptions) -> xttsd::client::agi::CallRecord {
+    timeout(Duration::from_secs(10), xttsd::client::agi::call(opts))
+        .await
+        .expect("call did not end")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn call_client_plays_file_mode_end_to_end() {
+    let d = start("stream", Duration::ZERO).await;
+    let record = run_client(&client(&d, "say?mode=file", "One. Two, three.")).await;
+    assert_eq!(record.commands[0], "ANSWER");
+    assert_eq!(
+        record.variables,
+        vars(&[
+            ("XTTS_STATUS", "SUCCESS"),
+            ("XTTS_DIGIT", ""),
+            ("XTTS_DURATION", "150"),
+            ("XTTS_ERROR", ""),
+        ])
+    );
+    // 4 + 11 characters of 10 ms, heard at 8 kHz in 20 ms frames (the last one of a file
+    // may be short): 2 + 6 frames.
+    assert_eq!(record.audio.len(), 15 * 80);
+    assert_eq!(record.frame_times.len(), 8);
+    d.assert_spool_empties().await;
+}
+
+#[tokio::test]
+async fn call_client_dtmf_escapes_and_hangup_ends_the_session() {
+    let d = start("file", Duration::ZERO).await;
+    let text = "This sentence lasts well beyond half a second of audio.";
+    let mut opts = client(&d, "say?escape=5", text);
+    opts.dtmf = "5".into();
+    let record = run_client(&opts).await;
+    assert_eq!(record.variables[0].1, "INTERRUPTED");
+    assert_eq!(record.variables[1].1, "5");
+    let ms: u64 = record.variables[2].1.parse().unwrap();
+    assert!((480..=560).contains(&ms), "{ms}");
+
+    let mut opts = client(&d, "say", text);
+    opts.hangup_after = Some(Duration::from_millis(300));
+    let record = run_client(&opts).await;
+    assert!(record.variables.is_empty(), "{:?}", record.variables);
+    assert!(record.audio.len() < text.len() * 80);
+    d.assert_spool_empties().await;
+}

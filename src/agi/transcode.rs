@@ -76,7 +76,7 @@ fn to_i16(s: f32) -> i16 {
 
 /// Resamples a whole clip (band-limited FFT resampler), output aligned with the input and
 /// `len * to / from` samples long.
-fn resample_all(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
+pub fn resample_all(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
     if from == to || samples.is_empty() {
         return Ok(samples.to_vec());
     }
