@@ -114,10 +114,40 @@ impl Default for AudioConfig {
     }
 }
 
+/// coqpit writes Python floats as `Infinity`, `-Infinity` and `NaN`, which JSON does not allow
+/// (the released config has `max_audio_len: Infinity`). None of those fields matter for
+/// inference, so they become `null` outside string literals.
+fn replace_non_finite(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = json;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(word) = ["-Infinity", "Infinity", "NaN"].iter().find(|w| rest.starts_with(**w)) {
+            out.push_str("null");
+            rest = &rest[word.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 impl XttsConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{}: not a valid XTTS config", path.display()))
+        serde_json::from_str(&replace_non_finite(&text))
+            .with_context(|| format!("{}: not a valid XTTS config", path.display()))
     }
 
     /// Positions of the learned text position table: max text tokens + start + stop.
@@ -133,5 +163,26 @@ impl XttsConfig {
     /// Most audio tokens one generation may emit, the stop token included.
     pub fn max_new_tokens(&self) -> i64 {
         self.model_args.gpt_max_audio_tokens - 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_floats_are_read() {
+        let json = r#"{"max_audio_len": Infinity, "x": -Infinity, "y": NaN, "run_name": "Infinity \" NaN", "temperature": 0.5}"#;
+        let cleaned = replace_non_finite(json);
+        assert!(cleaned.contains(r#""run_name": "Infinity \" NaN""#), "{cleaned}");
+        let cfg: XttsConfig = serde_json::from_str(&cleaned).unwrap();
+        assert_eq!(cfg.temperature, 0.5);
+    }
+
+    #[test]
+    fn fixture_config_loads() {
+        let cfg = XttsConfig::from_file(Path::new("tests/fixtures/tiny/model/config.json")).unwrap();
+        assert_eq!(cfg.model_args.gpt_num_audio_tokens, 1026);
+        assert_eq!(cfg.languages.len(), 17);
     }
 }
