@@ -1,6 +1,7 @@
-//! The text front-end against the reference (coqui-tts 0.28.0) on
-//! `tests/fixtures/text/cases.json`, written by `tools/reference/text_goldens.py`: the
-//! cleaned string and the token ids must be identical for every case. Cases the reference
+//! The text front-end against the reference (coqui-tts 0.28.0) on the fixtures written by
+//! `tools/reference/text_goldens.py`: `cases.json` (sentences per language) and
+//! `numbers.json` (one number reading per case). The cleaned string and, where recorded,
+//! the token ids must be identical for every case. Cases the reference
 //! rejects must be rejected too. Cases marked `known_mismatch` are reported, and must still
 //! differ, so that a fix is noticed and the mark removed.
 
@@ -29,8 +30,8 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn load_fixture() -> Fixture {
-    let path = root().join("tests/fixtures/text/cases.json");
+fn load_fixture(name: &str) -> Fixture {
+    let path = root().join("tests/fixtures/text").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
@@ -67,20 +68,17 @@ fn compare(case: &Case, frontend: Option<&TextFrontend>) -> Option<String> {
     None
 }
 
-#[test]
-fn matches_reference_cleaning_and_tokens() {
-    let fixture = load_fixture();
-    let frontend = vocab();
-    if frontend.is_none() {
-        eprintln!("tests/fixtures/tiny/model/vocab.json is missing: comparing cleaned text only");
-    }
+/// Compares every case of a fixture, prints a per-language tally, fails on any unexpected
+/// difference.
+fn check_fixture(name: &str, frontend: Option<&TextFrontend>) {
+    let fixture = load_fixture(name);
     // lang -> (exact, known mismatches, total)
     let mut tally: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
     for case in &fixture.cases {
         let entry = tally.entry(case.lang.as_str()).or_default();
         entry.2 += 1;
-        let diff = compare(case, frontend.as_ref());
+        let diff = compare(case, frontend);
         match (&case.known_mismatch, diff) {
             (None, None) => entry.0 += 1,
             (None, Some(d)) => failures.push(format!("[{}] {:?}: {d}", case.lang, case.text)),
@@ -94,15 +92,30 @@ fn matches_reference_cleaning_and_tokens() {
             )),
         }
     }
+    eprintln!("{name}:");
     for (lang, (exact, known, total)) in &tally {
         eprintln!("{lang:>6}: {exact}/{total} exact, {known} known mismatches");
     }
     assert!(
         failures.is_empty(),
-        "{} cases differ from the reference:\n{}",
+        "{name}: {} cases differ from the reference:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn sentences_match_reference_cleaning_and_tokens() {
+    let frontend = vocab();
+    if frontend.is_none() {
+        eprintln!("tests/fixtures/tiny/model/vocab.json is missing: comparing cleaned text only");
+    }
+    check_fixture("cases.json", frontend.as_ref());
+}
+
+#[test]
+fn numbers_match_reference_readings() {
+    check_fixture("numbers.json", None);
 }
 
 #[test]

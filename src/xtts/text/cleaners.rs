@@ -127,12 +127,15 @@ fn symbols(lang: &str) -> Option<[&'static str; 7]> {
     })
 }
 
+/// Compiled abbreviation patterns of one language with their replacements.
+type AbbreviationPatterns = Vec<(Regex, &'static str)>;
+
 const SYMBOL_CHARS: [char; 7] = ['&', '@', '%', '#', '$', '£', '°'];
 
 /// Compiled abbreviation patterns per language: `\b<abbr>\.` (Russian: `\b<abbr>\b`),
 /// case-insensitive as in the reference.
 fn abbreviation_patterns(lang: &str) -> &'static [(Regex, &'static str)] {
-    static TABLE: LazyLock<Vec<(&'static str, Vec<(Regex, &'static str)>)>> = LazyLock::new(|| {
+    static TABLE: LazyLock<Vec<(&'static str, AbbreviationPatterns)>> = LazyLock::new(|| {
         super::BASE_LANGUAGES
             .iter()
             .map(|lang| {

@@ -14,6 +14,9 @@ enum Node {
     Group(Vec<Node>),
 }
 
+/// A language's rule joining two adjacent (words, value) pairs into one.
+pub type Merge = dyn Fn((&str, u128), (&str, u128)) -> (String, u128);
+
 /// Number words keyed by value, largest first.
 pub struct Cards {
     entries: Vec<(u128, String)>,
@@ -31,7 +34,7 @@ impl Cards {
                 .enumerate()
                 .map(|(i, w)| (top - 1 - i as u128, w.to_string())),
         );
-        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
         entries.dedup_by(|later, earlier| later.0 == earlier.0);
         Cards { entries }
     }
@@ -74,11 +77,7 @@ impl Cards {
     }
 
     /// Cardinal words for `value` using `merge` to join pairs.
-    pub fn cardinal(
-        &self,
-        value: u128,
-        merge: &dyn Fn((&str, u128), (&str, u128)) -> (String, u128),
-    ) -> Result<String> {
+    pub fn cardinal(&self, value: u128, merge: &Merge) -> Result<String> {
         let nodes = self.split(value)?;
         match clean(nodes, merge) {
             Node::Pair(words, _) => Ok(words),
@@ -88,7 +87,7 @@ impl Cards {
 }
 
 /// num2words' `clean`: merge the first two pairs, flatten one level of groups, repeat.
-fn clean(mut val: Vec<Node>, merge: &dyn Fn((&str, u128), (&str, u128)) -> (String, u128)) -> Node {
+fn clean(mut val: Vec<Node>, merge: &Merge) -> Node {
     loop {
         if val.len() == 1 {
             return val.pop().expect("one element");

@@ -74,7 +74,7 @@ impl Hungarian {
             }
             _ => {
                 let mut digits = n.to_string().len() as u32;
-                if digits % 3 == 0 {
+                if digits.is_multiple_of(3) {
                     digits -= 2;
                 }
                 let exp = 10u128.pow(digits / 3 * 3);

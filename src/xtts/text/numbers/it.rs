@@ -97,7 +97,7 @@ fn exponent_name(len: usize) -> Result<String> {
     let Some(prefix) = EXPONENT_PREFIXES.get(len / 6) else {
         bail!("number too large for Italian words")
     };
-    Ok(if len % 6 == 0 {
+    Ok(if len.is_multiple_of(6) {
         format!("{prefix}ilione")
     } else {
         format!("{prefix}iliardo")
@@ -140,7 +140,7 @@ impl Italian {
     fn big(&self, n: u128) -> Result<String> {
         let digits = n.to_string();
         let len = digits.len();
-        let head_len = if len % 3 == 0 { 3 } else { len % 3 };
+        let head_len = if len.is_multiple_of(3) { 3 } else { len % 3 };
         let (head, rest) = digits.split_at(head_len);
         let mut infix = exponent_name(rest.len())?;
         let prefix = if head == "1" {

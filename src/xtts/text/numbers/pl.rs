@@ -173,12 +173,10 @@ fn last_chunk_ordinal(last: u32, words: &mut Vec<String>, compound: bool) -> Res
     Ok(())
 }
 
-fn forms(
-    currency: Currency,
-) -> Result<(
-    (&'static str, &'static str, &'static str),
-    (&'static str, &'static str, &'static str),
-)> {
+/// (one, few, many) forms of a name.
+type Forms3 = (&'static str, &'static str, &'static str);
+
+fn forms(currency: Currency) -> Result<(Forms3, Forms3)> {
     Ok(match currency {
         Currency::Eur => (("euro", "euro", "euro"), ("cent", "centy", "centów")),
         Currency::Usd => (

@@ -56,7 +56,7 @@ pub fn precision(x: f64) -> u32 {
 /// `Num2Word_Base.float2tuple`: the integer part and the fractional digits as an integer,
 /// rounded when within 0.01 of a whole number (float noise), else floored.
 pub fn float2tuple(x: f64) -> Result<(u128, u128, u32)> {
-    if !x.is_finite() || x < 0.0 || x >= 1e38 {
+    if !(0.0..1e38).contains(&x) {
         bail!("number {x} is out of range for words");
     }
     let pre = x.trunc();
@@ -77,7 +77,7 @@ pub fn float2tuple(x: f64) -> Result<(u128, u128, u32)> {
 /// Whole units and cents of an amount, rounding the *exact* binary value half-up at the
 /// cent, as `parse_currency_parts` does with `Decimal(float)`.
 pub fn currency_parts(x: f64) -> Result<(u128, u32)> {
-    if !x.is_finite() || x < 0.0 || x >= 1e36 {
+    if !(0.0..1e36).contains(&x) {
         bail!("amount {x} is out of range for words");
     }
     // x = mantissa / 2^shift exactly; then x*100 = q + r / 2^shift.
@@ -128,7 +128,7 @@ mod tests {
     fn precision_follows_decimal_exponent() {
         assert_eq!(precision(12.5), 1);
         assert_eq!(precision(12.0), 1);
-        assert_eq!(precision(3.14), 2);
+        assert_eq!(precision(2.25), 2);
         assert_eq!(precision(1e-05), 5);
         assert_eq!(precision(1e16), 16);
     }
