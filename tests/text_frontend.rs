@@ -1,0 +1,158 @@
+//! The text front-end against the reference (coqui-tts 0.28.0) on the fixtures written by
+//! `tools/reference/text_goldens.py`: `cases.json` (sentences per language) and
+//! `numbers.json` (one number reading per case). The cleaned string and, where recorded,
+//! the token ids must be identical for every case. Cases the reference
+//! rejects must be rejected too. Cases marked `known_mismatch` are reported, and must still
+//! differ, so that a fix is noticed and the mark removed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use xttsd::xtts::text::{clean, TextFrontend};
+
+#[derive(Deserialize)]
+struct Fixture {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    lang: String,
+    text: String,
+    cleaned: Option<String>,
+    tokens: Option<Vec<i64>>,
+    error: Option<String>,
+    known_mismatch: Option<String>,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load_fixture(name: &str) -> Fixture {
+    let path = root().join("tests/fixtures/text").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+fn vocab() -> Option<TextFrontend> {
+    let path = root().join("tests/fixtures/tiny/model/vocab.json");
+    Path::exists(&path).then(|| TextFrontend::from_file(&path).expect("tiny vocab loads"))
+}
+
+/// What differs from the reference for this case, or None when identical.
+fn compare(case: &Case, frontend: Option<&TextFrontend>) -> Option<String> {
+    let ours = clean(&case.text, &case.lang);
+    if let Some(kind) = &case.error {
+        return match ours {
+            Err(_) => None,
+            Ok(s) => Some(format!("reference raises {kind}, we give {s:?}")),
+        };
+    }
+    let expected = case.cleaned.as_deref().expect("fixture case has cleaned text");
+    let ours = match ours {
+        Ok(s) => s,
+        Err(e) => return Some(format!("error: {e:#}")),
+    };
+    if ours != expected {
+        return Some(format!("cleaned\n      ours: {ours:?}\n       ref: {expected:?}"));
+    }
+    if let (Some(frontend), Some(tokens)) = (frontend, &case.tokens) {
+        match frontend.encode(&case.text, &case.lang) {
+            Ok(ids) if &ids == tokens => {}
+            Ok(ids) => return Some(format!("tokens\n      ours: {ids:?}\n       ref: {tokens:?}")),
+            Err(e) => return Some(format!("encode error: {e:#}")),
+        }
+    }
+    None
+}
+
+/// Compares every case of a fixture, prints a per-language tally, fails on any unexpected
+/// difference.
+fn check_fixture(name: &str, frontend: Option<&TextFrontend>) {
+    let fixture = load_fixture(name);
+    // lang -> (exact, known mismatches, total)
+    let mut tally: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for case in &fixture.cases {
+        let entry = tally.entry(case.lang.as_str()).or_default();
+        entry.2 += 1;
+        let diff = compare(case, frontend);
+        match (&case.known_mismatch, diff) {
+            (None, None) => entry.0 += 1,
+            (None, Some(d)) => failures.push(format!("[{}] {:?}: {d}", case.lang, case.text)),
+            (Some(reason), Some(_)) => {
+                entry.1 += 1;
+                eprintln!("known mismatch [{}] {:?}: {reason}", case.lang, case.text);
+            }
+            (Some(reason), None) => failures.push(format!(
+                "[{}] {:?} now matches the reference; remove its known_mismatch ({reason})",
+                case.lang, case.text
+            )),
+        }
+    }
+    eprintln!("{name}:");
+    for (lang, (exact, known, total)) in &tally {
+        eprintln!("{lang:>6}: {exact}/{total} exact, {known} known mismatches");
+    }
+    assert!(
+        failures.is_empty(),
+        "{name}: {} cases differ from the reference:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn sentences_match_reference_cleaning_and_tokens() {
+    let frontend = vocab();
+    if frontend.is_none() {
+        eprintln!("tests/fixtures/tiny/model/vocab.json is missing: comparing cleaned text only");
+    }
+    check_fixture("cases.json", frontend.as_ref());
+}
+
+#[test]
+fn numbers_match_reference_readings() {
+    check_fixture("numbers.json", None);
+}
+
+#[test]
+fn rejects_unknown_language_and_empty_text() {
+    let Some(frontend) = vocab() else { return };
+    let err = frontend.encode_sentences("hello", "xx", false).unwrap_err().to_string();
+    assert!(err.contains("unsupported language"), "{err}");
+    let err = frontend.encode_sentences("  \n ", "en", false).unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
+    assert!(clean("hello", "EN").is_err());
+}
+
+#[test]
+fn rejects_text_over_the_token_limit() {
+    let Some(frontend) = vocab() else { return };
+    // Every letter is at least one id; 500 letters cannot fit in 401 ids.
+    let long = "a".repeat(500);
+    let err = frontend.encode_sentences(&long, "en", false).unwrap_err();
+    assert!(format!("{err:#}").contains("too long"), "{err:#}");
+    // Digits expand to words first, as in the reference: 120 digits are far over the limit.
+    let digits = "7 ".repeat(120);
+    assert!(frontend.encode_sentences(&digits, "en", false).is_err());
+    // Split mode cuts the text into chunks that each fit.
+    let sentences = "This is a short sentence. ".repeat(40);
+    let chunks = frontend
+        .encode_sentences(&sentences, "en", true)
+        .expect("split text fits");
+    assert!(chunks.len() > 1);
+    assert!(chunks.iter().all(|ids| ids.len() <= 401));
+}
+
+#[test]
+fn every_chunk_starts_with_the_language_token() {
+    let Some(frontend) = vocab() else { return };
+    let en = frontend.encode_sentences("Hello there.", "en", false).unwrap();
+    let zh = frontend.encode_sentences("你好", "zh-cn", false).unwrap();
+    assert_ne!(en[0][0], zh[0][0]);
+    assert!(frontend.has_language_token("zh-cn"));
+    assert!(!frontend.has_language_token("xx"));
+}
