@@ -40,8 +40,7 @@ CASES = [
     {"text": "¿Dónde está la estación?", "language": "es", "repetition_penalty": 10.0, "speed": 1.0,
      "voice": "multi"},
     {"text": "Merci beaucoup.", "language": "fr", "repetition_penalty": 10.0, "speed": 1.3, "voice": "single"},
-    {"text": "Thank you for calling.", "language": "en", "repetition_penalty": 1.3, "speed": 1.0,
-     "voice": "single"},
+    {"text": "Merci beaucoup.", "language": "fr", "repetition_penalty": 1.3, "speed": 1.0, "voice": "single"},
 ]  # fmt: skip
 
 STREAM_CHUNK_SIZE = 20

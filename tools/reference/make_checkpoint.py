@@ -14,10 +14,12 @@ since coqui rewrites legacy files in place) and compared tensor by tensor.
 import argparse
 import contextlib
 import json
+import math
 import sys
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,6 +27,8 @@ import xtts_reference as ref  # noqa: E402
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers  # noqa: E402
 from TTS.tts.configs.xtts_config import XttsArgs, XttsAudioConfig, XttsConfig  # noqa: E402
 from TTS.tts.models.xtts import Xtts  # noqa: E402
+from make_ref_audio import synthesize  # noqa: E402
+from xtts_reference import GENERATOR_PREFIX, UPSAMPLE_RATES  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -144,13 +148,15 @@ def build_config(size, number_text_tokens):
 FIXED_BUFFERS = ("torch_spec.0.filter", "torch_spec.1.spectrogram.window", "torch_spec.1.mel_scale.fb")
 
 
-def gpt_std(name, tensor):
-    """Standard deviation for a GPT weight, or None to keep the module's own init.
+def weight_std(name, tensor):
+    """Standard deviation to redraw a weight with, or None to keep the module's own init.
 
-    HF's GPT-2 init (std 0.02, zero biases) leaves a random model whose hidden state ignores its
-    input: every text then decodes to the same codes. Unit-gain weights (std 1/sqrt(fan_in)) and
-    O(1) embeddings make the codes depend on text, voice and history, which is what parity tests need.
+    Default inits (HF GPT-2 std 0.02, PyTorch's fan-in uniform) leave a random model whose outputs
+    hardly depend on its inputs: every text decodes to the same codes, every voice gets the same
+    embedding, every latent sequence the same waveform. Near unit-gain weights make each output
+    depend on everything upstream, which is what a parity test needs to catch mistakes.
     """
+    fan_in = tensor[0].numel() if tensor.dim() >= 2 else 0  # nn.Linear / Conv: [out, in, ...]
     if name.startswith("gpt.gpt.h.") and name.endswith(".weight") and tensor.dim() == 2:
         return tensor.shape[0] ** -0.5  # HF Conv1D weight is [in, out]
     if name in ("gpt.text_embedding.weight", "gpt.mel_embedding.weight"):
@@ -158,10 +164,37 @@ def gpt_std(name, tensor):
     if name in ("gpt.text_pos_embedding.emb.weight", "gpt.mel_pos_embedding.emb.weight"):
         return 0.5
     if name in ("gpt.mel_head.weight", "gpt.text_head.weight"):
-        return 2.0 * tensor.shape[1] ** -0.5  # nn.Linear weight is [out, in]; logits with std ~2
+        return 2.0 * fan_in**-0.5  # logits with std ~2
     if name.startswith("gpt.gpt.h.") and name.endswith(".bias") and "ln_" not in name:
         return 0.1
+    # Peaked rather than uniform attention, so the conditioning depends on the reference's content.
+    if name.startswith("gpt.conditioning_encoder.attn.") and ".qkv.weight" in name:
+        return 2.0 * fan_in**-0.5
+    if name.startswith("gpt.conditioning_perceiver.") and name.endswith(("to_q.weight", "to_kv.weight")):
+        return 2.0 * fan_in**-0.5
+    if name.startswith("gpt.conditioning_perceiver.") and name.endswith("to_out.weight"):
+        return 2.0 * fan_in**-0.5  # attention output comparable to the learned latents it is added to
+    if name.startswith(GENERATOR_PREFIX):
+        short = name[len(GENERATOR_PREFIX) :]
+        if short == "conv_pre.weight":
+            return fan_in**-0.5
+        if short == "conv_post.weight":
+            return 0.05 * fan_in**-0.5  # keeps tanh out of saturation
+        if short.startswith(("cond_layer.", "conds.")) and short.endswith(".weight"):
+            return 1.0  # the speaker embedding has unit norm; make it matter
+        if short.endswith(".bias"):
+            return 0.1
     return None
+
+
+def weight_norm_gain(name, tensor):
+    """Weight-norm g (= norm of each folded weight slice) for unit-gain HiFi-GAN convolutions."""
+    if ".ups." in name:
+        # ConvTranspose1d [in, out, k], normed per input channel: each output sample sums in*k/u
+        # taps, so He gain needs a slice norm of sqrt(2*u*out/in), which is sqrt(u) as out = in/2.
+        index = int(name.split(".ups.")[1].split(".")[0])
+        return math.sqrt(UPSAMPLE_RATES[index])
+    return math.sqrt(2.0)  # He gain after leaky ReLU
 
 
 def randomise(state, generator):
@@ -181,9 +214,11 @@ def randomise(state, generator):
         for name, tensor in state.items():
             if name.endswith(FIXED_BUFFERS):
                 continue
-            std = gpt_std(name, tensor)
+            std = weight_std(name, tensor)
             if std is not None:
                 tensor.copy_(std * randn_like(tensor))
+            elif name.endswith("parametrizations.weight.original0"):
+                tensor.fill_(weight_norm_gain(name, tensor)).mul_(uniform_like(tensor, 0.7, 1.3))
             elif name.endswith("num_batches_tracked"):
                 tensor.fill_(int(torch.randint(100, 100000, (1,), generator=generator)))
             elif name == "mel_stats":
@@ -192,8 +227,6 @@ def randomise(state, generator):
                 tensor.copy_(uniform_like(tensor, 0.5, 2.0))
             elif name.endswith("running_mean"):
                 tensor.copy_(0.2 * randn_like(tensor))
-            elif name.endswith("parametrizations.weight.original0"):
-                tensor.mul_(uniform_like(tensor, 0.7, 1.3))
             elif tensor.numel() > 0 and bool((tensor == tensor.flatten()[0]).all()):
                 base = float(tensor.flatten()[0])
                 scale = 0.1 if base != 0.0 else 0.02
@@ -202,8 +235,29 @@ def randomise(state, generator):
 
 # Added to the stop-code logit bias. Random logits rarely favour code 1025, so greedy decoding would
 # run to the 602-code cap; with this offset short texts stop after some tens of codes (calibrated on
-# the tiny model, seed 0: 26 to 107 codes for the golden texts).
+# the tiny model, seed 0: 28 to 52 codes for the golden texts).
 STOP_LOGIT_OFFSET = 3.4
+
+
+def calibrate_speaker_encoder(encoder, seed):
+    """Sets the speaker encoder's BatchNorm statistics to those of voice-like audio, as training would.
+
+    With arbitrary statistics every feature carries a large common offset and all voices map to
+    nearly the same embedding. The statistics are averaged over a few synthetic 16 kHz clips.
+    """
+    clips = [synthesize(16000, 2.0, f0, seed + 100 + i) for i, f0 in enumerate((95, 120, 150, 190, 230, 270))]
+    audio = torch.tensor(np.stack(clips), dtype=torch.float32)
+    batch_norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in batch_norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+    encoder.train()
+    with torch.no_grad():
+        for clip in audio:
+            encoder(clip[None].clone())
+    encoder.eval()
+    for bn in batch_norms:
+        bn.momentum = 0.1
 
 
 def build_model(size, config, seed):
@@ -215,6 +269,7 @@ def build_model(size, config, seed):
     state = model.state_dict()
     generator = torch.Generator().manual_seed(seed + 1)
     randomise(state, generator)
+    calibrate_speaker_encoder(model.hifigan_decoder.speaker_encoder, seed)
     with torch.no_grad():
         state["gpt.mel_head.bias"][config.model_args.gpt_stop_audio_token] += STOP_LOGIT_OFFSET
     return model, state
