@@ -300,12 +300,11 @@ async fn file_mode_plays_sentence_files_in_order_and_reports_success() {
             ("XTTS_ERROR", ""),
         ])
     );
+    d.assert_spool_empties().await;
     let log = d.log.lock().unwrap();
     let said: Vec<_> = log.started.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(said, texts);
     assert!(log.started.iter().all(|r| r.lang == "de" && r.voice == "anna"));
-    drop(log);
-    d.assert_spool_empties().await;
 }
 
 #[tokio::test]
