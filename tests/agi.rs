@@ -300,12 +300,11 @@ async fn file_mode_plays_sentence_files_in_order_and_reports_success() {
             ("XTTS_ERROR", ""),
         ])
     );
+    d.assert_spool_empties().await;
     let log = d.log.lock().unwrap();
     let said: Vec<_> = log.started.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(said, texts);
     assert!(log.started.iter().all(|r| r.lang == "de" && r.voice == "anna"));
-    drop(log);
-    d.assert_spool_empties().await;
 }
 
 #[tokio::test]
@@ -635,4 +634,45 @@ async fn call_client_dtmf_escapes_and_hangup_ends_the_session() {
     assert!(record.variables.is_empty(), "{:?}", record.variables);
     assert!(record.audio.len() < text.len() * 80);
     d.assert_spool_empties().await;
+}
+
+/// A minimal AudioSocket server standing in for the daemon's: plays 10 frames of a parked
+/// job, reports the outcome and ends the session with a hangup message.
+async fn fake_audiosocket(listener: TcpListener, services: SharedServices) {
+    use tokio::io::AsyncReadExt;
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut hello = [0u8; 19];
+    s.read_exact(&mut hello).await.unwrap();
+    assert_eq!(hello[..3], [0x01, 0x00, 0x10]);
+    let uuid = Uuid::from_slice(&hello[3..]).unwrap();
+    let mut inbox = services.calls.attach(uuid);
+    let job = inbox.jobs.try_recv().expect("a parked job");
+    for _ in 0..10 {
+        let mut frame = vec![0x10, 0x01, 0x40];
+        frame.extend_from_slice(&[0x10; 320]);
+        s.write_all(&frame).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outcome = PlayOutcome {
+        status: "SUCCESS",
+        digit: None,
+        played_ms: 200,
+    };
+    job.done.unwrap().send(outcome).unwrap();
+    s.write_all(&[0, 0, 0]).await.unwrap();
+}
+
+#[tokio::test]
+async fn call_client_runs_the_audiosocket_leg_in_stream_mode() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let audiosocket = listener.local_addr().unwrap().to_string();
+    let d = start_with("stream", Duration::ZERO, |c| c.agi.audiosocket_address = audiosocket).await;
+    let server = tokio::spawn(fake_audiosocket(listener, d.services.clone()));
+    let record = run_client(&client(&d, "say", "Hello")).await;
+    timeout(STEP, server).await.unwrap().unwrap();
+    assert!(record.commands[1].starts_with("EXEC AudioSocket "));
+    assert_eq!(record.variables[0], ("XTTS_STATUS".into(), "SUCCESS".into()));
+    assert_eq!(record.variables[2], ("XTTS_DURATION".into(), "200".into()));
+    assert_eq!(record.audio.len(), 1600);
+    assert_eq!(record.frame_times.len(), 10);
 }
