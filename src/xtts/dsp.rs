@@ -56,23 +56,16 @@ impl SincResampler {
         let new = (new_rate as u64 / g) as i64;
         let base = orig.min(new) as f64 * ROLLOFF;
         let width = (LOWPASS_WIDTH * orig as f64 / base).ceil() as i64;
-        let taps = 2 * width + orig;
-        let scale = base / orig as f64;
-        let mut kernel = Vec::with_capacity((new * taps) as usize);
-        for i in 0..new {
-            // torchaudio forms -i/new in float32 (default dtype) before adding the float64
-            // tap positions; doing the same keeps the kernel bit-identical.
-            let phase = (-(i as f32) / new as f32) as f64;
-            for j in 0..taps {
-                let idx = (j - width) as f64 / orig as f64;
-                let t = ((phase + idx) * base).clamp(-LOWPASS_WIDTH, LOWPASS_WIDTH);
-                let window = (t * PI / LOWPASS_WIDTH / 2.0).cos().powi(2);
-                let t = t * PI;
-                let sinc = if t == 0.0 { 1.0 } else { t.sin() / t };
-                kernel.push((sinc * window * scale) as f32);
-            }
-        }
-        let kernel = Tensor::from_slice(&kernel).reshape([new, 1, taps]).to_device(device);
+        // torchaudio builds the kernel in the waveform's dtype (float32) with torch ops; the
+        // same ops here on the CPU give the same bits, which float64 maths would not.
+        let cpu = (Kind::Float, Device::Cpu);
+        let idx = Tensor::arange_start(-width, width + orig, cpu).view([1, 1, -1]) / orig as f64;
+        let phase = Tensor::arange_start_step(0, -new, -1, cpu).view([-1, 1, 1]) / new as f64;
+        let t = ((phase + idx) * base).clamp(-LOWPASS_WIDTH, LOWPASS_WIDTH);
+        let window = (&t * PI / LOWPASS_WIDTH / 2.0).cos().pow_tensor_scalar(2);
+        let t = t * PI;
+        let sinc = (t.sin() / &t).where_self(&t.ne(0.0), &t.ones_like());
+        let kernel = (sinc * (window * (base / orig as f64))).to_device(device);
         Ok(Self {
             orig,
             new,
