@@ -119,3 +119,53 @@ fn two_clips_match_reference() {
         1e-5,
     );
 }
+
+/// The legacy container (`weight_g` / `weight_v`, pickled config object) and the current one
+/// (`parametrizations.weight.original0/1`) hold the same HiFi-GAN weights once folded.
+#[test]
+fn legacy_weight_norm_folds_to_the_same_weights() {
+    tch::set_num_threads(1);
+    let load = |sub: &str| {
+        let path = fixture_dir().join(sub).join("model.pth");
+        Weights::new(load_model_state(&path).unwrap(), &path, Device::Cpu)
+    };
+    let current = load("model");
+    let legacy = load("model_legacy");
+    let gen = "hifigan_decoder.waveform_decoder";
+    let layers = [
+        format!("{gen}.ups.0"),
+        format!("{gen}.ups.3"),
+        format!("{gen}.resblocks.0.convs1.0"),
+        format!("{gen}.resblocks.5.convs2.1"),
+        format!("{gen}.resblocks.11.convs2.2"),
+    ];
+    for layer in &layers {
+        // make sure each file really uses its own naming, or the comparison proves nothing
+        assert!(
+            current.contains(&format!("{layer}.parametrizations.weight.original0")),
+            "{layer}"
+        );
+        assert!(legacy.contains(&format!("{layer}.weight_g")), "{layer}");
+        assert!(
+            !legacy.contains(&format!("{layer}.parametrizations.weight.original0")),
+            "{layer}"
+        );
+        let a = current.weight_norm(layer).unwrap();
+        let b = legacy.weight_norm(layer).unwrap();
+        let (diff, _) = compare(layer, &a, &b);
+        assert_eq!(diff, 0.0, "{layer}: folded weights differ");
+        // the fold is not the identity: g rescales v
+        let v = current
+            .get(&format!("{layer}.parametrizations.weight.original1"))
+            .unwrap();
+        assert!(
+            (&a - &v).abs().max().double_value(&[]) > 0.0,
+            "{layer}: fold changed nothing"
+        );
+    }
+    // the speaker encoder and conditioning tensors are the same in both files too
+    let cfg = XttsConfig::from_file(&fixture_dir().join("model/config.json")).unwrap();
+    let a = VoiceEncoder::new(&current, &cfg).unwrap();
+    let b = VoiceEncoder::new(&legacy, &cfg).unwrap();
+    assert_eq!(a.fingerprint(), b.fingerprint());
+}

@@ -3,9 +3,10 @@
 //! Everything is fp32 on the device of its inputs; the numerics follow torchaudio so that the
 //! conditioning matches the reference to float rounding.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::f64::consts::PI;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use anyhow::{bail, ensure, Result};
 use tch::{Device, Kind, Tensor};
@@ -99,7 +100,7 @@ impl SincResampler {
 #[derive(Debug)]
 pub struct ResamplerCache {
     device: Device,
-    kernels: Mutex<HashMap<(u32, u32), Arc<SincResampler>>>,
+    kernels: Mutex<HashMap<(u32, u32), SincResampler>>,
 }
 
 impl ResamplerCache {
@@ -110,19 +111,14 @@ impl ResamplerCache {
         }
     }
 
-    pub fn get(&self, orig_rate: u32, new_rate: u32) -> Result<Arc<SincResampler>> {
-        let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = kernels.get(&(orig_rate, new_rate)) {
-            return Ok(r.clone());
-        }
-        let r = Arc::new(SincResampler::new(orig_rate, new_rate, self.device)?);
-        kernels.insert((orig_rate, new_rate), r.clone());
-        Ok(r)
-    }
-
     /// `x` `[B, L]` from `orig_rate` to `new_rate`.
     pub fn resample(&self, x: &Tensor, orig_rate: u32, new_rate: u32) -> Result<Tensor> {
-        Ok(self.get(orig_rate, new_rate)?.forward(x))
+        let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        let resampler = match kernels.entry((orig_rate, new_rate)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(SincResampler::new(orig_rate, new_rate, self.device)?),
+        };
+        Ok(resampler.forward(x))
     }
 
     /// Number of distinct rate pairs built so far.
@@ -288,10 +284,15 @@ mod tests {
     #[test]
     fn cache_builds_each_pair_once() {
         let cache = ResamplerCache::new(Device::Cpu);
-        let a = cache.get(22050, 16000).unwrap();
-        let b = cache.get(22050, 16000).unwrap();
-        assert!(Arc::ptr_eq(&a, &b));
-        cache.get(16000, 22050).unwrap();
+        assert!(cache.is_empty());
+        let x = Tensor::randn([1, 500], (Kind::Float, Device::Cpu));
+        let a = cache.resample(&x, 22050, 16000).unwrap();
+        let b = cache.resample(&x, 22050, 16000).unwrap();
+        assert_eq!(cache.len(), 1);
+        assert_eq!(max_abs_diff(&a, &b), 0.0);
+        let _ = cache.resample(&x, 16000, 22050).unwrap();
+        assert_eq!(cache.len(), 2);
+        assert!(cache.resample(&x, 0, 22050).is_err());
         assert_eq!(cache.len(), 2);
     }
 

@@ -449,7 +449,7 @@ impl VoiceStore {
                     gpt_cond_latent: get("gpt_cond_latent")?,
                     speaker_embedding: get("speaker_embedding")?,
                 };
-                voices.insert(name, Arc::new(voice));
+                voices.insert(name, share(voice));
             }
         }
         Ok(Self {
@@ -621,7 +621,7 @@ impl VoiceStore {
                 voice
             }
         };
-        let voice = Arc::new(voice);
+        let voice = share(voice);
         self.memory.insert(
             memory_key.to_string(),
             Cached {
@@ -633,6 +633,13 @@ impl VoiceStore {
         );
         Ok(voice)
     }
+}
+
+/// Voices are handed out as `Arc` so that the requests using one share it. tch tensors are
+/// `Send` but not `Sync`, so a `Voice` stays on the thread that runs the model, with its store.
+#[allow(clippy::arc_with_non_send_sync)]
+fn share(voice: Voice) -> Arc<Voice> {
+    Arc::new(voice)
 }
 
 /// Voice names become file names: refuse anything that could leave the speakers directory.
@@ -750,4 +757,416 @@ fn write_cache(path: &Path, key: &str, voice: &Voice) -> Result<()> {
     safetensors::serialize_to_file(tensors, Some(metadata), &tmp).map_err(|e| anyhow!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", tmp.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::xtts::checkpoint::load_model_state;
+
+    /// The tiny fixture model (`$XTTSD_FIXTURE`, default `tests/fixtures/tiny`).
+    fn fixture_model() -> PathBuf {
+        let dir = std::env::var("XTTSD_FIXTURE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny"));
+        dir.join("model")
+    }
+
+    fn encoder() -> VoiceEncoder {
+        tch::set_num_threads(1);
+        let dir = fixture_model();
+        let cfg = XttsConfig::from_file(&dir.join("config.json")).unwrap();
+        let weights = Weights::new(
+            load_model_state(&dir.join("model.pth")).unwrap(),
+            &dir.join("model.pth"),
+            Device::Cpu,
+        );
+        VoiceEncoder::new(&weights, &cfg).unwrap()
+    }
+
+    /// A voiced-sounding test signal: harmonics of `f0` with a slow envelope and a little noise.
+    fn voiced(rate: u32, seconds: f64, f0: f64) -> Vec<f32> {
+        let n = (rate as f64 * seconds) as usize;
+        let mut noise = 12345u32;
+        (0..n)
+            .map(|i| {
+                let t = i as f64 / rate as f64;
+                let env = 0.5 * (1.0 + (2.0 * std::f64::consts::PI * 3.0 * t).sin());
+                let tone: f64 = (1..6)
+                    .map(|k| (2.0 * std::f64::consts::PI * f0 * k as f64 * t).sin() / k as f64)
+                    .sum();
+                noise = noise.wrapping_mul(1664525).wrapping_add(1013904223);
+                let n = (noise >> 8) as f64 / (1u32 << 24) as f64 - 0.5;
+                (0.25 * env * tone + 0.01 * n) as f32
+            })
+            .collect()
+    }
+
+    fn write_wav_i16(path: &Path, rate: u32, channels: u16, samples: &[f32]) {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(path, spec).unwrap();
+        for &s in samples {
+            w.write_sample((s * 32767.0).round() as i16).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    // ---- clips --------------------------------------------------------------------------------
+
+    #[test]
+    fn stereo_pcm16_is_mixed_to_mono() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("st.wav");
+        let left = voiced(16000, 1.2, 150.0);
+        let interleaved: Vec<f32> = left.iter().flat_map(|&l| [l, -0.5 * l]).collect();
+        write_wav_i16(&path, 16000, 2, &interleaved);
+        let clip = load_clip(&path).unwrap();
+        assert_eq!(clip.sample_rate, 16000);
+        assert_eq!(clip.samples.len(), left.len());
+        for (i, (&m, &l)) in clip.samples.iter().zip(&left).enumerate() {
+            let l16 = (l * 32767.0).round() / 32768.0;
+            let r16 = (-0.5 * l * 32767.0).round() / 32768.0;
+            assert!((m - (l16 + r16) / 2.0).abs() < 1e-6, "sample {i}");
+        }
+    }
+
+    #[test]
+    fn float_and_24_bit_clips_load_at_full_scale() {
+        let dir = tempfile::tempdir().unwrap();
+        let samples = voiced(8000, 1.1, 200.0);
+        let float_path = dir.path().join("f.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(&float_path, spec).unwrap();
+        samples.iter().for_each(|&s| w.write_sample(s).unwrap());
+        w.finalize().unwrap();
+        assert_eq!(load_clip(&float_path).unwrap().samples, samples);
+
+        let path24 = dir.path().join("p24.wav");
+        let spec = hound::WavSpec {
+            bits_per_sample: 24,
+            sample_format: hound::SampleFormat::Int,
+            ..spec
+        };
+        let mut w = hound::WavWriter::create(&path24, spec).unwrap();
+        samples
+            .iter()
+            .for_each(|&s| w.write_sample((s * 8388607.0).round() as i32).unwrap());
+        w.finalize().unwrap();
+        let loaded = load_clip(&path24).unwrap().samples;
+        let worst = loaded
+            .iter()
+            .zip(&samples)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 2e-7, "24-bit error {worst}");
+    }
+
+    #[test]
+    fn bad_clips_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |p: &Path| format!("{:#}", load_clip(p).unwrap_err());
+
+        let missing = dir.path().join("missing.wav");
+        assert!(err(&missing).contains("cannot read"));
+
+        let garbage = dir.path().join("garbage.wav");
+        std::fs::write(&garbage, b"RIFF not really a wave file").unwrap();
+        assert!(err(&garbage).contains("not a readable WAV"));
+
+        let short = dir.path().join("short.wav");
+        write_wav_i16(&short, 16000, 1, &voiced(16000, 0.8, 150.0));
+        assert!(err(&short).contains("too short"), "{}", err(&short));
+
+        let silent = dir.path().join("silent.wav");
+        write_wav_i16(&silent, 16000, 1, &vec![0.0; 32000]);
+        assert!(err(&silent).contains("silent"));
+
+        let hiss = dir.path().join("hiss.wav");
+        write_wav_i16(&hiss, 16000, 1, &vec![2e-4; 32000]);
+        assert!(err(&hiss).contains("silent"));
+
+        let truncated = dir.path().join("truncated.wav");
+        let good = dir.path().join("good.wav");
+        write_wav_i16(&good, 16000, 1, &voiced(16000, 1.5, 150.0));
+        let bytes = std::fs::read(&good).unwrap();
+        std::fs::write(&truncated, &bytes[..30]).unwrap();
+        assert!(err(&truncated).contains("not a readable WAV"));
+    }
+
+    #[test]
+    fn option_conventions() {
+        let direct = ConditioningOptions::default();
+        assert_eq!(
+            (
+                direct.gpt_cond_len,
+                direct.gpt_cond_chunk_len,
+                direct.max_ref_len,
+                direct.sound_norm_refs
+            ),
+            (6.0, 6.0, 30.0, false)
+        );
+        let api = ConditioningOptions::from_config(&XttsConfig::default());
+        assert_eq!(
+            (api.gpt_cond_len, api.gpt_cond_chunk_len, api.max_ref_len),
+            (30.0, 4.0, 30.0)
+        );
+        let zero_chunk = ConditioningOptions {
+            gpt_cond_chunk_len: 0.0,
+            ..direct
+        };
+        assert!(zero_chunk.validate().is_err());
+    }
+
+    // ---- encoder ------------------------------------------------------------------------------
+
+    #[test]
+    fn encoder_rejects_bad_input() {
+        let enc = encoder();
+        let opts = ConditioningOptions::default();
+        assert!(enc.encode(&[], &opts).is_err());
+        // 0.3 s: no conditioning chunk reaches the 0.33 s minimum
+        let tiny = Clip {
+            samples: voiced(22050, 0.3, 150.0),
+            sample_rate: 22050,
+        };
+        let e = format!("{:#}", enc.encode(&[tiny], &opts).unwrap_err());
+        assert!(e.contains("too short"), "{e}");
+        let bad_rate = Clip {
+            samples: voiced(16000, 1.0, 150.0),
+            sample_rate: 0,
+        };
+        assert!(enc.encode(&[bad_rate], &opts).is_err());
+    }
+
+    #[test]
+    fn encoder_output_shapes_and_norms() {
+        let enc = encoder();
+        let clip = Clip {
+            samples: voiced(16000, 2.0, 150.0),
+            sample_rate: 16000,
+        };
+        let voice = enc.encode(&[clip], &ConditioningOptions::default()).unwrap();
+        assert_eq!(voice.gpt_cond_latent.size(), enc.latent_shape());
+        assert_eq!(voice.speaker_embedding.size(), enc.speaker_shape());
+        let norm = voice.speaker_embedding.norm().double_value(&[]);
+        assert!(
+            (norm - 1.0).abs() < 1e-5,
+            "single-clip embedding is unit length, got {norm}"
+        );
+    }
+
+    #[test]
+    fn options_change_the_voice() {
+        let enc = encoder();
+        let clip = Clip {
+            samples: voiced(16000, 3.0, 150.0),
+            sample_rate: 16000,
+        };
+        let whole = enc
+            .encode(std::slice::from_ref(&clip), &ConditioningOptions::default())
+            .unwrap();
+        let chunked = ConditioningOptions {
+            gpt_cond_chunk_len: 1.0,
+            ..Default::default()
+        };
+        let parts = enc.encode(&[clip], &chunked).unwrap();
+        assert!(max_diff(&whole.gpt_cond_latent, &parts.gpt_cond_latent) > 1e-4);
+        // the speaker embedding does not depend on the GPT chunking
+        assert_eq!(max_diff(&whole.speaker_embedding, &parts.speaker_embedding), 0.0);
+    }
+
+    // ---- store --------------------------------------------------------------------------------
+
+    fn speakers_file() -> PathBuf {
+        fixture_model().join("speakers_xtts.pth")
+    }
+
+    #[test]
+    fn store_lists_and_resolves_names() {
+        let dir = tempfile::tempdir().unwrap();
+        write_wav_i16(&dir.path().join("anna.wav"), 16000, 1, &voiced(16000, 1.5, 180.0));
+        std::fs::create_dir(dir.path().join("bob")).unwrap();
+        write_wav_i16(&dir.path().join("bob/one.wav"), 16000, 1, &voiced(16000, 1.5, 110.0));
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let store = VoiceStore::new(dir.path(), Some(&speakers_file()), Device::Cpu).unwrap();
+        let names = store.names();
+        assert!(names.contains(&"anna".to_string()));
+        assert!(names.contains(&"bob".to_string()));
+        assert!(!names.contains(&"empty".to_string()));
+        assert!(!names.contains(&"notes".to_string()));
+        let builtin: Vec<_> = load_speakers(&speakers_file())
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(!builtin.is_empty());
+        for name in &builtin {
+            assert!(names.contains(name) && store.has(name), "{name}");
+        }
+        assert!(store.has("anna") && store.has("bob"));
+        assert!(!store.has("carol") && !store.has("empty"));
+        assert!(!store.has("../anna") && !store.has("") && !store.has(".hidden"));
+        assert!(VoiceStore::new(&dir.path().join("nope"), None, Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn store_caches_in_memory_and_on_disk() {
+        let enc = encoder();
+        let opts = ConditioningOptions::default();
+        let dir = tempfile::tempdir().unwrap();
+        let clip_path = dir.path().join("anna.wav");
+        write_wav_i16(&clip_path, 16000, 1, &voiced(16000, 1.5, 180.0));
+        let cache = dir.path().join("anna.xtts.safetensors");
+
+        let mut store = VoiceStore::new(dir.path(), None, Device::Cpu).unwrap();
+        let first = store.get("anna", &enc, &opts).unwrap();
+        assert_eq!(store.computed(), 1);
+        assert!(cache.is_file());
+        let direct = enc.encode(&[load_clip(&clip_path).unwrap()], &opts).unwrap();
+        assert_eq!(max_diff(&first.gpt_cond_latent, &direct.gpt_cond_latent), 0.0);
+
+        // second call: memory
+        let second = store.get("anna", &enc, &opts).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(store.computed(), 1);
+
+        // restart: disk
+        let mut restarted = VoiceStore::new(dir.path(), None, Device::Cpu).unwrap();
+        let from_disk = restarted.get("anna", &enc, &opts).unwrap();
+        assert_eq!(restarted.computed(), 0);
+        assert_eq!(max_diff(&from_disk.gpt_cond_latent, &first.gpt_cond_latent), 0.0);
+        assert_eq!(max_diff(&from_disk.speaker_embedding, &first.speaker_embedding), 0.0);
+
+        // other options: a different voice, computed
+        let chunked = ConditioningOptions {
+            gpt_cond_chunk_len: 0.5,
+            ..opts.clone()
+        };
+        restarted.get("anna", &enc, &chunked).unwrap();
+        assert_eq!(restarted.computed(), 1);
+    }
+
+    #[test]
+    fn store_recomputes_a_changed_clip() {
+        let enc = encoder();
+        let opts = ConditioningOptions::default();
+        let dir = tempfile::tempdir().unwrap();
+        let clip_path = dir.path().join("anna.wav");
+        write_wav_i16(&clip_path, 16000, 1, &voiced(16000, 1.5, 180.0));
+        let mut store = VoiceStore::new(dir.path(), None, Device::Cpu).unwrap();
+        let before = store.get("anna", &enc, &opts).unwrap();
+
+        // same bytes written again: new mtime, same content, nothing to compute
+        let bytes = std::fs::read(&clip_path).unwrap();
+        std::fs::write(&clip_path, &bytes).unwrap();
+        store.get("anna", &enc, &opts).unwrap();
+        assert_eq!(store.computed(), 1);
+
+        // new recording of a different length
+        write_wav_i16(&clip_path, 16000, 1, &voiced(16000, 1.7, 120.0));
+        let after = store.get("anna", &enc, &opts).unwrap();
+        assert_eq!(store.computed(), 2);
+        assert!(max_diff(&before.speaker_embedding, &after.speaker_embedding) > 1e-4);
+
+        // a restart sees the new cache, not the old one
+        let mut restarted = VoiceStore::new(dir.path(), None, Device::Cpu).unwrap();
+        let again = restarted.get("anna", &enc, &opts).unwrap();
+        assert_eq!(restarted.computed(), 0);
+        assert_eq!(max_diff(&again.speaker_embedding, &after.speaker_embedding), 0.0);
+    }
+
+    #[test]
+    fn store_survives_a_corrupt_cache_file() {
+        let enc = encoder();
+        let opts = ConditioningOptions::default();
+        let dir = tempfile::tempdir().unwrap();
+        write_wav_i16(&dir.path().join("anna.wav"), 16000, 1, &voiced(16000, 1.5, 180.0));
+        let cache = dir.path().join("anna.xtts.safetensors");
+        let good = VoiceStore::new(dir.path(), None, Device::Cpu)
+            .unwrap()
+            .get("anna", &enc, &opts)
+            .unwrap();
+
+        for damage in [b"garbage".to_vec(), std::fs::read(&cache).unwrap()[..40].to_vec()] {
+            std::fs::write(&cache, &damage).unwrap();
+            let mut store = VoiceStore::new(dir.path(), None, Device::Cpu).unwrap();
+            let voice = store.get("anna", &enc, &opts).unwrap();
+            assert_eq!(store.computed(), 1);
+            assert_eq!(max_diff(&voice.gpt_cond_latent, &good.gpt_cond_latent), 0.0);
+            // and the cache was rewritten whole
+            let mut fresh = VoiceStore::new(dir.path(), None, Device::Cpu).unwrap();
+            fresh.get("anna", &enc, &opts).unwrap();
+            assert_eq!(fresh.computed(), 0);
+        }
+    }
+
+    #[test]
+    fn folder_voice_concatenates_its_clips_in_name_order() {
+        let enc = encoder();
+        let opts = ConditioningOptions::default();
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("bob");
+        std::fs::create_dir(&folder).unwrap();
+        write_wav_i16(&folder.join("2.wav"), 22050, 1, &voiced(22050, 1.2, 100.0));
+        write_wav_i16(&folder.join("1.wav"), 16000, 1, &voiced(16000, 1.4, 130.0));
+        let mut store = VoiceStore::new(dir.path(), None, Device::Cpu).unwrap();
+        let voice = store.get("bob", &enc, &opts).unwrap();
+        let clips = [
+            load_clip(&folder.join("1.wav")).unwrap(),
+            load_clip(&folder.join("2.wav")).unwrap(),
+        ];
+        let direct = enc.encode(&clips, &opts).unwrap();
+        assert_eq!(max_diff(&voice.gpt_cond_latent, &direct.gpt_cond_latent), 0.0);
+        assert_eq!(max_diff(&voice.speaker_embedding, &direct.speaker_embedding), 0.0);
+        assert!(dir.path().join("bob.xtts.safetensors").is_file());
+    }
+
+    #[test]
+    fn builtin_and_ad_hoc_voices() {
+        let enc = encoder();
+        let opts = ConditioningOptions::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = VoiceStore::new(dir.path(), Some(&speakers_file()), Device::Cpu).unwrap();
+        let (name, tensors) = load_speakers(&speakers_file()).unwrap().remove(0);
+        let voice = store.get(&name, &enc, &opts).unwrap();
+        assert_eq!(max_diff(&voice.gpt_cond_latent, &tensors["gpt_cond_latent"]), 0.0);
+        assert_eq!(store.computed(), 0);
+
+        let e = format!("{:#}", store.get("nobody", &enc, &opts).unwrap_err());
+        assert!(e.contains("unknown voice"), "{e}");
+        assert!(store.get("../etc/passwd", &enc, &opts).is_err());
+
+        let other = tempfile::tempdir().unwrap();
+        let clip = other.path().join("some.wav");
+        write_wav_i16(&clip, 16000, 1, &voiced(16000, 1.5, 160.0));
+        let a = store.from_paths(std::slice::from_ref(&clip), &enc, &opts).unwrap();
+        assert!(other.path().join("some.xtts.safetensors").is_file());
+        let b = store.from_paths(std::slice::from_ref(&clip), &enc, &opts).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(store.computed(), 1);
+        assert!(store.from_paths(&[], &enc, &opts).is_err());
+        let e = format!(
+            "{:#}",
+            store
+                .from_paths(&[other.path().join("none.wav")], &enc, &opts)
+                .unwrap_err()
+        );
+        assert!(e.contains("none.wav"), "{e}");
+    }
 }
