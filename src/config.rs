@@ -52,6 +52,12 @@ pub struct EngineConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AudioSocketConfig {
     pub listen: SocketAddr,
+    /// A connection that has not sent its UUID within this time is closed.
+    pub uuid_timeout_ms: u64,
+    /// Once a message has started, the rest must arrive within this time.
+    pub payload_timeout_ms: u64,
+    /// Largest message payload accepted from a peer, in bytes.
+    pub max_payload_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +126,9 @@ impl Default for AudioSocketConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9092".parse().unwrap(),
+            uuid_timeout_ms: 2000,
+            payload_timeout_ms: 200,
+            max_payload_bytes: 32_000,
         }
     }
 }
@@ -206,6 +215,10 @@ impl Config {
             "engine.first_chunk_tokens must be at least 1"
         );
         anyhow::ensure!(self.engine.queue_limit > 0, "engine.queue_limit must be at least 1");
+        anyhow::ensure!(
+            (1..=65_535).contains(&self.audiosocket.max_payload_bytes),
+            "audiosocket.max_payload_bytes must be between 1 and 65535"
+        );
         anyhow::ensure!(self.audio.peak_dbfs <= 0.0, "audio.peak_dbfs must be at most 0");
         Ok(())
     }

@@ -121,9 +121,14 @@ impl Engine {
         self.sample_rate
     }
 
+    /// Checks a request (language, voice, text) without queueing it.
+    pub fn validate(&self, req: &SpeechRequest) -> Result<(), EngineError> {
+        (self.validate)(req).map_err(|e| EngineError::Invalid(format!("{e:#}")))
+    }
+
     /// Queues a request. Fails at once on invalid input or a full queue.
     pub fn speak(&self, req: SpeechRequest) -> Result<Speech, EngineError> {
-        (self.validate)(&req).map_err(|e| EngineError::Invalid(format!("{e:#}")))?;
+        self.validate(&req)?;
         let (out, events) = mpsc::unbounded_channel();
         self.jobs.try_send(Job { req, out }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => EngineError::Busy(self.queue_limit),

@@ -1,0 +1,508 @@
+//! One AudioSocket call: UUID first, then speech (queued jobs or the test call) paced out
+//! in 20 ms frames on an absolute clock, silence whenever there is nothing to say, DTMF for
+//! barge-in and read-back, and a clean end on either side's hangup or a bad frame.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use uuid::Uuid;
+
+use super::codec::{encode_message, AudioSocketCodec, Message};
+use super::reader::MessageReader;
+use crate::audio::{frame_samples, slin_bytes, FramePipeline, FRAME_MS};
+use crate::calls::{CallInbox, PlayOutcome, SpeakJob};
+use crate::engine::{Speech, SpeechEvent, SpeechRequest};
+use crate::serve::SharedServices;
+
+/// Call rate until the caller's audio says otherwise (kind 0x10).
+const DEFAULT_RATE: u32 = 8000;
+const FRAME: Duration = Duration::from_millis(FRAME_MS as u64);
+/// Further behind the clock than this, the schedule restarts instead of catching up in a burst.
+const MAX_BEHIND: Duration = Duration::from_millis(100);
+/// A write that cannot complete in this time means the peer stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEnd {
+    /// Closed before a valid UUID arrived.
+    NoUuid(String),
+    /// The caller went away: end of stream, reset, or a failed write.
+    CallerGone(String),
+    /// We ended it with a hangup message after a `hangup_after` job.
+    ServerHangup,
+    /// The peer sent something invalid.
+    ProtocolError(String),
+}
+
+/// Counters of one session, logged when it ends.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionStats {
+    pub frames: u64,
+    pub speech_frames: u64,
+    pub silence_frames: u64,
+    /// Ticks where speech was under way but the engine had no audio ready.
+    pub underruns: u64,
+    /// Times the sender fell so far behind that the schedule restarted.
+    pub clock_resets: u64,
+}
+
+#[derive(Debug)]
+pub struct SessionReport {
+    pub uuid: Option<Uuid>,
+    pub end: SessionEnd,
+    pub stats: SessionStats,
+}
+
+/// Messages from the socket reader to the call.
+enum Inbound {
+    Dtmf(char),
+    /// The caller's audio kind changed (or was first seen).
+    Rate(u32),
+    Closed(SessionEnd),
+}
+
+/// Aborts the reader task when the call is dropped, whatever path ended it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs one call to its end. Never fails: every ending is a `SessionEnd`.
+pub async fn run(stream: TcpStream, services: SharedServices) -> SessionReport {
+    let cfg = &services.config.audiosocket;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let (rd, wr) = stream.into_split();
+    let codec = AudioSocketCodec::new(cfg.max_payload_bytes);
+    let mut reader = MessageReader::new(rd, codec.clone(), Duration::from_millis(cfg.payload_timeout_ms));
+    let no_uuid = |why: String| SessionReport {
+        uuid: None,
+        end: SessionEnd::NoUuid(why),
+        stats: SessionStats::default(),
+    };
+    let uuid_timeout = Duration::from_millis(cfg.uuid_timeout_ms);
+    let uuid = match timeout(uuid_timeout, reader.next()).await {
+        Err(_) => return no_uuid(format!("no UUID within {uuid_timeout:?}")),
+        Ok(Ok(Some(Message::Uuid(uuid)))) => uuid,
+        Ok(Ok(Some(other))) => return no_uuid(format!("first message was {}, not a UUID", describe(&other))),
+        Ok(Ok(None)) => return no_uuid("closed before sending a UUID".into()),
+        Ok(Err(e)) => return no_uuid(format!("bad first message: {e}")),
+    };
+    tracing::Span::current().record("uuid", tracing::field::display(uuid));
+    let inbox = services.calls.attach(uuid);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _reader = AbortOnDrop(tokio::spawn(read_loop(reader, tx)));
+    let mut call = Call::new(services.clone(), wr, codec, inbox.had_pending);
+    let end = call.run(rx, inbox).await;
+    SessionReport {
+        uuid: Some(uuid),
+        end,
+        stats: call.stats,
+    }
+}
+
+fn describe(message: &Message) -> String {
+    match message {
+        Message::Hangup => "a hangup".into(),
+        Message::Uuid(_) => "a UUID".into(),
+        Message::Dtmf(d) => format!("DTMF '{d}'"),
+        Message::Audio { rate, pcm } => format!("{} bytes of {rate} Hz audio", pcm.len()),
+        Message::Error(code) => format!("an error ({code:?})"),
+    }
+}
+
+/// Forwards what the caller sends; ends with exactly one `Closed`.
+async fn read_loop(mut reader: MessageReader<OwnedReadHalf>, tx: mpsc::UnboundedSender<Inbound>) {
+    let mut rate = None;
+    let end = loop {
+        match reader.next().await {
+            Ok(Some(Message::Audio { rate: r, .. })) => {
+                if rate != Some(r) {
+                    rate = Some(r);
+                    let _ = tx.send(Inbound::Rate(r));
+                }
+            }
+            Ok(Some(Message::Dtmf(d))) => {
+                let _ = tx.send(Inbound::Dtmf(d));
+            }
+            Ok(Some(Message::Hangup)) => break SessionEnd::CallerGone("hangup message".into()),
+            Ok(Some(Message::Error(code))) => break SessionEnd::CallerGone(format!("error message {code:?}")),
+            Ok(Some(Message::Uuid(_))) => break SessionEnd::ProtocolError("second UUID".into()),
+            Ok(None) => break SessionEnd::CallerGone("end of stream".into()),
+            Err(super::reader::ReadError::Codec(super::CodecError::Io(e))) => {
+                break SessionEnd::CallerGone(format!("read failed: {e}"))
+            }
+            Err(e) => break SessionEnd::ProtocolError(e.to_string()),
+        }
+    };
+    let _ = tx.send(Inbound::Closed(end));
+}
+
+/// The absolute 20 ms schedule: frame n goes out at `start + n × 20 ms`.
+struct Pacer {
+    start: Instant,
+    sent: u32,
+}
+
+impl Pacer {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.start + FRAME * self.sent
+    }
+
+    /// Counts a sent frame; returns true when the schedule had to restart.
+    fn sent_one(&mut self, now: Instant) -> bool {
+        self.sent += 1;
+        if now > self.deadline() + MAX_BEHIND {
+            self.start = now;
+            self.sent = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// A job being played.
+struct Playback {
+    job: SpeakJob,
+    /// The engine's output; None once it has ended. Dropping it cancels synthesis.
+    speech: Option<Speech>,
+    /// Created at the first audio chunk, at the call's rate then.
+    pipeline: Option<FramePipeline>,
+    frames: VecDeque<(u32, Bytes)>,
+    played_frames: u64,
+    failure: Option<String>,
+}
+
+impl Playback {
+    fn played_ms(&self) -> u64 {
+        self.played_frames * FRAME_MS as u64
+    }
+
+    fn is_complete(&self) -> bool {
+        self.speech.is_none() && self.frames.is_empty()
+    }
+
+    /// Audio is under way but the engine has not delivered the next frame in time.
+    fn is_starved(&self) -> bool {
+        self.speech.is_some() && self.pipeline.is_some() && self.frames.is_empty()
+    }
+}
+
+fn report(job: SpeakJob, status: &'static str, digit: Option<char>, played_ms: u64) {
+    if let Some(done) = job.done {
+        let _ = done.send(PlayOutcome {
+            status,
+            digit,
+            played_ms,
+        });
+    }
+}
+
+/// What "1", "#" etc. are read back as.
+fn spoken_digit(d: char) -> String {
+    match d {
+        '*' => "star".into(),
+        '#' => "pound".into(),
+        other => other.to_string(),
+    }
+}
+
+type Step = Result<(), SessionEnd>;
+
+struct Call {
+    services: SharedServices,
+    writer: OwnedWriteHalf,
+    codec: AudioSocketCodec,
+    /// The rate of the caller's audio; ours follows it.
+    rate: u32,
+    /// No speech was queued for this call: greet and read digits back.
+    test_call: bool,
+    queue: VecDeque<SpeakJob>,
+    current: Option<Playback>,
+    pacer: Pacer,
+    stats: SessionStats,
+}
+
+impl Call {
+    fn new(services: SharedServices, writer: OwnedWriteHalf, codec: AudioSocketCodec, had_pending: bool) -> Self {
+        let test = &services.config.test_call;
+        let test_call = !had_pending && test.enabled;
+        let mut call = Self {
+            writer,
+            codec,
+            rate: DEFAULT_RATE,
+            test_call,
+            queue: VecDeque::new(),
+            current: None,
+            pacer: Pacer::new(),
+            stats: SessionStats::default(),
+            services: services.clone(),
+        };
+        if test_call && !test.greeting.trim().is_empty() {
+            let greeting = call.test_call_job(test.greeting.clone());
+            call.queue.push_back(greeting);
+        }
+        call
+    }
+
+    fn test_call_job(&self, text: String) -> SpeakJob {
+        let engine = &self.services.config.engine;
+        let test = &self.services.config.test_call;
+        let pick = |own: &String, default: &String| if own.is_empty() { default.clone() } else { own.clone() };
+        SpeakJob {
+            request: SpeechRequest {
+                text,
+                lang: pick(&test.language, &engine.default_language),
+                voice: pick(&test.voice, &engine.default_voice),
+                seed: None,
+            },
+            escape_digits: String::new(),
+            hangup_after: false,
+            done: None,
+        }
+    }
+
+    async fn run(&mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>, mut inbox: CallInbox) -> SessionEnd {
+        let end = loop {
+            if let Err(end) = self.step(&mut inbound, &mut inbox).await {
+                break end;
+            }
+        };
+        // Whatever was still to play will not be: tell whoever queued it.
+        let status = "HANGUP";
+        if let Some(p) = self.current.take() {
+            let played = p.played_ms();
+            report(p.job, status, None, played);
+        }
+        while let Ok(job) = inbox.jobs.try_recv() {
+            self.queue.push_back(job);
+        }
+        for job in self.queue.drain(..) {
+            report(job, status, None, 0);
+        }
+        end
+    }
+
+    async fn step(&mut self, inbound: &mut mpsc::UnboundedReceiver<Inbound>, inbox: &mut CallInbox) -> Step {
+        self.start_next_job().await?;
+        tokio::select! {
+            biased;
+            event = inbound.recv() => match event {
+                Some(Inbound::Dtmf(d)) => self.on_dtmf(d).await,
+                Some(Inbound::Rate(rate)) => {
+                    tracing::debug!(rate, "caller audio rate");
+                    self.rate = rate;
+                    Ok(())
+                }
+                Some(Inbound::Closed(end)) => Err(end),
+                None => Err(SessionEnd::CallerGone("reader stopped".into())),
+            },
+            _ = sleep_until(self.pacer.deadline()) => self.tick().await,
+            event = next_speech_event(&mut self.current) => {
+                self.on_speech_event(event);
+                self.check_complete().await
+            }
+            Some(job) = inbox.jobs.recv() => {
+                self.queue.push_back(job);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts queued jobs until one is playing or none are left.
+    async fn start_next_job(&mut self) -> Step {
+        while self.current.is_none() {
+            let Some(job) = self.queue.pop_front() else {
+                return Ok(());
+            };
+            match self.services.engine.speak(job.request.clone()) {
+                Ok(speech) => {
+                    tracing::debug!(text = %job.request.text, "speaking");
+                    self.current = Some(Playback {
+                        job,
+                        speech: Some(speech),
+                        pipeline: None,
+                        frames: VecDeque::new(),
+                        played_frames: 0,
+                        failure: None,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "speech request refused");
+                    let hangup = job.hangup_after;
+                    report(job, "FAILED", None, 0);
+                    if hangup {
+                        return self.hang_up().await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_speech_event(&mut self, event: Option<SpeechEvent>) {
+        let Some(p) = self.current.as_mut() else {
+            return;
+        };
+        let result = match event {
+            Some(SpeechEvent::Audio(chunk)) => push_chunk(p, &chunk, self.rate, &self.services),
+            Some(SpeechEvent::Done) => finish_speech(p),
+            Some(SpeechEvent::Failed(why)) => {
+                p.failure = Some(why);
+                finish_speech(p)
+            }
+            None => {
+                p.failure = Some("engine stopped".into());
+                finish_speech(p)
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %format!("{e:#}"), "audio path failed");
+            p.failure = Some(format!("{e:#}"));
+            p.speech = None;
+            p.frames.clear();
+        }
+    }
+
+    async fn on_dtmf(&mut self, digit: char) -> Step {
+        tracing::debug!(%digit, "DTMF");
+        if let Some(p) = self.current.as_ref() {
+            if p.job.escape_digits.contains(digit) {
+                // Barge-in: drop the playback (and with it the Speech, so synthesis stops)
+                // and stop sending it at once; the next tick is silence.
+                let p = self.current.take().expect("checked above");
+                let played = p.played_ms();
+                let hangup = p.job.hangup_after;
+                tracing::info!(%digit, played_ms = played, "playback interrupted");
+                report(p.job, "INTERRUPTED", Some(digit), played);
+                return if hangup { self.hang_up().await } else { Ok(()) };
+            }
+        }
+        if self.test_call {
+            let job = self.test_call_job(format!("You pressed {}.", spoken_digit(digit)));
+            self.queue.push_back(job);
+        }
+        Ok(())
+    }
+
+    /// One 20 ms deadline: send the next speech frame, or silence.
+    async fn tick(&mut self) -> Step {
+        let frame = self.current.as_mut().and_then(|p| p.frames.pop_front());
+        let speech = frame.is_some();
+        let (rate, pcm) = match frame {
+            Some(frame) => frame,
+            None => {
+                if self.current.as_ref().is_some_and(Playback::is_starved) {
+                    self.stats.underruns += 1;
+                }
+                (self.rate, Bytes::from(vec![0u8; frame_samples(self.rate) * 2]))
+            }
+        };
+        self.send(Message::Audio { rate, pcm }).await?;
+        if self.pacer.sent_one(Instant::now()) {
+            self.stats.clock_resets += 1;
+            tracing::warn!("fell behind the 20 ms clock; restarting the schedule");
+        }
+        self.stats.frames += 1;
+        if speech {
+            self.stats.speech_frames += 1;
+            if let Some(p) = self.current.as_mut() {
+                p.played_frames += 1;
+            }
+        } else {
+            self.stats.silence_frames += 1;
+        }
+        self.check_complete().await
+    }
+
+    /// Reports a finished job and, if it asks for it, ends the session.
+    async fn check_complete(&mut self) -> Step {
+        if !self.current.as_ref().is_some_and(Playback::is_complete) {
+            return Ok(());
+        }
+        let p = self.current.take().expect("checked above");
+        let played = p.played_ms();
+        let hangup = p.job.hangup_after;
+        match &p.failure {
+            Some(why) => {
+                tracing::warn!(reason = %why, played_ms = played, "speech failed");
+                report(p.job, "FAILED", None, played);
+            }
+            None => report(p.job, "SUCCESS", None, played),
+        }
+        if hangup {
+            return self.hang_up().await;
+        }
+        Ok(())
+    }
+
+    async fn hang_up(&mut self) -> Step {
+        self.send(Message::Hangup).await?;
+        let _ = self.writer.shutdown().await;
+        Err(SessionEnd::ServerHangup)
+    }
+
+    /// Writes one whole message in a single write.
+    async fn send(&mut self, message: Message) -> Step {
+        let buf = encode_message(&mut self.codec, message)
+            .map_err(|e| SessionEnd::ProtocolError(format!("cannot encode our own message: {e}")))?;
+        match timeout(WRITE_TIMEOUT, self.writer.write_all(&buf)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SessionEnd::CallerGone(format!("write failed: {e}"))),
+            Err(_) => Err(SessionEnd::CallerGone(format!("write blocked for {WRITE_TIMEOUT:?}"))),
+        }
+    }
+}
+
+/// The next event of the playing job's speech; never resolves when there is none.
+async fn next_speech_event(current: &mut Option<Playback>) -> Option<SpeechEvent> {
+    match current.as_mut().and_then(|p| p.speech.as_mut()) {
+        Some(speech) => speech.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn push_chunk(p: &mut Playback, chunk: &[f32], call_rate: u32, services: &SharedServices) -> anyhow::Result<()> {
+    if p.pipeline.is_none() {
+        p.pipeline = Some(FramePipeline::new(
+            services.engine.sample_rate(),
+            call_rate,
+            &services.config.audio,
+        )?);
+    }
+    let pipeline = p.pipeline.as_mut().expect("created above");
+    let rate = pipeline.rate();
+    for frame in pipeline.push(chunk)? {
+        p.frames.push_back((rate, slin_bytes(&frame)));
+    }
+    Ok(())
+}
+
+fn finish_speech(p: &mut Playback) -> anyhow::Result<()> {
+    p.speech = None;
+    if let Some(pipeline) = p.pipeline.as_mut() {
+        let rate = pipeline.rate();
+        for frame in pipeline.finish()? {
+            p.frames.push_back((rate, slin_bytes(&frame)));
+        }
+    }
+    Ok(())
+}

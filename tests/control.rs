@@ -1,0 +1,155 @@
+//! The control HTTP API over a real loopback socket, with plain HTTP/1.1 requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use uuid::Uuid;
+use xttsd::calls::CallRegistry;
+use xttsd::config::Config;
+use xttsd::engine::{Engine, SpeechBackend, SpeechRequest};
+use xttsd::serve::{Services, SharedServices};
+
+/// The API never synthesises itself; a backend that would fail the test if it were asked.
+struct Unused;
+
+impl SpeechBackend for Unused {
+    fn sample_rate(&self) -> u32 {
+        24000
+    }
+    fn validate(&self, req: &SpeechRequest) -> Result<()> {
+        validate(req)
+    }
+    fn speak(&mut self, _req: &SpeechRequest, _emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
+        panic!("the control API must only queue speech")
+    }
+}
+
+fn validate(req: &SpeechRequest) -> Result<()> {
+    anyhow::ensure!(
+        ["en", "de"].contains(&req.lang.as_str()),
+        "unknown language '{}'",
+        req.lang
+    );
+    anyhow::ensure!(
+        ["default", "anna"].contains(&req.voice.as_str()),
+        "unknown voice '{}'",
+        req.voice
+    );
+    anyhow::ensure!(req.text.chars().count() <= 200, "text longer than 200 characters");
+    Ok(())
+}
+
+async fn start() -> (std::net::SocketAddr, SharedServices) {
+    let services = Arc::new(Services {
+        config: Config::default(),
+        engine: Engine::start(Unused, validate, 4),
+        calls: CallRegistry::new(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(xttsd::control::serve(listener, services.clone()));
+    (addr, services)
+}
+
+/// One HTTP/1.1 request; returns the status and the JSON body.
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8(raw).unwrap()
+    };
+    let raw = timeout(Duration::from_secs(5), exchange).await.expect("no HTTP answer");
+    let status: u16 = raw[9..12].parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn say_for_a_call_not_connected_yet_waits_for_it() {
+    let (addr, services) = start().await;
+    let uuid = Uuid::new_v4();
+    let (status, body) = http(
+        addr,
+        "POST",
+        &format!("/v1/calls/{uuid}/say"),
+        r#"{"text": " Hallo Welt ", "voice": "anna", "lang": "de"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body, serde_json::json!({"queued": true, "live": false}));
+    let mut inbox = services.calls.attach(uuid);
+    assert!(inbox.had_pending);
+    let job = inbox.jobs.try_recv().unwrap();
+    assert_eq!(job.request.text, "Hallo Welt");
+    assert_eq!((job.request.voice.as_str(), job.request.lang.as_str()), ("anna", "de"));
+    assert!(!job.hangup_after && job.done.is_none() && job.escape_digits.is_empty());
+}
+
+#[tokio::test]
+async fn say_reaches_a_live_call_with_defaults() {
+    let (addr, services) = start().await;
+    let uuid = Uuid::new_v4();
+    let mut inbox = services.calls.attach(uuid);
+    let (status, body) = http(addr, "POST", &format!("/v1/calls/{uuid}/say"), r#"{"text": "Hello"}"#).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["live"], true);
+    let job = timeout(Duration::from_secs(2), inbox.jobs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.request.text, "Hello");
+    assert_eq!(
+        (job.request.voice.as_str(), job.request.lang.as_str()),
+        ("default", "en")
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_400_naming_the_field() {
+    let (addr, services) = start().await;
+    let uuid = Uuid::new_v4();
+    let path = format!("/v1/calls/{uuid}/say");
+    let long = format!(r#"{{"text": "{}"}}"#, "a".repeat(300));
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("/v1/calls/not-a-uuid/say".into(), r#"{"text": "Hi"}"#, "uuid"),
+        (path.clone(), r#"{"voice": "anna"}"#, "text"),
+        (path.clone(), r#"{"text": "   "}"#, "text"),
+        (path.clone(), &long, "text"),
+        (path.clone(), r#"{"text": "Hi", "lang": "xx"}"#, "lang"),
+        (path.clone(), r#"{"text": "Hi", "voice": "nobody"}"#, "voice"),
+        (path.clone(), r#"{"text": "Hi", "speed": 2}"#, "speed"),
+        (path.clone(), r#"{"text": 5}"#, "body"),
+        (path.clone(), "not json", "body"),
+    ];
+    for (path, body, field) in &cases {
+        let (status, reply) = http(addr, "POST", path, body).await;
+        assert_eq!(status, 400, "{body}: {reply}");
+        assert_eq!(reply["field"], *field, "{body}: {reply}");
+        assert!(!reply["error"].as_str().unwrap().is_empty());
+    }
+    // Nothing was queued for the call.
+    assert!(!services.calls.attach(uuid).had_pending);
+}
+
+#[tokio::test]
+async fn health_reports_rate_and_version() {
+    let (addr, _) = start().await;
+    let (status, body) = http(addr, "GET", "/v1/health", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["sample_rate"], 24000);
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    let (status, _) = http(addr, "GET", "/v1/nothing", "").await;
+    assert_eq!(status, 404);
+}
