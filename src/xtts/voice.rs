@@ -370,10 +370,11 @@ fn fingerprint(weights: &Weights) -> Result<String> {
     names.sort();
     let mut hasher = Sha256::new();
     for name in names {
-        let t = weights.get(name)?.flatten(0, -1);
-        let n = t.size()[0];
+        let t = weights.get(name)?;
         hasher.update(name.as_bytes());
-        hasher.update(format!("{:?}", weights.get(name)?.size()).as_bytes());
+        hasher.update(format!("{:?}", t.size()).as_bytes());
+        let t = t.flatten(0, -1);
+        let n = t.size()[0];
         if n > 0 {
             let step = (n / 1024).max(1);
             let sample = Vec::<f32>::try_from(t.slice(0, 0, n, step).to_device(Device::Cpu))?;
@@ -409,6 +410,7 @@ struct Cached {
 /// the studio voices of `speakers_xtts.pth`. A computed voice is kept in memory and written
 /// next to its clips as `NAME.xtts.safetensors`, keyed by a hash of the clip bytes, the
 /// options and the model, so it is computed once and again only when something changed.
+/// A clip or folder in the speakers directory shadows a built-in voice of the same name.
 pub struct VoiceStore {
     speakers_dir: PathBuf,
     builtin: HashMap<String, Arc<Voice>>,
