@@ -166,10 +166,12 @@ impl Attention {
 }
 
 /// Scaled dot-product attention with a boolean "may attend" mask broadcastable to [B, H, Tq, Tk].
+/// Masked scores get the lowest finite float rather than -inf, so a padding query that may see
+/// nothing yields finite garbage instead of NaN (which would leak through its keys/values).
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Tensor {
     let head_dim = q.size()[3] as f64;
     let scores = q.matmul(&k.transpose(-1, -2)) / head_dim.sqrt();
-    let scores = scores.masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+    let scores = scores.masked_fill(&mask.logical_not(), f32::MIN as f64);
     scores.softmax(-1, Kind::Float).matmul(v)
 }
 

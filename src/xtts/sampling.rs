@@ -141,9 +141,7 @@ pub fn process_logits(logits: &Tensor, history: &[i64], p: &SamplingParams) -> R
         ids.dedup();
         let idx = Tensor::from_slice(&ids).to_device(scores.device());
         let seen = scores.gather(0, &idx, false);
-        let penalised = seen
-            .lt(0.0)
-            .where_self(&(&seen * p.repetition_penalty), &(&seen / p.repetition_penalty));
+        let penalised = (&seen * p.repetition_penalty).where_self(&seen.lt(0.0), &(&seen / p.repetition_penalty));
         scores = scores.scatter(0, &idx, &penalised);
     }
     if !p.do_sample {
