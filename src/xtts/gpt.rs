@@ -562,7 +562,7 @@ mod tests {
         let (pl, ps) = (long.size()[1], short.size()[1]);
         let pad = Tensor::zeros([1, pl - ps, cfg.dim], (Kind::Float, Device::Cpu));
         let batch = Tensor::cat(&[long.shallow_clone(), Tensor::cat(&[&pad, &short], 1)], 0);
-        let mut valid = Tensor::ones([2, pl], (Kind::Bool, Device::Cpu));
+        let valid = Tensor::ones([2, pl], (Kind::Bool, Device::Cpu));
         let _ = valid.get(1).narrow(0, 0, pl - ps).fill_(0);
         let mut cache = gpt.cache_for(2, pl);
         gpt.forward_cached(&mut cache, &batch, Some(&valid)).unwrap();
