@@ -33,7 +33,10 @@ const STREAM_TOL: f64 = 1e-5;
 fn with_model<R>(f: impl FnOnce(&Xtts) -> R) -> R {
     static MODEL: OnceLock<Mutex<Xtts>> = OnceLock::new();
     let model = MODEL.get_or_init(|| {
-        let threads = std::env::var("XTTSD_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
+        let threads = std::env::var("XTTSD_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(1);
         tch::set_num_threads(threads);
         let dir = model_dir();
         Mutex::new(Xtts::load(&dir, Device::Cpu).unwrap_or_else(|e| panic!("loading {}: {e:#}", dir.display())))
@@ -70,7 +73,10 @@ fn cases() -> Vec<Case> {
             let t = read_tensors(&golden.join(&file)).unwrap();
             let get = |name: &str| take(&t, name, &file).unwrap();
             Case {
-                label: format!("case {i} ({}, rp {}, speed {})", c["language"], c["repetition_penalty"], c["speed"]),
+                label: format!(
+                    "case {i} ({}, rp {}, speed {})",
+                    c["language"], c["repetition_penalty"], c["speed"]
+                ),
                 text_tokens: ids(&get("text_tokens")),
                 codes: ids(&get("codes")),
                 latents: get("latents"),
@@ -103,8 +109,12 @@ fn prefill_logits_match() {
         let gpt = m.gpt();
         let start = gpt.config().start_audio_token;
         for case in cases() {
-            let prefix = gpt.prefix_embeddings(&case.voice.gpt_cond_latent, &case.text_tokens).unwrap();
-            let start_emb = gpt.audio_embeddings(&Tensor::from_slice(&[start]).view([1, 1]), 0).unwrap();
+            let prefix = gpt
+                .prefix_embeddings(&case.voice.gpt_cond_latent, &case.text_tokens)
+                .unwrap();
+            let start_emb = gpt
+                .audio_embeddings(&Tensor::from_slice(&[start]).view([1, 1]), 0)
+                .unwrap();
             let latent = gpt.forward(&Tensor::cat(&[prefix, start_emb], 1)).unwrap().last();
             let logits = gpt.mel_logits(&latent).reshape([-1]);
             assert_close(
@@ -163,7 +173,13 @@ fn greedy_codes_latents_and_wav_match() {
                 VOCODER_TOL,
                 0.9999999,
             );
-            assert_close(&format!("{} wav", case.label), &out.wav, &case.wav, WAV_TOL, WAV_MIN_CORR);
+            assert_close(
+                &format!("{} wav", case.label),
+                &out.wav,
+                &case.wav,
+                WAV_TOL,
+                WAV_MIN_CORR,
+            );
             if let Some(scaled) = &case.latents_scaled {
                 let ours = apply_speed(&case.latents, case.speed).unwrap();
                 assert_eq!(ours.size(), scaled.size(), "{}: speed-scaled latents shape", case.label);
@@ -185,7 +201,9 @@ fn kv_cache_latents_equal_a_full_pass() {
         println!("KV cache vs full pass ({})", fixture_dir().display());
         for case in cases().into_iter().take(2) {
             let params = SamplingParams::greedy(case.repetition_penalty);
-            let generation = m.generate(&case.text_tokens, &case.voice, &params, &mut |_, _| true).unwrap();
+            let generation = m
+                .generate(&case.text_tokens, &case.voice, &params, &mut |_, _| true)
+                .unwrap();
             let full = m
                 .latents_full_pass(&case.text_tokens, &case.voice, &generation.codes)
                 .unwrap();
@@ -242,7 +260,10 @@ fn reference_stream_chunks_match() {
 fn stream_tokens_reproduces_reference_chunks() {
     with_model(|m| {
         println!("stream_tokens ({})", fixture_dir().display());
-        let case = cases().into_iter().find(|c| c.stream_file.is_some()).expect("a streamed case");
+        let case = cases()
+            .into_iter()
+            .find(|c| c.stream_file.is_some())
+            .expect("a streamed case");
         let golden = read_tensors(&golden_dir().join(case.stream_file.as_ref().unwrap())).unwrap();
         let want: Vec<Vec<f32>> = (0..)
             .map_while(|i| golden.get(&format!("chunk_{i}")).map(floats))
@@ -250,10 +271,16 @@ fn stream_tokens_reproduces_reference_chunks() {
         let mut got = Vec::new();
         let params = SamplingParams::greedy(case.repetition_penalty);
         let stats = m
-            .stream_tokens(&case.text_tokens, &case.voice, &params, &StreamOptions::reference(), &mut |c| {
-                got.push(c);
-                true
-            })
+            .stream_tokens(
+                &case.text_tokens,
+                &case.voice,
+                &params,
+                &StreamOptions::reference(),
+                &mut |c| {
+                    got.push(c);
+                    true
+                },
+            )
             .unwrap();
         assert_eq!(got.len(), want.len(), "chunk count");
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -292,7 +319,11 @@ fn seeded_sampling_repeats_and_seeds_differ() {
                 .codes
         };
         let (a, b, c) = (run(7), run(7), run(8));
-        println!("seeded sampling: seed 7 -> {} codes twice, seed 8 -> {} codes", a.len(), c.len());
+        println!(
+            "seeded sampling: seed 7 -> {} codes twice, seed 8 -> {} codes",
+            a.len(),
+            c.len()
+        );
         assert_eq!(a, b, "same seed, different codes");
         assert_ne!(a, c, "different seeds, same codes");
     });
@@ -336,7 +367,11 @@ fn streaming_modes_against_one_shot() {
             assert_eq!(audio.len(), one_shot.len(), "{:?}: total samples", opts.mode);
             let d = compare(&format!("{:?} speed {speed} vs one-shot", opts.mode), &audio, &one_shot);
             if opts.mode == StreamMode::Windowed {
-                assert!(d.max_abs <= 1e-4, "windowed stream differs from one-shot by {:.3e}", d.max_abs);
+                assert!(
+                    d.max_abs <= 1e-4,
+                    "windowed stream differs from one-shot by {:.3e}",
+                    d.max_abs
+                );
                 // Constant cost: no call renders more than context + chunk + held-back latents.
                 let interp = m.hifigan().interpolation();
                 let stretched = ((opts.left_context + opts.chunk_tokens + opts.holdback) as f64 / speed).ceil() as i64;
@@ -358,7 +393,10 @@ fn repeat_latents(latents: &Tensor, n: i64) -> Tensor {
 #[test]
 fn bad_input_is_rejected_with_a_reason() {
     let empty = tempfile::tempdir().unwrap();
-    let err = Xtts::load(empty.path(), Device::Cpu).err().expect("empty dir loads").to_string();
+    let err = Xtts::load(empty.path(), Device::Cpu)
+        .err()
+        .expect("empty dir loads")
+        .to_string();
     assert!(err.contains("config.json"), "{err}");
     with_model(|m| {
         let case = cases().remove(0);
@@ -380,10 +418,14 @@ fn bad_input_is_rejected_with_a_reason() {
             gpt_cond_latent: Tensor::zeros([1, 32, 3], (Kind::Float, Device::Cpu)),
             speaker_embedding: case.voice.speaker_embedding.copy(),
         };
-        assert!(m.generate(&case.text_tokens, &wrong, &params, &mut |_, _| true).is_err());
+        assert!(m
+            .generate(&case.text_tokens, &wrong, &params, &mut |_, _| true)
+            .is_err());
         // A listener that stops after the first code ends generation there.
         let voice = copy_voice(&case.voice);
-        let g = m.generate(&case.text_tokens, &voice, &params, &mut |_, _| false).unwrap();
+        let g = m
+            .generate(&case.text_tokens, &voice, &params, &mut |_, _| false)
+            .unwrap();
         assert_eq!((g.codes.len(), g.stop), (1, StopReason::Cancelled));
         assert!(m.vocode(&case.latents, &case.voice, 0.0).is_err());
     });

@@ -376,7 +376,10 @@ impl Gpt {
             );
         }
         if let Some(bad) = text_tokens.iter().find(|&&id| id < 0 || id >= c.num_text_tokens) {
-            bail!("text token id {bad} is outside the vocabulary (0..{})", c.num_text_tokens);
+            bail!(
+                "text token id {bad} is outside the vocabulary (0..{})",
+                c.num_text_tokens
+            );
         }
         let mut ids = Vec::with_capacity(text_tokens.len() + 2);
         ids.push(c.start_text_token);
@@ -458,7 +461,12 @@ impl Gpt {
     /// A cache large enough for one generation from a prefix of `prefix_len` positions:
     /// the prefix, the start token and every decode step.
     pub fn cache_for(&self, batch: i64, prefix_len: i64) -> KvCache {
-        KvCache::new(&self.cfg, batch, prefix_len + 1 + self.cfg.max_new_tokens, self.device())
+        KvCache::new(
+            &self.cfg,
+            batch,
+            prefix_len + 1 + self.cfg.max_new_tokens,
+            self.device(),
+        )
     }
 }
 
@@ -573,7 +581,10 @@ mod tests {
 
         let mut single = gpt.cache_for(1, ps);
         gpt.forward_cached(&mut single, &short, None).unwrap();
-        let alone = gpt.forward_cached(&mut single, &step.narrow(0, 1, 1), None).unwrap().last();
+        let alone = gpt
+            .forward_cached(&mut single, &step.narrow(0, 1, 1), None)
+            .unwrap()
+            .last();
         let diff = max_diff(&batched.narrow(0, 1, 1), &alone);
         assert!(diff < 1e-5, "padded row differs from the unpadded run by {diff}");
     }
@@ -583,10 +594,16 @@ mod tests {
         let cfg = tiny_cfg();
         let gpt = Gpt::new(&random_weights(&cfg), cfg.clone()).unwrap();
         let cond = Tensor::randn([1, 3, cfg.dim], (Kind::Float, Device::Cpu));
-        assert!(gpt.prefix_embeddings(&cond, &[0; 10]).is_err(), "too long text accepted");
+        assert!(
+            gpt.prefix_embeddings(&cond, &[0; 10]).is_err(),
+            "too long text accepted"
+        );
         assert!(gpt.prefix_embeddings(&cond, &[25]).is_err(), "out-of-vocab id accepted");
         let wrong = Tensor::randn([1, 3, cfg.dim + 1], (Kind::Float, Device::Cpu));
-        assert!(gpt.prefix_embeddings(&wrong, &[1]).is_err(), "wrong latent width accepted");
+        assert!(
+            gpt.prefix_embeddings(&wrong, &[1]).is_err(),
+            "wrong latent width accepted"
+        );
         let codes = Tensor::from_slice(&[1i64]).view([1, 1]);
         assert!(gpt.audio_embeddings(&codes, cfg.mel_positions).is_err());
         let mut cache = KvCache::new(&cfg, 1, 2, Device::Cpu);

@@ -94,7 +94,14 @@ struct Conv {
 
 impl Conv {
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv1d(&self.weight, self.bias.as_ref(), [1], [self.padding], [self.dilation], 1)
+        x.conv1d(
+            &self.weight,
+            self.bias.as_ref(),
+            [1],
+            [self.padding],
+            [self.dilation],
+            1,
+        )
     }
 }
 
@@ -164,7 +171,15 @@ struct Upsample {
 
 impl Upsample {
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv_transpose1d(&self.weight, Some(&self.bias), [self.stride], [self.padding], [0], 1, [1])
+        x.conv_transpose1d(
+            &self.weight,
+            Some(&self.bias),
+            [self.stride],
+            [self.padding],
+            [0],
+            1,
+            [1],
+        )
     }
 }
 
@@ -269,7 +284,10 @@ impl HifiGan {
         let post_weight = w.weight_norm(&post)?;
         let conv_post = conv(w, &post, post_weight, channels, 1, w.contains(&format!("{post}.bias")))?;
         if conv_post.weight.size()[0] != 1 {
-            bail!("{post}: expected one output channel, weight is {:?}", conv_post.weight.size());
+            bail!(
+                "{post}: expected one output channel, weight is {:?}",
+                conv_post.weight.size()
+            );
         }
         Ok(Self {
             conv_pre,
@@ -307,7 +325,10 @@ impl HifiGan {
     pub fn generate(&self, z: &Tensor, g: &Tensor) -> Result<Tensor> {
         let size = z.size();
         if size.len() != 3 || size[0] != 1 || size[1] != self.latent_dim || size[2] == 0 {
-            bail!("vocoder input has shape {size:?}, expected [1, {}, T > 0]", self.latent_dim);
+            bail!(
+                "vocoder input has shape {size:?}, expected [1, {}, T > 0]",
+                self.latent_dim
+            );
         }
         let g = self.speaker(g)?;
         let z = z.to_device(self.conv_pre.weight.device());

@@ -362,22 +362,29 @@ impl Xtts {
             if chunk.is_empty() {
                 return true;
             }
-            stats.first_chunk_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
+            stats
+                .first_chunk_ms
+                .get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
             stats.chunks += 1;
             stats.samples += chunk.len();
             emit(chunk)
         };
-        let generation = self.generate(text_tokens, voice, params, &mut |_, latent| match vocoder.push(latent) {
-            Ok(Some(chunk)) => {
-                listening = deliver(chunk, &mut stats);
-                listening
-            }
-            Ok(None) => true,
-            Err(e) => {
-                failure = Some(e);
-                false
-            }
-        })?;
+        let generation = self.generate(
+            text_tokens,
+            voice,
+            params,
+            &mut |_, latent| match vocoder.push(latent) {
+                Ok(Some(chunk)) => {
+                    listening = deliver(chunk, &mut stats);
+                    listening
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            },
+        )?;
         if let Some(e) = failure {
             return Err(e.context("streaming vocoder"));
         }

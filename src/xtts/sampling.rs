@@ -203,7 +203,14 @@ mod tests {
     fn defaults_follow_the_reference_signatures_and_config() {
         let d = SamplingParams::default();
         assert_eq!(
-            (d.temperature, d.top_k, d.top_p, d.repetition_penalty, d.length_penalty, d.do_sample),
+            (
+                d.temperature,
+                d.top_k,
+                d.top_p,
+                d.repetition_penalty,
+                d.length_penalty,
+                d.do_sample
+            ),
             (0.75, 50, 0.85, 10.0, 1.0, true)
         );
         let c = SamplingParams::from_config(&XttsConfig::default());
@@ -261,8 +268,12 @@ mod tests {
             repetition_penalty: 1.0,
             ..SamplingParams::default()
         };
-        let kept =
-            |top_p| -> Vec<bool> { vals(&process_logits(&logits, &[], &p(top_p)).unwrap()).iter().map(|v| v.is_finite()).collect() };
+        let kept = |top_p| -> Vec<bool> {
+            vals(&process_logits(&logits, &[], &p(top_p)).unwrap())
+                .iter()
+                .map(|v| v.is_finite())
+                .collect()
+        };
         assert_eq!(kept(0.7), vec![true, true, false, false]);
         assert_eq!(kept(0.85), vec![true, true, true, false]);
         // Even a tiny nucleus keeps the most likely code.

@@ -372,7 +372,11 @@ mod tests {
         assert_eq!(last.len(), 2100);
         let joined: Vec<f32> = [a, b, last].concat();
         assert_eq!(joined.len(), signal.len());
-        let err = joined.iter().zip(&signal).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        let err = joined
+            .iter()
+            .zip(&signal)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
         assert!(err < 1e-6, "max error {err}");
     }
 

@@ -77,7 +77,13 @@ pub struct Diff {
 
 /// Compares `got` with `want` (same number of elements), prints the figures under `label`.
 pub fn compare(label: &str, got: &[f32], want: &[f32]) -> Diff {
-    assert_eq!(got.len(), want.len(), "{label}: length {} vs golden {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{label}: length {} vs golden {}",
+        got.len(),
+        want.len()
+    );
     let n = got.len().max(1) as f64;
     let max_abs = got
         .iter()
