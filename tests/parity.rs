@@ -405,8 +405,7 @@ fn bad_input_is_rejected_with_a_reason() {
         let long = vec![case.text_tokens[1]; limit];
         let err = m
             .generate(&long, &case.voice, &params, &mut |_, _| true)
-            .err()
-            .expect("over-long text accepted")
+            .expect_err("over-long text accepted")
             .to_string();
         assert!(err.contains("at most"), "{err}");
         let wrong = Voice {

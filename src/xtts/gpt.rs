@@ -152,12 +152,12 @@ impl Attention {
         let (q, k, v) = (split(0), split(1), split(2));
         let out = match kv {
             KvSource::Cache(cache, layer) => {
-                let (keys, values, mask) = cache.append(layer, &k, &v);
-                attend(&q, &keys, &values, &mask)
+                let (keys, values) = cache.append(layer, &k, &v);
+                attend(&q, &keys, &values, cache.step_mask.as_ref())
             }
             KvSource::None => {
                 let mask = Tensor::ones([t, t], (Kind::Bool, x.device())).tril(0);
-                attend(&q, &k, &v, &mask)
+                attend(&q, &k, &v, Some(&mask))
             }
         };
         let out = out.transpose(1, 2).contiguous().view([b, t, d]);
@@ -165,13 +165,16 @@ impl Attention {
     }
 }
 
-/// Scaled dot-product attention with a boolean "may attend" mask broadcastable to [B, H, Tq, Tk].
-/// Masked scores get the lowest finite float rather than -inf, so a padding query that may see
-/// nothing yields finite garbage instead of NaN (which would leak through its keys/values).
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Tensor {
+/// Scaled dot-product attention with an optional boolean "may attend" mask broadcastable to
+/// [B, H, Tq, Tk] (None: every key). Masked scores get the lowest finite float rather than -inf,
+/// so a padding query that may see nothing yields finite garbage instead of NaN (which would
+/// leak through its keys/values).
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Tensor {
     let head_dim = q.size()[3] as f64;
-    let scores = q.matmul(&k.transpose(-1, -2)) / head_dim.sqrt();
-    let scores = scores.masked_fill(&mask.logical_not(), f32::MIN as f64);
+    let mut scores = q.matmul(&k.transpose(-1, -2)) / head_dim.sqrt();
+    if let Some(mask) = mask {
+        scores = scores.masked_fill(&mask.logical_not(), f32::MIN as f64);
+    }
     scores.softmax(-1, Kind::Float).matmul(v)
 }
 
@@ -227,6 +230,10 @@ pub struct KvCache {
     values: Vec<Tensor>,
     /// [B, capacity] bool: slot holds a real position of that row.
     valid: Tensor,
+    /// Some slot was reserved as padding: steps need the validity mask.
+    padded: bool,
+    /// Mask of the step being run, [B, 1, T, filled + T]; None when every key may be seen.
+    step_mask: Option<Tensor>,
     filled: i64,
     capacity: i64,
 }
@@ -240,6 +247,8 @@ impl KvCache {
             keys: (0..cfg.layers).map(|_| zeros()).collect(),
             values: (0..cfg.layers).map(|_| zeros()).collect(),
             valid: Tensor::zeros([batch, capacity], (Kind::Bool, device)),
+            padded: false,
+            step_mask: None,
             filled: 0,
             capacity,
         }
@@ -262,34 +271,49 @@ impl KvCache {
         self.valid.size()[0]
     }
 
-    /// Marks which of the next `t` slots hold real positions ([B, t] bool); the default for a
-    /// step is "all valid". Used for left-padded prefixes.
+    /// Prepares a step of `t` positions: marks which of the next slots hold real positions
+    /// (`valid` [B, t] bool, None = all; padding is for left-padded prefixes) and builds the
+    /// step's attention mask once for all layers.
     fn reserve(&mut self, t: i64, valid: Option<&Tensor>) {
         let mut slots = self.valid.narrow(1, self.filled, t);
         match valid {
-            Some(v) => slots.copy_(v),
+            Some(v) => {
+                slots.copy_(v);
+                self.padded = true;
+            }
             None => {
                 let _ = slots.fill_(1);
             }
         }
+        let start = self.filled;
+        let total = start + t;
+        let device = self.valid.device();
+        // Query i (absolute position start + i) sees keys 0..=start + i that are valid.
+        self.step_mask = match (self.padded, t) {
+            (false, 1) => None,
+            (false, _) => Some(Tensor::ones([t, total], (Kind::Bool, device)).tril(start)),
+            (true, _) => {
+                let causal = Tensor::ones([t, total], (Kind::Bool, device)).tril(start);
+                let mask = causal
+                    .unsqueeze(0)
+                    .logical_and(&self.valid.narrow(1, 0, total).unsqueeze(1));
+                Some(mask.unsqueeze(1))
+            }
+        };
     }
 
     /// Writes `k`, `v` ([B, H, T, hd]) of one layer after the filled part; returns all keys
-    /// and values so far and the mask [B, 1, T, filled + T] for the new queries.
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor, Tensor) {
+    /// and values so far.
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
         let t = k.size()[2];
         let start = self.filled;
         self.keys[layer].narrow(2, start, t).copy_(k);
         self.values[layer].narrow(2, start, t).copy_(v);
         let total = start + t;
-        let keys = self.keys[layer].narrow(2, 0, total);
-        let values = self.values[layer].narrow(2, 0, total);
-        // Query i (absolute position start + i) sees keys 0..=start + i that are valid.
-        let causal = Tensor::ones([t, total], (Kind::Bool, k.device())).tril(start);
-        let mask = causal
-            .unsqueeze(0)
-            .logical_and(&self.valid.narrow(1, 0, total).unsqueeze(1));
-        (keys, values, mask.unsqueeze(1))
+        (
+            self.keys[layer].narrow(2, 0, total),
+            self.values[layer].narrow(2, 0, total),
+        )
     }
 
     /// Commits `t` positions once every layer has appended them.

@@ -156,7 +156,8 @@ impl ResBlock {
         let mut x = x.shallow_clone();
         for (c1, c2) in self.convs1.iter().zip(&self.convs2) {
             let t = c2.forward(&leaky(&c1.forward(&leaky(&x))));
-            x = x + t;
+            // Not in place: `x` starts as the caller's tensor.
+            x = &x + t;
         }
         x
     }
@@ -336,11 +337,11 @@ impl HifiGan {
         for stage in &self.stages {
             o = stage.up.forward(&leaky(&o));
             if let Some(cond) = &stage.cond {
-                o = o + cond.forward(&g);
+                o += cond.forward(&g);
             }
             let mut sum = stage.resblocks[0].forward(&o);
             for rb in &stage.resblocks[1..] {
-                sum = sum + rb.forward(&o);
+                sum += rb.forward(&o);
             }
             o = sum / stage.resblocks.len() as f64;
         }

@@ -148,7 +148,8 @@ pub fn process_logits(logits: &Tensor, history: &[i64], p: &SamplingParams) -> R
         return Ok(scores);
     }
     if p.temperature != 1.0 {
-        scores = scores / p.temperature;
+        // Not in place: `scores` may still share the caller's logits.
+        scores = &scores / p.temperature;
     }
     if p.top_k > 0 {
         let k = p.top_k.min(vocab);
