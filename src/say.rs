@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::audio::{g711, resample::resample_all, shaping, wav};
 use crate::synth::{SpeakOptions, Synthesizer, SynthesizerConfig};
+use crate::xtts::stream::StreamOptions;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,7 +45,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     if !matches!(args.format.as_str(), "wav24k" | "wav8k" | "ulaw8k" | "slin8k") {
-        bail!("unknown --format '{}': use wav24k, wav8k, ulaw8k or slin8k", args.format);
+        bail!(
+            "unknown --format '{}': use wav24k, wav8k, ulaw8k or slin8k",
+            args.format
+        );
     }
     if args.text.trim().is_empty() {
         bail!("--text is empty");
@@ -54,7 +58,11 @@ pub fn run(args: Args) -> Result<()> {
         model_dir: args.model.clone(),
         speakers_dir: args.speakers.clone(),
         device: args.device.clone(),
-        stream_mode: args.stream_mode.clone(),
+        stream: match args.stream_mode.as_str() {
+            "windowed" => StreamOptions::windowed(),
+            "reference" => StreamOptions::reference(),
+            other => bail!("unknown --stream-mode '{other}': use windowed or reference"),
+        },
         ..SynthesizerConfig::default()
     };
     let mut synth = Synthesizer::load(&cfg)?;
@@ -64,7 +72,10 @@ pub fn run(args: Args) -> Result<()> {
     let voice = synth.resolve_voice(&args.voice)?;
     let cond_s = t1.elapsed().as_secs_f64();
 
-    let opts = SpeakOptions { seed: args.seed, greedy: args.greedy };
+    let opts = SpeakOptions {
+        seed: args.seed,
+        greedy: args.greedy,
+    };
     let t2 = Instant::now();
     let mut first_chunk_s = None;
     let mut audio: Vec<f32> = Vec::new();
@@ -82,7 +93,10 @@ pub fn run(args: Args) -> Result<()> {
     println!("conditioning  {:8.3} s", cond_s);
     println!("first chunk   {:8.3} s", first_chunk_s.unwrap_or(total_s));
     println!("total         {:8.3} s for {:.2} s of audio", total_s, audio_s);
-    println!("real-time factor {:.3} (synthesis time / audio time)", total_s / audio_s.max(1e-9));
+    println!(
+        "real-time factor {:.3} (synthesis time / audio time)",
+        total_s / audio_s.max(1e-9)
+    );
     println!("wrote {} ({})", args.out.display(), args.format);
     Ok(())
 }

@@ -30,10 +30,20 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let config = Config::from_file(&args.config)?;
-    let synth = Synthesizer::load(&SynthesizerConfig::from_engine(&config.engine))?;
-    let validator = synth.validator();
-    let engine = Engine::start(synth, validator, config.engine.queue_limit);
-    let services = Arc::new(Services { config, engine, calls: CallRegistry::new() });
+    let synth_cfg = SynthesizerConfig::from_engine(&config.engine);
+    let engine = Engine::spawn(
+        move || {
+            let synth = Synthesizer::load(&synth_cfg)?;
+            let validator = synth.validator();
+            Ok((synth, validator))
+        },
+        config.engine.queue_limit,
+    )?;
+    let services = Arc::new(Services {
+        config,
+        engine,
+        calls: CallRegistry::new(),
+    });
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(serve_all(services))
 }
@@ -69,7 +79,9 @@ pub async fn serve_all(services: SharedServices) -> Result<()> {
 }
 
 async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("{what}: cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{what}: cannot listen on {addr}"))?;
     tracing::info!(%addr, "{what} listening");
     Ok(listener)
 }

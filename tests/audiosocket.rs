@@ -54,10 +54,6 @@ impl SpeechBackend for ToneBackend {
         ENGINE_RATE
     }
 
-    fn validate(&self, req: &SpeechRequest) -> Result<()> {
-        validate(req)
-    }
-
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
         self.probe.requests.lock().unwrap().push(req.text.clone());
         let total = duration_ms(&req.text) * ENGINE_RATE as usize / 1000;
