@@ -31,9 +31,13 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let config = Config::from_file(&args.config)?;
     let synth_cfg = SynthesizerConfig::from_engine(&config.engine);
+    let (default_voice, default_lang) = (config.engine.default_voice.clone(), config.engine.default_language.clone());
     let engine = Engine::spawn(
         move || {
-            let synth = Synthesizer::load(&synth_cfg)?;
+            let mut synth = Synthesizer::load(&synth_cfg)?;
+            if let Err(e) = synth.warm_up(&default_voice, &default_lang) {
+                tracing::warn!("default voice '{default_voice}' is not usable yet: {e:#}");
+            }
             let validator = synth.validator();
             Ok((synth, validator))
         },

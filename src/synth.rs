@@ -153,6 +153,14 @@ impl Synthesizer {
         self.voices.names()
     }
 
+    /// Loads (computing and caching if needed) a named voice and runs one short synthesis, so
+    /// the first caller pays neither the conditioning nor libtorch's first-call costs.
+    pub fn warm_up(&mut self, voice: &str, lang: &str) -> Result<()> {
+        let voice = self.voices.get(voice, &self.encoder, &self.conditioning)?;
+        let opts = SpeakOptions { seed: Some(0), greedy: false };
+        self.speak_with_voice("Hello.", lang, &voice, &opts, &mut |_| true)
+    }
+
     /// A voice from a name (speakers directory or built-in), or from clip paths.
     pub fn resolve_voice(&mut self, specs: &[String]) -> Result<Arc<Voice>> {
         if let [name] = specs {
