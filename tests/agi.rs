@@ -612,7 +612,7 @@ async fn call_client_plays_file_mode_end_to_end() {
     // 4 + 11 characters of 10 ms, heard at 8 kHz in 20 ms frames (the last one of a file
     // may be short): 2 + 6 frames.
     assert_eq!(record.audio.len(), 15 * 80);
-    assert_eq!(record.frame_times.len(), 8);
+    assert_eq!(record.arrivals.len(), 8);
     d.assert_spool_empties().await;
 }
 
@@ -674,5 +674,5 @@ async fn call_client_runs_the_audiosocket_leg_in_stream_mode() {
     assert_eq!(record.variables[0], ("XTTS_STATUS".into(), "SUCCESS".into()));
     assert_eq!(record.variables[2], ("XTTS_DURATION".into(), "200".into()));
     assert_eq!(record.audio.len(), 1600);
-    assert_eq!(record.frame_times.len(), 10);
+    assert_eq!(record.arrivals.len(), 10);
 }
