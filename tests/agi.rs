@@ -564,19 +564,40 @@ async fn stream_mode_audiosocket_failure_and_hangup() {
     let mut a = Asterisk::call(&d, "say", &["Hi"]).await;
     a.expect("ANSWER").await;
     a.send("200 result=0\n").await;
-    assert!(a.next().await.unwrap().starts_with("EXEC AudioSocket "));
+    let uuid = exec_uuid(&a.next().await.unwrap());
     a.send("200 result=-1\n").await;
     let (got, verbose) = a.results().await;
     assert!(verbose.unwrap().contains("AudioSocket"));
     assert_eq!(got[0].1, "FAILED");
+    // The speech parked for that call is gone: a late connect would find nothing.
+    assert!(!d.services.calls.attach(uuid).had_pending);
 
     // Caller hangs up during the AudioSocket session: -1, then HANGUP.
     let mut a = Asterisk::call(&d, "say", &["Hi"]).await;
     a.expect("ANSWER").await;
     a.send("200 result=0\n").await;
-    a.next().await.unwrap();
+    let uuid = exec_uuid(&a.next().await.unwrap());
     a.send("HANGUP\n200 result=-1\n").await;
     a.assert_closed().await;
+    assert!(!d.services.calls.attach(uuid).had_pending);
+
+    // No AudioSocket application: -2.
+    let mut a = Asterisk::call(&d, "say", &["Hi"]).await;
+    a.expect("ANSWER").await;
+    a.send("200 result=0\n").await;
+    let uuid = exec_uuid(&a.next().await.unwrap());
+    a.send("200 result=-2\n").await;
+    let (got, _) = a.results().await;
+    assert!(got[3].1.contains("app_audiosocket"), "{got:?}");
+    assert!(!d.services.calls.attach(uuid).had_pending);
+    assert!(d.log.lock().unwrap().started.is_empty());
+}
+
+/// The call UUID of an `EXEC AudioSocket UUID,HOST:PORT` line.
+fn exec_uuid(line: &str) -> Uuid {
+    let words = xttsd::agi::codec::split_args(line);
+    assert_eq!(words[..2], ["EXEC", "AudioSocket"], "{line}");
+    Uuid::parse_str(words[2].split_once(',').unwrap().0).unwrap()
 }
 
 fn client(d: &Daemon, script: &str, text: &str) -> xttsd::client::agi::CallOptions {
@@ -689,8 +710,7 @@ async fn stream_mode_end_to_end_through_the_audiosocket_server() {
     assert_eq!((log.finished, log.cancelled), (1, 0));
     drop(log);
     // The AudioSocket session ended with the hangup message and left the registry.
-    let exec = xttsd::agi::codec::split_args(&record.commands[1]);
-    let uuid = Uuid::parse_str(exec[2].split_once(',').unwrap().0).unwrap();
+    let uuid = exec_uuid(&record.commands[1]);
     for _ in 0..100 {
         if !d.services.calls.is_live(&uuid) {
             break;
