@@ -236,6 +236,13 @@ mod tests {
         assert_eq!(cfg.engine.repetition_penalty, 10.0);
     }
 
+    /// The shipped config.toml documents every key with its default value.
+    #[test]
+    fn shipped_config_states_the_defaults() {
+        let shipped = Config::from_file(Path::new("config.toml")).unwrap();
+        assert_eq!(format!("{shipped:?}"), format!("{:?}", Config::default()));
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let err = Config::from_toml("[agi]\nlisten = \"127.0.0.1:1\"\nmdoe = \"file\"\n").unwrap_err();

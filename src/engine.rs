@@ -31,12 +31,11 @@ pub enum SpeechEvent {
     Failed(String),
 }
 
-/// A model that turns a request into streamed audio. Runs on the engine's worker thread.
-pub trait SpeechBackend: Send + 'static {
+/// A model that turns a request into streamed audio. It is built on, and never leaves, the
+/// engine's worker thread (libtorch tensors are not thread-safe), so it need not be `Send`.
+pub trait SpeechBackend: 'static {
     /// Sample rate of the audio the backend emits.
     fn sample_rate(&self) -> u32;
-    /// Checks a request before it is queued, so bad input fails at once with a clear reason.
-    fn validate(&self, req: &SpeechRequest) -> Result<()>;
     /// Synthesizes `req`, handing each chunk to `emit` as soon as it exists; stops early when
     /// `emit` returns false (the listener is gone).
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()>;
@@ -58,11 +57,15 @@ struct Job {
     out: mpsc::UnboundedSender<SpeechEvent>,
 }
 
+/// Checks a request before it is queued, on the caller's side, so bad input fails at once with
+/// a clear reason. It must not need the model (lists of languages and voices are enough).
+pub type Validator = Arc<dyn Fn(&SpeechRequest) -> Result<()> + Send + Sync>;
+
 /// Handle to the engine worker; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     jobs: mpsc::Sender<Job>,
-    validate: Arc<dyn Fn(&SpeechRequest) -> Result<()> + Send + Sync>,
+    validate: Validator,
     sample_rate: u32,
     queue_limit: usize,
 }
@@ -79,42 +82,45 @@ impl Speech {
 }
 
 impl Engine {
-    /// Starts the worker thread. `validator` runs on the caller's side, so it must not need
-    /// the model itself (a list of languages and voices is enough).
+    /// Starts the worker thread with a backend built elsewhere.
     pub fn start<B, V>(backend: B, validator: V, queue_limit: usize) -> Engine
     where
-        B: SpeechBackend,
+        B: SpeechBackend + Send,
         V: Fn(&SpeechRequest) -> Result<()> + Send + Sync + 'static,
     {
-        let (tx, mut rx) = mpsc::channel::<Job>(queue_limit.max(1));
-        let sample_rate = backend.sample_rate();
-        let mut backend = backend;
+        Self::spawn(move || Ok((backend, Arc::new(validator) as Validator)), queue_limit)
+            .expect("a ready backend cannot fail to load")
+    }
+
+    /// Starts the worker thread and builds the backend on it with `load`, waiting until it is
+    /// ready; a load error is returned here.
+    pub fn spawn<B, F>(load: F, queue_limit: usize) -> Result<Engine>
+    where
+        B: SpeechBackend,
+        F: FnOnce() -> Result<(B, Validator)> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<Job>(queue_limit.max(1));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         thread::Builder::new()
             .name("xtts-engine".into())
-            .spawn(move || {
-                while let Some(job) = rx.blocking_recv() {
-                    if job.out.is_closed() {
-                        continue; // cancelled while queued
-                    }
-                    let out = job.out.clone();
-                    let mut emit = |samples: Vec<f32>| out.send(SpeechEvent::Audio(samples)).is_ok();
-                    let end = match backend.speak(&job.req, &mut emit) {
-                        Ok(()) => SpeechEvent::Done,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "synthesis failed");
-                            SpeechEvent::Failed(format!("{e:#}"))
-                        }
-                    };
-                    let _ = job.out.send(end);
+            .spawn(move || match load() {
+                Ok((backend, validator)) => {
+                    let _ = ready_tx.send(Ok((backend.sample_rate(), validator)));
+                    serve_jobs(backend, rx);
                 }
-            })
-            .expect("spawn engine thread");
-        Engine {
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })?;
+        let (sample_rate, validate) = ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("engine thread died while loading"))??;
+        Ok(Engine {
             jobs: tx,
-            validate: Arc::new(validator),
+            validate,
             sample_rate,
             queue_limit,
-        }
+        })
     }
 
     pub fn sample_rate(&self) -> u32 {
@@ -135,5 +141,24 @@ impl Engine {
             mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
         })?;
         Ok(Speech { events })
+    }
+}
+
+/// The worker loop: one request at a time, in arrival order.
+fn serve_jobs<B: SpeechBackend>(mut backend: B, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(job) = jobs.blocking_recv() {
+        if job.out.is_closed() {
+            continue; // cancelled while queued
+        }
+        let out = job.out.clone();
+        let mut emit = |samples: Vec<f32>| out.send(SpeechEvent::Audio(samples)).is_ok();
+        let end = match backend.speak(&job.req, &mut emit) {
+            Ok(()) => SpeechEvent::Done,
+            Err(e) => {
+                tracing::warn!(error = %e, "synthesis failed");
+                SpeechEvent::Failed(format!("{e:#}"))
+            }
+        };
+        let _ = job.out.send(end);
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::Device;
 
 use crate::config::EngineConfig;
-use crate::engine::{SpeechBackend, SpeechRequest};
+use crate::engine::{SpeechBackend, SpeechRequest, Validator};
 use crate::xtts::checkpoint::{load_model_state, Weights};
 use crate::xtts::config::XttsConfig;
 use crate::xtts::model::{TextVocab, Xtts};
@@ -119,11 +119,16 @@ impl Synthesizer {
         let text = TextFrontend::from_file(&vocab_path)?;
         let vocab = TextVocab::from_file(&vocab_path)?;
         let weights = Weights::new(load_model_state(&model_path)?, &model_path, device);
-        let encoder = VoiceEncoder::new(&weights, &config).with_context(|| format!("loading {}", model_path.display()))?;
+        let encoder =
+            VoiceEncoder::new(&weights, &config).with_context(|| format!("loading {}", model_path.display()))?;
         let model = Xtts::from_weights(config.clone(), &weights, vocab)
             .with_context(|| format!("loading {}", model_path.display()))?;
         let builtin = dir.join("speakers_xtts.pth");
-        let voices = VoiceStore::new(&cfg.speakers_dir, builtin.is_file().then_some(builtin.as_path()), device)?;
+        let voices = VoiceStore::new(
+            &cfg.speakers_dir,
+            builtin.is_file().then_some(builtin.as_path()),
+            device,
+        )?;
         tracing::info!(model = %dir.display(), ?device, voices = voices.names().len(), "model loaded");
         Ok(Self {
             model,
@@ -197,7 +202,9 @@ impl Synthesizer {
                 listening = emit(chunk);
                 listening
             };
-            let stats = self.model.stream_tokens(tokens, voice, &params, &self.cfg.stream, &mut forward)?;
+            let stats = self
+                .model
+                .stream_tokens(tokens, voice, &params, &self.cfg.stream, &mut forward)?;
             tracing::debug!(
                 tokens = stats.tokens,
                 first_chunk_ms = ?stats.first_chunk_ms,
@@ -212,11 +219,11 @@ impl Synthesizer {
     }
 
     /// A check of requests that needs no model: run on the caller's side before queueing.
-    pub fn validator(&self) -> impl Fn(&SpeechRequest) -> Result<()> + Send + Sync + 'static {
+    pub fn validator(&self) -> Validator {
         let languages = self.languages();
         let known_voices = self.voices.names();
         let speakers_dir = self.cfg.speakers_dir.clone();
-        move |req: &SpeechRequest| {
+        Arc::new(move |req: &SpeechRequest| {
             anyhow::ensure!(!req.text.trim().is_empty(), "text is empty");
             anyhow::ensure!(
                 languages.iter().any(|l| l == &req.lang) || text::base_language(&req.lang).is_ok(),
@@ -226,14 +233,15 @@ impl Synthesizer {
             );
             text::base_language(&req.lang)?;
             // Clips added after start are accepted too.
-            let on_disk = speakers_dir.join(format!("{}.wav", req.voice)).is_file() || speakers_dir.join(&req.voice).is_dir();
+            let on_disk =
+                speakers_dir.join(format!("{}.wav", req.voice)).is_file() || speakers_dir.join(&req.voice).is_dir();
             anyhow::ensure!(
                 on_disk || known_voices.iter().any(|v| v == &req.voice),
                 "unknown voice '{}'",
                 req.voice
             );
             Ok(())
-        }
+        })
     }
 }
 
@@ -242,13 +250,12 @@ impl SpeechBackend for Synthesizer {
         Synthesizer::sample_rate(self)
     }
 
-    fn validate(&self, req: &SpeechRequest) -> Result<()> {
-        (self.validator())(req)
-    }
-
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
         let voice = self.voices.get(&req.voice, &self.encoder, &self.conditioning)?;
-        let opts = SpeakOptions { seed: req.seed, greedy: false };
+        let opts = SpeakOptions {
+            seed: req.seed,
+            greedy: false,
+        };
         self.speak_with_voice(&req.text, &req.lang, &voice, &opts, emit)
     }
 }

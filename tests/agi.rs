@@ -41,10 +41,6 @@ impl SpeechBackend for ToneBackend {
         RATE
     }
 
-    fn validate(&self, req: &SpeechRequest) -> Result<()> {
-        validate(req)
-    }
-
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
         self.log.lock().unwrap().started.push(req.clone());
         let total = req.text.chars().count() * SAMPLES_PER_CHAR;

@@ -54,10 +54,6 @@ impl SpeechBackend for ToneBackend {
         ENGINE_RATE
     }
 
-    fn validate(&self, req: &SpeechRequest) -> Result<()> {
-        validate(req)
-    }
-
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
         self.probe.requests.lock().unwrap().push(req.text.clone());
         let total = duration_ms(&req.text) * ENGINE_RATE as usize / 1000;
@@ -238,13 +234,21 @@ fn assert_paced(leg: &LegReport) {
     let (first, last) = (&leg.arrivals[0], &leg.arrivals[intervals]);
     let media: f64 = leg.arrivals[..intervals].iter().map(|a| ms(a.media())).sum();
     let drift = ms(last.at - first.at) - media;
-    assert!(r.jitter_p50_ms < 3.0, "pacing jitter p50 {:.2} ms\n{r}", r.jitter_p50_ms);
+    assert!(
+        r.jitter_p50_ms < 3.0,
+        "pacing jitter p50 {:.2} ms\n{r}",
+        r.jitter_p50_ms
+    );
     assert!(
         off_beat <= 2.max(intervals / 5),
         "{off_beat} of {intervals} frames more than 5 ms off the 20 ms beat\n{r}"
     );
     assert!(drift.abs() < 25.0, "clock drifted by {drift:.1} ms\n{r}");
-    assert!(r.max_lead_ms <= 40.0 + 5.0, "sender ran {:.1} ms ahead\n{r}", r.max_lead_ms);
+    assert!(
+        r.max_lead_ms <= 40.0 + 5.0,
+        "sender ran {:.1} ms ahead\n{r}",
+        r.max_lead_ms
+    );
     assert!(r.gaps_over_40ms <= 1 && r.longest_gap_ms < 80.0, "gaps\n{r}");
 }
 
@@ -271,7 +275,10 @@ async fn test_call_at_8k_greets_with_paced_320_byte_frames() {
     let middle = &voiced[400..voiced.len() - 400];
     let amp = tone_amplitude(middle, 8000, 1000.0);
     let expect = TONE_AMPLITUDE as f64 * 10f64.powf(-3.0 / 20.0) * 32767.0;
-    assert!((amp / expect - 1.0).abs() < 0.03, "1 kHz amplitude {amp:.0}, expected {expect:.0}");
+    assert!(
+        (amp / expect - 1.0).abs() < 0.03,
+        "1 kHz amplitude {amp:.0}, expected {expect:.0}"
+    );
     assert_eq!(probe.requests.lock().unwrap().as_slice(), ["greeting 300 ms"]);
 }
 
@@ -286,9 +293,17 @@ async fn call_at_16k_is_answered_at_16k() {
     let leg = leg(addr, Uuid::new_v4(), opts).await;
     let speech: Vec<_> = leg.arrivals.iter().filter(|a| a.voiced).collect();
     assert!(speech.len() >= 14, "{}", leg.report);
-    assert!(speech.iter().all(|a| a.bytes == 640 && a.rate == 16000), "{}", leg.report);
+    assert!(
+        speech.iter().all(|a| a.bytes == 640 && a.rate == 16000),
+        "{}",
+        leg.report
+    );
     // Once the caller's 16 kHz audio has been seen, every frame (silence too) is 16 kHz.
-    let late: Vec<_> = leg.arrivals.iter().filter(|a| a.at > Duration::from_millis(100)).collect();
+    let late: Vec<_> = leg
+        .arrivals
+        .iter()
+        .filter(|a| a.at > Duration::from_millis(100))
+        .collect();
     assert!(late.iter().all(|a| a.bytes == 640 && a.rate == 16000), "{}", leg.report);
     assert_paced(&leg);
 }
@@ -458,8 +473,14 @@ async fn missing_or_bad_uuid_closes_the_connection() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     assert_eq!(read_until_closed(&mut s).await, 0);
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(280) && waited < Duration::from_millis(1500), "{waited:?}");
-    assert!(probe.requests.lock().unwrap().is_empty(), "no call may start without a UUID");
+    assert!(
+        waited >= Duration::from_millis(280) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    assert!(
+        probe.requests.lock().unwrap().is_empty(),
+        "no call may start without a UUID"
+    );
 }
 
 #[tokio::test]
@@ -483,7 +504,10 @@ async fn bad_frames_close_only_their_own_call() {
         s.write_all(&bytes).await.unwrap();
         let started = Instant::now();
         read_until_closed(&mut s).await;
-        assert!(started.elapsed() < Duration::from_millis(500), "{what}: closed too late");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{what}: closed too late"
+        );
     }
     // Truncated: the caller's side ends in the middle of a frame.
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -499,7 +523,10 @@ async fn bad_frames_close_only_their_own_call() {
     let started = Instant::now();
     read_until_closed(&mut s).await;
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(90) && waited < Duration::from_millis(600), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(90) && waited < Duration::from_millis(600),
+        "{waited:?}"
+    );
 
     let good = timeout(Duration::from_secs(5), good).await.unwrap().unwrap();
     assert_eq!(good.end, LegEnd::CallerHangup);
@@ -526,7 +553,10 @@ async fn slow_engine_underruns_are_filled_with_silence_and_counted() {
     assert_eq!(report.end, SessionEnd::ServerHangup);
     assert!(report.stats.underruns > 0, "{:?}", report.stats);
     assert_eq!(report.stats.speech_frames, 20);
-    assert_eq!(report.stats.frames, report.stats.speech_frames + report.stats.silence_frames);
+    assert_eq!(
+        report.stats.frames,
+        report.stats.speech_frames + report.stats.silence_frames
+    );
     assert_eq!(outcome(done).await.status, "SUCCESS");
     // Frames never stopped coming while the engine lagged.
     assert_paced(&leg);

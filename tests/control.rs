@@ -21,9 +21,6 @@ impl SpeechBackend for Unused {
     fn sample_rate(&self) -> u32 {
         24000
     }
-    fn validate(&self, req: &SpeechRequest) -> Result<()> {
-        validate(req)
-    }
     fn speak(&mut self, _req: &SpeechRequest, _emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
         panic!("the control API must only queue speech")
     }

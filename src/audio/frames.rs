@@ -23,7 +23,7 @@ pub fn slin_bytes(samples: &[i16]) -> Bytes {
 /// Reads little-endian 16-bit PCM; a trailing odd byte is an error.
 pub fn slin_samples(bytes: &[u8]) -> Result<Vec<i16>> {
     ensure!(
-        bytes.len() % 2 == 0,
+        bytes.len().is_multiple_of(2),
         "slin data has an odd length ({} bytes)",
         bytes.len()
     );
@@ -43,7 +43,7 @@ impl Framer {
     pub fn new(rate: u32) -> Result<Self> {
         let frame_len = frame_samples(rate);
         ensure!(
-            frame_len > 0 && rate as usize * FRAME_MS as usize % 1000 == 0,
+            frame_len > 0 && (rate as usize * FRAME_MS as usize).is_multiple_of(1000),
             "{rate} Hz has no whole number of samples in {FRAME_MS} ms"
         );
         Ok(Self {

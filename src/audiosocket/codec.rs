@@ -124,7 +124,7 @@ impl AudioSocketCodec {
             k if rate_of_kind(k).is_some() => {
                 if len == 0 {
                     Err(CodecError::EmptyAudio(k))
-                } else if len % 2 != 0 {
+                } else if !len.is_multiple_of(2) {
                     Err(CodecError::OddAudio(len))
                 } else if len > self.max_payload {
                     Err(CodecError::TooLarge {

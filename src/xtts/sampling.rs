@@ -1,1 +1,329 @@
-//! (to be written)
+//! Choosing the next audio code from the GPT's logits (spec 4.3), as HF `generate` does:
+//! repetition penalty, then (when sampling) temperature, top-k, top-p and a multinomial draw.
+//!
+//! The draw uses a per-request seeded generator on the CPU (a uniform number inverted through
+//! the cumulative distribution), so concurrent requests never disturb each other's sequences
+//! and a fixed seed repeats run to run on any device.
+
+use anyhow::{bail, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Kind, Tensor};
+
+use super::config::XttsConfig;
+
+/// Decoding parameters of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// Divides the logits before top-k/top-p; only used when sampling.
+    pub temperature: f64,
+    /// Keep the `top_k` highest scores (ties with the k-th kept); 0 disables.
+    pub top_k: i64,
+    /// Nucleus: keep the smallest set of codes whose probability reaches `top_p`; 1.0 disables.
+    pub top_p: f64,
+    /// HF/CTRL repetition penalty over every distinct id seen so far (including the
+    /// dummy prefix ids HF feeds, spec 4.3); 1.0 disables. Applied in greedy mode too.
+    pub repetition_penalty: f64,
+    /// Only meaningful for beam search, which XTTS does not use: kept for completeness, no effect.
+    pub length_penalty: f64,
+    /// false: greedy (argmax after the repetition penalty only), as the reference's
+    /// non-streaming `inference(do_sample=False)`.
+    pub do_sample: bool,
+    /// Seed of the request's generator; None draws one from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    /// The defaults of the reference `inference()` / `inference_stream()` signatures, which
+    /// streaming servers use: repetition penalty 10 (config.json says 5, see [`Self::from_config`]).
+    fn default() -> Self {
+        Self {
+            temperature: 0.75,
+            top_k: 50,
+            top_p: 0.85,
+            repetition_penalty: 10.0,
+            length_penalty: 1.0,
+            do_sample: true,
+            seed: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// The values of `config.json`, as the reference `synthesize()` / TTS API passes them
+    /// (repetition penalty 5.0 in the release).
+    pub fn from_config(cfg: &XttsConfig) -> Self {
+        Self {
+            temperature: cfg.temperature,
+            top_k: cfg.top_k,
+            top_p: cfg.top_p,
+            repetition_penalty: cfg.repetition_penalty,
+            length_penalty: cfg.length_penalty,
+            do_sample: true,
+            seed: None,
+        }
+    }
+
+    /// Greedy decoding with the given repetition penalty (the parity baseline).
+    pub fn greedy(repetition_penalty: f64) -> Self {
+        Self {
+            do_sample: false,
+            repetition_penalty,
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            bail!("repetition_penalty must be > 0, got {}", self.repetition_penalty);
+        }
+        if self.do_sample {
+            if !(self.temperature.is_finite() && self.temperature > 0.0) {
+                bail!("temperature must be > 0, got {}", self.temperature);
+            }
+            if self.top_k < 0 {
+                bail!("top_k must be >= 0, got {}", self.top_k);
+            }
+            if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+                bail!("top_p must be in (0, 1], got {}", self.top_p);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Picks codes for one sequence; owns the request's random generator.
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    pub fn new(params: &SamplingParams) -> Result<Self> {
+        params.validate()?;
+        let rng = match params.seed {
+            Some(seed) => ChaCha8Rng::seed_from_u64(seed),
+            None => ChaCha8Rng::from_os_rng(),
+        };
+        Ok(Self {
+            params: params.clone(),
+            rng,
+        })
+    }
+
+    /// The next code for `logits` ([V] or [1, V]) given the ids seen so far (`history`,
+    /// distinct or not; see [`SamplingParams::repetition_penalty`]).
+    pub fn next(&mut self, logits: &Tensor, history: &[i64]) -> Result<i64> {
+        let scores = process_logits(logits, history, &self.params)?;
+        if !self.params.do_sample {
+            return Ok(scores.argmax(-1, false).int64_value(&[]));
+        }
+        let probs = Vec::<f32>::try_from(scores.softmax(-1, Kind::Float).to_device(tch::Device::Cpu))?;
+        let u: f64 = self.rng.random();
+        draw(&probs, u)
+    }
+}
+
+/// The processed scores ([V], float32) that greedy takes the argmax of, or that sampling
+/// turns into probabilities: HF's processor order.
+pub fn process_logits(logits: &Tensor, history: &[i64], p: &SamplingParams) -> Result<Tensor> {
+    let mut scores = logits.to_kind(Kind::Float).reshape([-1]);
+    let vocab = scores.size()[0];
+    if vocab == 0 {
+        bail!("empty logits");
+    }
+    if p.repetition_penalty != 1.0 && !history.is_empty() {
+        if let Some(bad) = history.iter().find(|&&id| id < 0 || id >= vocab) {
+            bail!("history id {bad} is outside the {vocab} logits");
+        }
+        let mut ids = history.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let idx = Tensor::from_slice(&ids).to_device(scores.device());
+        let seen = scores.gather(0, &idx, false);
+        let penalised = (&seen * p.repetition_penalty).where_self(&seen.lt(0.0), &(&seen / p.repetition_penalty));
+        scores = scores.scatter(0, &idx, &penalised);
+    }
+    if !p.do_sample {
+        return Ok(scores);
+    }
+    if p.temperature != 1.0 {
+        // Not in place: `scores` may still share the caller's logits.
+        scores = &scores / p.temperature;
+    }
+    if p.top_k > 0 {
+        let k = p.top_k.min(vocab);
+        let (top, _) = scores.topk(k, -1, true, true);
+        let kth = top.narrow(0, k - 1, 1);
+        scores = scores.masked_fill(&scores.lt_tensor(&kth), f64::NEG_INFINITY);
+    }
+    if p.top_p < 1.0 {
+        let (sorted, order) = scores.sort(-1, false);
+        let cumulative = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+        let drop_sorted = cumulative.le(1.0 - p.top_p);
+        // The most likely code always survives.
+        let _ = drop_sorted.narrow(0, vocab - 1, 1).fill_(0);
+        let drop = drop_sorted.scatter(0, &order, &drop_sorted);
+        scores = scores.masked_fill(&drop, f64::NEG_INFINITY);
+    }
+    Ok(scores)
+}
+
+/// Inverts the cumulative distribution of `probs` at `u` in [0, 1).
+fn draw(probs: &[f32], u: f64) -> Result<i64> {
+    let total: f64 = probs.iter().map(|&p| p as f64).sum();
+    if !(total.is_finite() && total > 0.0) {
+        bail!("cannot sample: the probabilities sum to {total}");
+    }
+    let target = u * total;
+    let mut cumulative = 0.0;
+    let mut last_positive = None;
+    for (i, &p) in probs.iter().enumerate() {
+        if p <= 0.0 {
+            continue;
+        }
+        cumulative += p as f64;
+        last_positive = Some(i as i64);
+        if target < cumulative {
+            return Ok(i as i64);
+        }
+    }
+    // Rounding can leave the target just past the sum: the last possible code.
+    last_positive.ok_or_else(|| anyhow::anyhow!("cannot sample: no code has a positive probability"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vals(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(t).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_the_reference_signatures_and_config() {
+        let d = SamplingParams::default();
+        assert_eq!(
+            (
+                d.temperature,
+                d.top_k,
+                d.top_p,
+                d.repetition_penalty,
+                d.length_penalty,
+                d.do_sample
+            ),
+            (0.75, 50, 0.85, 10.0, 1.0, true)
+        );
+        let c = SamplingParams::from_config(&XttsConfig::default());
+        assert_eq!(c.repetition_penalty, 5.0);
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative_once() {
+        let logits = Tensor::from_slice(&[2.0f32, -2.0, 4.0, 1.0]);
+        let p = SamplingParams::greedy(2.0);
+        // id 0 repeated: penalised once, not twice.
+        let out = vals(&process_logits(&logits, &[0, 0, 1], &p).unwrap());
+        assert_eq!(out, vec![1.0, -4.0, 4.0, 1.0]);
+    }
+
+    #[test]
+    fn greedy_ignores_temperature_and_top_k() {
+        let logits = Tensor::from_slice(&[2.0f32, 3.0, 1.0]);
+        let mut p = SamplingParams::greedy(1.0);
+        p.temperature = 0.1;
+        p.top_k = 1;
+        let out = vals(&process_logits(&logits, &[], &p).unwrap());
+        assert_eq!(out, vec![2.0, 3.0, 1.0]);
+        let mut s = Sampler::new(&p).unwrap();
+        assert_eq!(s.next(&logits, &[]).unwrap(), 1);
+        // Penalising the winner moves the argmax.
+        let mut s = Sampler::new(&SamplingParams::greedy(2.0)).unwrap();
+        assert_eq!(s.next(&logits, &[1]).unwrap(), 0);
+    }
+
+    #[test]
+    fn top_k_keeps_ties_with_the_kth_score() {
+        let logits = Tensor::from_slice(&[1.0f32, 3.0, 2.0, 2.0, 0.5]);
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 2,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            ..SamplingParams::default()
+        };
+        let out = vals(&process_logits(&logits, &[], &p).unwrap());
+        let kept: Vec<bool> = out.iter().map(|v| v.is_finite()).collect();
+        assert_eq!(kept, vec![false, true, true, true, false]);
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_nucleus() {
+        // Probabilities 0.5, 0.3, 0.15, 0.05.
+        let probs = [0.5f32, 0.3, 0.15, 0.05];
+        let logits = Tensor::from_slice(&probs.map(|p| p.ln()));
+        let p = |top_p| SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p,
+            repetition_penalty: 1.0,
+            ..SamplingParams::default()
+        };
+        let kept = |top_p| -> Vec<bool> {
+            vals(&process_logits(&logits, &[], &p(top_p)).unwrap())
+                .iter()
+                .map(|v| v.is_finite())
+                .collect()
+        };
+        assert_eq!(kept(0.7), vec![true, true, false, false]);
+        assert_eq!(kept(0.85), vec![true, true, true, false]);
+        // Even a tiny nucleus keeps the most likely code.
+        assert_eq!(kept(0.01), vec![true, false, false, false]);
+    }
+
+    #[test]
+    fn seeded_sampling_repeats_and_seeds_differ() {
+        tch::manual_seed(3);
+        let logits = Tensor::randn([200], (Kind::Float, tch::Device::Cpu));
+        let run = |seed| {
+            let params = SamplingParams {
+                seed: Some(seed),
+                top_k: 0,
+                top_p: 1.0,
+                temperature: 2.0,
+                repetition_penalty: 1.0,
+                ..SamplingParams::default()
+            };
+            let mut s = Sampler::new(&params).unwrap();
+            (0..40).map(|_| s.next(&logits, &[]).unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(11), run(11));
+        assert_ne!(run(11), run(12));
+    }
+
+    #[test]
+    fn draw_inverts_the_cdf_and_skips_zero_mass() {
+        let probs = [0.0f32, 0.25, 0.0, 0.75];
+        assert_eq!(draw(&probs, 0.0).unwrap(), 1);
+        assert_eq!(draw(&probs, 0.24).unwrap(), 1);
+        assert_eq!(draw(&probs, 0.26).unwrap(), 3);
+        assert_eq!(draw(&probs, 0.999_999_9).unwrap(), 3);
+        assert!(draw(&[0.0, 0.0], 0.5).is_err());
+    }
+
+    #[test]
+    fn bad_parameters_and_history_are_rejected() {
+        let bad = SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        };
+        assert!(Sampler::new(&bad).is_err());
+        let bad = SamplingParams {
+            top_p: 1.5,
+            ..SamplingParams::default()
+        };
+        assert!(Sampler::new(&bad).is_err());
+        let logits = Tensor::from_slice(&[1.0f32, 2.0]);
+        assert!(process_logits(&logits, &[5], &SamplingParams::default()).is_err());
+    }
+}

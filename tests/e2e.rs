@@ -1,0 +1,287 @@
+//! End to end: the real daemon (`xttsd serve`) on loopback with the tiny fixture model, driven
+//! as Asterisk drives it, over AudioSocket and FastAGI (stream and file mode) and the control API.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+use xttsd::client::agi::{call, CallOptions};
+use xttsd::client::audiosocket::{run_leg, LegEnd, LegOptions};
+
+struct Daemon {
+    child: Child,
+    audiosocket: String,
+    agi: String,
+    control: String,
+    spool: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_daemon() -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let speakers = dir.path().join("speakers");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&speakers).unwrap();
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::copy("tests/fixtures/ref_24k.wav", speakers.join("default.wav")).unwrap();
+    let (a, g, c) = (free_port(), free_port(), free_port());
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/model");
+    let config = format!(
+        "[engine]\nmodel_dir = {model:?}\nspeakers_dir = {speakers:?}\ndevice = \"cpu\"\n\
+         [audiosocket]\nlisten = \"127.0.0.1:{a}\"\n\
+         [agi]\nlisten = \"127.0.0.1:{g}\"\naudiosocket_address = \"127.0.0.1:{a}\"\nspool_dir = {spool:?}\n\
+         [control]\nlisten = \"127.0.0.1:{c}\"\n\
+         [test_call]\ngreeting = \"Hello, press a key.\"\n"
+    );
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xttsd"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let audiosocket = format!("127.0.0.1:{a}");
+    let started = Instant::now();
+    while TcpStream::connect(&audiosocket).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("daemon exited early: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "daemon did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon {
+        child,
+        audiosocket,
+        agi: format!("127.0.0.1:{g}"),
+        control: format!("127.0.0.1:{c}"),
+        spool,
+        _dir: dir,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// POSTs JSON to the control API and returns (status, body).
+fn post(addr: &str, path: &str, json: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    let code = status.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    (code, rest)
+}
+
+fn var<'a>(vars: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    vars.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn audiosocket_test_call_speaks_and_is_paced() {
+    let daemon = start_daemon();
+    let report = runtime()
+        .block_on(run_leg(
+            &daemon.audiosocket,
+            Uuid::new_v4(),
+            LegOptions {
+                dtmf: "1".into(),
+                hangup_after: Some(Duration::from_secs(8)),
+                timeout: Duration::from_secs(30),
+                ..LegOptions::default()
+            },
+        ))
+        .unwrap();
+    let r = &report.report;
+    println!("test call: {r}");
+    assert_eq!(report.end, LegEnd::CallerHangup, "the daemon kept the call up");
+    assert_eq!(
+        r.frame_sizes.keys().copied().collect::<Vec<_>>(),
+        vec![320],
+        "20 ms slin frames only"
+    );
+    assert!(
+        r.voiced_frames > 10,
+        "the greeting was heard ({} voiced frames)",
+        r.voiced_frames
+    );
+    // Silence fill: frames every 20 ms for the whole call, speech or not.
+    assert!(
+        r.frames as f64 >= r.duration_ms / 20.0 * 0.9,
+        "{} frames in {} ms",
+        r.frames,
+        r.duration_ms
+    );
+    assert!(r.longest_gap_ms < 80.0, "gap of {} ms", r.longest_gap_ms);
+    assert!(r.max_lead_ms <= 45.0, "ran {} ms ahead of real time", r.max_lead_ms);
+}
+
+#[test]
+fn control_api_speech_plays_on_its_call() {
+    let daemon = start_daemon();
+    let uuid = Uuid::new_v4();
+    let (code, body) = post(
+        &daemon.control,
+        &format!("/v1/calls/{uuid}/say"),
+        r#"{"text": "Your order has shipped."}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    let (code, body) = post(
+        &daemon.control,
+        &format!("/v1/calls/{uuid}/say"),
+        r#"{"text": "Hi", "lang": "xx"}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("lang"), "{body}");
+    let report = runtime()
+        .block_on(run_leg(
+            &daemon.audiosocket,
+            uuid,
+            LegOptions {
+                hangup_after: Some(Duration::from_secs(6)),
+                timeout: Duration::from_secs(30),
+                ..LegOptions::default()
+            },
+        ))
+        .unwrap();
+    println!("queued speech: {}", report.report);
+    assert!(report.report.voiced_frames > 10);
+    assert!(report.report.first_voice_ms.is_some());
+}
+
+#[test]
+fn agi_stream_mode_plays_through_audiosocket() {
+    let daemon = start_daemon();
+    let record = runtime()
+        .block_on(call(&CallOptions {
+            url: format!("agi://{}/say?voice=default&lang=en", daemon.agi),
+            text: "Welcome to the service.".into(),
+            dtmf: String::new(),
+            hangup_after: None,
+        }))
+        .unwrap();
+    println!("agi stream: commands {:?} vars {:?}", record.commands, record.variables);
+    assert!(
+        record.commands.iter().any(|c| c.starts_with("EXEC AudioSocket ")),
+        "{:?}",
+        record.commands
+    );
+    assert_eq!(var(&record.variables, "XTTS_STATUS"), Some("SUCCESS"));
+    let ms: u64 = var(&record.variables, "XTTS_DURATION").unwrap().parse().unwrap();
+    assert!(ms > 200, "played {ms} ms");
+    assert!(record.audio.iter().any(|&s| s.abs() > 100), "speech heard");
+}
+
+#[test]
+fn agi_file_mode_spools_plays_and_cleans_up() {
+    let daemon = start_daemon();
+    let record = runtime()
+        .block_on(call(&CallOptions {
+            url: format!("agi://{}/say?voice=default&lang=de&mode=file", daemon.agi),
+            text: "Guten Tag. Bitte warten.".into(),
+            dtmf: String::new(),
+            hangup_after: None,
+        }))
+        .unwrap();
+    println!("agi file: commands {:?} vars {:?}", record.commands, record.variables);
+    let plays = record.commands.iter().filter(|c| c.starts_with("STREAM FILE ")).count();
+    assert_eq!(plays, 2, "one file per sentence: {:?}", record.commands);
+    assert_eq!(var(&record.variables, "XTTS_STATUS"), Some("SUCCESS"));
+    assert!(record.audio.iter().any(|&s| s.abs() > 100), "speech heard");
+    let left: Vec<_> = std::fs::read_dir(&daemon.spool).unwrap().collect();
+    assert!(left.is_empty(), "spool files left behind: {left:?}");
+}
+
+#[test]
+fn caller_hangup_mid_speech_frees_the_engine_and_bad_frames_end_only_that_call() {
+    let daemon = start_daemon();
+    let rt = runtime();
+    // A long utterance, hung up on after half a second.
+    let uuid = Uuid::new_v4();
+    let long = "This is a long announcement. ".repeat(6);
+    let (code, _) = post(
+        &daemon.control,
+        &format!("/v1/calls/{uuid}/say"),
+        &format!(r#"{{"text": "{long}"}}"#),
+    );
+    assert_eq!(code, 202);
+    let first = rt
+        .block_on(run_leg(
+            &daemon.audiosocket,
+            uuid,
+            LegOptions {
+                hangup_after: Some(Duration::from_millis(500)),
+                ..LegOptions::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(first.end, LegEnd::CallerHangup);
+
+    // A caller sending a zero-length audio message is dropped...
+    let mut bad = TcpStream::connect(&daemon.audiosocket).unwrap();
+    let mut msg = vec![0x01, 0x00, 0x10];
+    msg.extend_from_slice(Uuid::new_v4().as_bytes());
+    msg.extend_from_slice(&[0x10, 0x00, 0x00]);
+    bad.write_all(&msg).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = Vec::new();
+    let closed = bad.read_to_end(&mut sink).is_ok();
+    assert!(closed, "the daemon closed the bad call");
+
+    // ...while the next call is served at once: the hung-up synthesis no longer holds the engine.
+    let uuid = Uuid::new_v4();
+    let (code, _) = post(
+        &daemon.control,
+        &format!("/v1/calls/{uuid}/say"),
+        r#"{"text": "Next caller."}"#,
+    );
+    assert_eq!(code, 202);
+    let next = rt
+        .block_on(run_leg(
+            &daemon.audiosocket,
+            uuid,
+            LegOptions {
+                hangup_after: Some(Duration::from_secs(5)),
+                ..LegOptions::default()
+            },
+        ))
+        .unwrap();
+    println!("after hangup: {}", next.report);
+    let first_voice = next.report.first_voice_ms.expect("the next call was spoken to");
+    assert!(
+        first_voice < 4000.0,
+        "first audio after {first_voice} ms: the cancelled request still ran"
+    );
+}
