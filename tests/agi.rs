@@ -700,11 +700,12 @@ async fn stream_mode_end_to_end_through_the_audiosocket_server() {
     let peak = record.audio.iter().map(|s| s.unsigned_abs() as f32).fold(0.0, f32::max);
     let want = expected_tone_peak();
     assert!((peak - want).abs() < want * 0.05, "peak {peak}, want {want}");
-    let log = d.log.lock().unwrap();
-    assert_eq!(log.started.len(), 1);
-    assert_eq!(log.started[0].text, text);
-    assert_eq!((log.finished, log.cancelled), (1, 0));
-    drop(log);
+    {
+        let log = d.log.lock().unwrap();
+        assert_eq!(log.started.len(), 1);
+        assert_eq!(log.started[0].text, text);
+        assert_eq!((log.finished, log.cancelled), (1, 0));
+    }
     // The AudioSocket session ended with the hangup message and left the registry.
     let uuid = exec_uuid(&record.commands[1]);
     for _ in 0..100 {
