@@ -107,8 +107,64 @@ impl CallRegistry {
         }
     }
 
+    /// Drops the jobs still waiting for `uuid` because its call never connected (their
+    /// `done` senders go with them); returns how many there were.
+    pub fn cancel(&self, uuid: &Uuid) -> usize {
+        let mut inner = self.inner.lock().unwrap();
+        inner.pending.remove(uuid).map_or(0, |jobs| jobs.len())
+    }
+
     /// Whether a call with this UUID is connected now.
     pub fn is_live(&self, uuid: &Uuid) -> bool {
         self.inner.lock().unwrap().live.contains_key(uuid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> (SpeakJob, oneshot::Receiver<PlayOutcome>) {
+        let (tx, rx) = oneshot::channel();
+        let job = SpeakJob {
+            request: SpeechRequest {
+                text: "hello".into(),
+                lang: "en".into(),
+                voice: "default".into(),
+                seed: None,
+            },
+            escape_digits: String::new(),
+            hangup_after: true,
+            done: Some(tx),
+        };
+        (job, rx)
+    }
+
+    #[test]
+    fn cancel_drops_parked_jobs_and_tells_their_owner() {
+        let calls = CallRegistry::new();
+        let (parked, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, mut a_done) = job();
+        let (b, _b_done) = job();
+        calls.enqueue(parked, a);
+        calls.enqueue(other, b);
+        assert_eq!(calls.cancel(&parked), 1);
+        assert_eq!(calls.cancel(&parked), 0, "nothing left to cancel");
+        assert!(matches!(a_done.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
+        // A later connect with that UUID finds nothing; other calls keep theirs.
+        assert!(!calls.attach(parked).had_pending);
+        assert!(calls.attach(other).had_pending);
+    }
+
+    #[test]
+    fn cancel_leaves_a_live_call_alone() {
+        let calls = CallRegistry::new();
+        let uuid = Uuid::new_v4();
+        let mut inbox = calls.attach(uuid);
+        let (a, _done) = job();
+        calls.enqueue(uuid, a);
+        assert_eq!(calls.cancel(&uuid), 0);
+        assert!(calls.is_live(&uuid));
+        assert!(inbox.jobs.try_recv().is_ok());
     }
 }

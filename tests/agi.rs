@@ -560,19 +560,40 @@ async fn stream_mode_audiosocket_failure_and_hangup() {
     let mut a = Asterisk::call(&d, "say", &["Hi"]).await;
     a.expect("ANSWER").await;
     a.send("200 result=0\n").await;
-    assert!(a.next().await.unwrap().starts_with("EXEC AudioSocket "));
+    let uuid = exec_uuid(&a.next().await.unwrap());
     a.send("200 result=-1\n").await;
     let (got, verbose) = a.results().await;
     assert!(verbose.unwrap().contains("AudioSocket"));
     assert_eq!(got[0].1, "FAILED");
+    // The speech parked for that call is gone: a late connect would find nothing.
+    assert!(!d.services.calls.attach(uuid).had_pending);
 
     // Caller hangs up during the AudioSocket session: -1, then HANGUP.
     let mut a = Asterisk::call(&d, "say", &["Hi"]).await;
     a.expect("ANSWER").await;
     a.send("200 result=0\n").await;
-    a.next().await.unwrap();
+    let uuid = exec_uuid(&a.next().await.unwrap());
     a.send("HANGUP\n200 result=-1\n").await;
     a.assert_closed().await;
+    assert!(!d.services.calls.attach(uuid).had_pending);
+
+    // No AudioSocket application: -2.
+    let mut a = Asterisk::call(&d, "say", &["Hi"]).await;
+    a.expect("ANSWER").await;
+    a.send("200 result=0\n").await;
+    let uuid = exec_uuid(&a.next().await.unwrap());
+    a.send("200 result=-2\n").await;
+    let (got, _) = a.results().await;
+    assert!(got[3].1.contains("app_audiosocket"), "{got:?}");
+    assert!(!d.services.calls.attach(uuid).had_pending);
+    assert!(d.log.lock().unwrap().started.is_empty());
+}
+
+/// The call UUID of an `EXEC AudioSocket UUID,HOST:PORT` line.
+fn exec_uuid(line: &str) -> Uuid {
+    let words = xttsd::agi::codec::split_args(line);
+    assert_eq!(words[..2], ["EXEC", "AudioSocket"], "{line}");
+    Uuid::parse_str(words[2].split_once(',').unwrap().0).unwrap()
 }
 
 fn client(d: &Daemon, script: &str, text: &str) -> xttsd::client::agi::CallOptions {
@@ -608,7 +629,7 @@ async fn call_client_plays_file_mode_end_to_end() {
     // 4 + 11 characters of 10 ms, heard at 8 kHz in 20 ms frames (the last one of a file
     // may be short): 2 + 6 frames.
     assert_eq!(record.audio.len(), 15 * 80);
-    assert_eq!(record.frame_times.len(), 8);
+    assert_eq!(record.arrivals.len(), 8);
     d.assert_spool_empties().await;
 }
 
@@ -632,43 +653,103 @@ async fn call_client_dtmf_escapes_and_hangup_ends_the_session() {
     d.assert_spool_empties().await;
 }
 
-/// A minimal AudioSocket server standing in for the daemon's: plays 10 frames of a parked
-/// job, reports the outcome and ends the session with a hangup message.
-async fn fake_audiosocket(listener: TcpListener, services: SharedServices) {
-    use tokio::io::AsyncReadExt;
-    let (mut s, _) = listener.accept().await.unwrap();
-    let mut hello = [0u8; 19];
-    s.read_exact(&mut hello).await.unwrap();
-    assert_eq!(hello[..3], [0x01, 0x00, 0x10]);
-    let uuid = Uuid::from_slice(&hello[3..]).unwrap();
-    let mut inbox = services.calls.attach(uuid);
-    let job = inbox.jobs.try_recv().expect("a parked job");
-    for _ in 0..10 {
-        let mut frame = vec![0x10, 0x01, 0x40];
-        frame.extend_from_slice(&[0x10; 320]);
-        s.write_all(&frame).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let outcome = PlayOutcome {
-        status: "SUCCESS",
-        digit: None,
-        played_ms: 200,
-    };
-    job.done.unwrap().send(outcome).unwrap();
-    s.write_all(&[0, 0, 0]).await.unwrap();
+/// The daemon with both servers: EXEC AudioSocket points at its own AudioSocket listener.
+async fn start_streaming(chunk_delay: Duration) -> Daemon {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let audiosocket = listener.local_addr().unwrap().to_string();
+    let d = start_with("stream", chunk_delay, |c| c.agi.audiosocket_address = audiosocket).await;
+    tokio::spawn(xttsd::audiosocket::serve(listener, d.services.clone()));
+    d
+}
+
+/// Level of the tone the backend makes, as the audio path delivers it at the default
+/// -3 dBFS peak setting.
+fn expected_tone_peak() -> f32 {
+    0.5 * 32767.0 * 10f32.powf(-3.0 / 20.0)
 }
 
 #[tokio::test]
-async fn call_client_runs_the_audiosocket_leg_in_stream_mode() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let audiosocket = listener.local_addr().unwrap().to_string();
-    let d = start_with("stream", Duration::ZERO, |c| c.agi.audiosocket_address = audiosocket).await;
-    let server = tokio::spawn(fake_audiosocket(listener, d.services.clone()));
-    let record = run_client(&client(&d, "say", "Hello")).await;
-    timeout(STEP, server).await.unwrap().unwrap();
-    assert!(record.commands[1].starts_with("EXEC AudioSocket "));
+async fn stream_mode_end_to_end_through_the_audiosocket_server() {
+    let d = start_streaming(Duration::from_millis(2)).await;
+    // 30 characters: 300 ms of tone.
+    let text = "Streaming through AudioSocket.";
+    let record = run_client(&client(&d, "say", text)).await;
+    assert_eq!(record.commands[0], "ANSWER");
+    assert!(
+        record.commands[1].starts_with("EXEC AudioSocket "),
+        "{:?}",
+        record.commands
+    );
+    let ms: u64 = record.variables[2].1.parse().unwrap();
     assert_eq!(record.variables[0], ("XTTS_STATUS".into(), "SUCCESS".into()));
-    assert_eq!(record.variables[2], ("XTTS_DURATION".into(), "200".into()));
-    assert_eq!(record.audio.len(), 1600);
-    assert_eq!(record.frame_times.len(), 10);
+    assert_eq!(record.variables[1], ("XTTS_DIGIT".into(), "".into()));
+    // The speech rounded up to whole 20 ms frames.
+    assert!((300..=320).contains(&ms), "XTTS_DURATION {ms}");
+    assert_eq!(record.variables[3], ("XTTS_ERROR".into(), "".into()));
+
+    // All of it was heard, at the configured level, paced in real time.
+    let pacing = record.pacing();
+    assert!(
+        (15..=16).contains(&pacing.voiced_frames),
+        "speech frames heard: {}",
+        pacing.voiced_frames
+    );
+    assert_eq!(pacing.rates.iter().copied().collect::<Vec<_>>(), vec![8000]);
+    assert_eq!(pacing.frame_sizes.keys().copied().collect::<Vec<_>>(), vec![320]);
+    assert!(pacing.max_lead_ms <= 40.0, "frames ran ahead of real time:\n{pacing}");
+    let peak = record.audio.iter().map(|s| s.unsigned_abs() as f32).fold(0.0, f32::max);
+    let want = expected_tone_peak();
+    assert!((peak - want).abs() < want * 0.05, "peak {peak}, want {want}");
+    {
+        let log = d.log.lock().unwrap();
+        assert_eq!(log.started.len(), 1);
+        assert_eq!(log.started[0].text, text);
+        assert_eq!((log.finished, log.cancelled), (1, 0));
+    }
+    // The AudioSocket session ended with the hangup message and left the registry.
+    let uuid = exec_uuid(&record.commands[1]);
+    for _ in 0..100 {
+        if !d.services.calls.is_live(&uuid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!d.services.calls.is_live(&uuid), "call {uuid} still attached");
+}
+
+#[tokio::test]
+async fn stream_mode_escape_digit_interrupts_and_stops_synthesis() {
+    let d = start_streaming(Duration::from_millis(20)).await;
+    // 3 s of speech that takes well over a second to make.
+    let text = "A long announcement that the caller will cut short. ".repeat(6);
+    let mut opts = client(&d, "say?escape=59", &text);
+    opts.dtmf = "9".into();
+    let record = run_client(&opts).await;
+    assert_eq!(record.variables[0], ("XTTS_STATUS".into(), "INTERRUPTED".into()));
+    assert_eq!(record.variables[1], ("XTTS_DIGIT".into(), "9".into()));
+    let ms: u64 = record.variables[2].1.parse().unwrap();
+    // The digit goes out at the first speech frame; what was played before it counts.
+    assert!(ms < 1000, "XTTS_DURATION {ms}: playback was not cut short");
+    assert!(record.pacing().voiced_frames < 50);
+    d.wait_for("synthesis cancelled", |log| log.cancelled == 1).await;
+    assert_eq!(d.log.lock().unwrap().finished, 0);
+}
+
+#[tokio::test]
+async fn stream_mode_caller_hangup_cancels_synthesis() {
+    let d = start_streaming(Duration::from_millis(20)).await;
+    let text = "This announcement is far longer than the caller is willing to listen. ".repeat(5);
+    let mut opts = client(&d, "say", &text);
+    opts.hangup_after = Some(Duration::from_millis(400));
+    let record = run_client(&opts).await;
+    // Asterisk runs no more of the AGI for a hung-up channel; the daemon just closes.
+    assert!(record.variables.is_empty(), "{:?}", record.variables);
+    assert!(record.commands.iter().all(|c| !c.starts_with("SET VARIABLE")));
+    assert!(
+        record.pacing().voiced_frames > 0,
+        "some speech was heard before the hangup"
+    );
+    assert!(record.pacing().voiced_frames < 30);
+    d.wait_for("synthesis cancelled", |log| log.cancelled == 1).await;
+    assert_eq!(d.log.lock().unwrap().finished, 0);
 }

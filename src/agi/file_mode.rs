@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::codec::Command;
 use super::session::{Conn, Outcome, Plan, Stop};
 use super::transcode::FileFormat;
+use crate::config::AudioConfig;
 use crate::engine::{Engine, SpeechEvent, SpeechRequest};
 use crate::serve::SharedServices;
 
@@ -115,6 +116,7 @@ pub async fn play(
         sentences,
         services.config.agi.spool_dir.clone(),
         format,
+        services.config.audio.clone(),
         tx,
     )));
     let mut played_ms = 0;
@@ -180,6 +182,7 @@ async fn produce(
     sentences: Vec<String>,
     spool_dir: PathBuf,
     format: FileFormat,
+    audio: AudioConfig,
     files: mpsc::Sender<SpoolFile>,
 ) -> Result<()> {
     let session = Uuid::new_v4();
@@ -192,7 +195,7 @@ async fn produce(
         if samples.is_empty() {
             continue;
         }
-        let bytes = format.encode(&samples, engine.sample_rate())?;
+        let bytes = format.encode(&samples, engine.sample_rate(), &audio)?;
         let file = SpoolFile::write(&spool_dir, &format!("xttsd-{session}-{i:03}"), format, &bytes)?;
         if files.send(file).await.is_err() {
             return Ok(()); // the session stopped; the file was dropped (deleted) with the message

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::codec::{AgiCodec, AgiLine, Command, Preamble, PreambleDecoder, Script};
 use super::file_mode;
 use super::transcode::FileFormat;
-use crate::calls::SpeakJob;
+use crate::calls::{CallRegistry, SpeakJob};
 use crate::engine::SpeechRequest;
 use crate::serve::SharedServices;
 
@@ -272,10 +272,29 @@ async fn speak(conn: &mut Conn, services: &SharedServices, plan: &Plan) -> Resul
     }
 }
 
+/// A request parked for an AudioSocket call; removed again when the stream attempt ends,
+/// so a call that never connects leaves nothing behind (on success it was taken already).
+struct Parked {
+    calls: CallRegistry,
+    uuid: Uuid,
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if self.calls.cancel(&self.uuid) > 0 {
+            tracing::info!(uuid = %self.uuid, "AudioSocket never fetched the speech; dropped it");
+        }
+    }
+}
+
 /// Parks the request under a fresh UUID and lets Asterisk fetch it over AudioSocket.
 async fn stream(conn: &mut Conn, services: &SharedServices, plan: &Plan) -> Result<Outcome, Stop> {
     let uuid = Uuid::new_v4();
     let (done, outcome) = oneshot::channel();
+    let _parked = Parked {
+        calls: services.calls.clone(),
+        uuid,
+    };
     services.calls.enqueue(
         uuid,
         SpeakJob {

@@ -1,12 +1,13 @@
 //! The engine's float audio as the bytes of the files Asterisk plays: `.ulaw` (8 kHz G.711
 //! µ-law) and `.sln16` (16 kHz signed 16-bit little-endian).
 //!
-//! The resampler and µ-law encoder here are private stand-ins for the crate's shared audio
-//! path (`crate::audio::resample::resample_all`, `crate::audio::g711::ulaw_encode`); each of
-//! the two public functions is the single place to switch over.
+//! Files go through the same path as AudioSocket frames (`crate::audio::render`: resampling,
+//! peak limit and end fade from `[audio]`), so both modes sound alike.
 
-use anyhow::{Context, Result};
-use rubato::{FftFixedIn, Resampler};
+use anyhow::Result;
+
+use crate::audio::{g711, render};
+use crate::config::AudioConfig;
 
 /// File formats Asterisk's `format_pcm` / `format_sln` read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,61 +47,19 @@ impl FileFormat {
         }
     }
 
-    /// Encodes mono float samples at `rate` into this format.
-    pub fn encode(self, samples: &[f32], rate: u32) -> Result<Vec<u8>> {
-        match self {
-            FileFormat::Ulaw => to_ulaw_8k(samples, rate),
-            FileFormat::Sln16 => to_sln16(samples, rate),
-        }
+    /// Encodes mono float samples at `rate` into this format, shaped as `audio` asks.
+    pub fn encode(self, samples: &[f32], rate: u32, audio: &AudioConfig) -> Result<Vec<u8>> {
+        let to = self.sample_rate();
+        let mut pcm = render(samples, rate, to, audio)?;
+        // A file needs no frame padding: keep just the speech, so sentences follow each
+        // other without added silence.
+        let speech = (samples.len() as u64 * to as u64).div_ceil(rate.max(1) as u64) as usize;
+        pcm.truncate(speech);
+        Ok(match self {
+            FileFormat::Ulaw => g711::ulaw_encode_all(&pcm),
+            FileFormat::Sln16 => pcm.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        })
     }
-}
-
-/// 8 kHz µ-law bytes, one per sample.
-pub fn to_ulaw_8k(samples: &[f32], rate: u32) -> Result<Vec<u8>> {
-    let narrow = resample_all(samples, rate, 8000)?;
-    Ok(narrow
-        .iter()
-        .map(|&s| audio_codec_algorithms::encode_ulaw(to_i16(s)))
-        .collect())
-}
-
-/// 16 kHz signed 16-bit little-endian bytes.
-pub fn to_sln16(samples: &[f32], rate: u32) -> Result<Vec<u8>> {
-    let wide = resample_all(samples, rate, 16000)?;
-    Ok(wide.iter().flat_map(|&s| to_i16(s).to_le_bytes()).collect())
-}
-
-fn to_i16(s: f32) -> i16 {
-    (s.clamp(-1.0, 1.0) * 32767.0).round() as i16
-}
-
-/// Resamples a whole clip (band-limited FFT resampler), output aligned with the input and
-/// `len * to / from` samples long.
-pub fn resample_all(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
-    if from == to || samples.is_empty() {
-        return Ok(samples.to_vec());
-    }
-    const CHUNK: usize = 1024;
-    let mut resampler = FftFixedIn::<f32>::new(from as usize, to as usize, CHUNK, 2, 1)
-        .with_context(|| format!("cannot resample {from} Hz to {to} Hz"))?;
-    let delay = resampler.output_delay();
-    let wanted = (samples.len() as u64 * to as u64 / from as u64) as usize;
-    let mut out = Vec::with_capacity(wanted + delay + CHUNK);
-    let mut input = samples.chunks(CHUNK);
-    // Feed the clip, then silence until the delayed output is complete.
-    while out.len() < wanted + delay {
-        let block: Vec<f32> = match input.next() {
-            Some(c) => {
-                let mut c = c.to_vec();
-                c.resize(CHUNK, 0.0);
-                c
-            }
-            None => vec![0.0; CHUNK],
-        };
-        let produced = resampler.process(&[block], None).context("resampling failed")?;
-        out.extend_from_slice(&produced[0]);
-    }
-    Ok(out[delay..delay + wanted].to_vec())
 }
 
 #[cfg(test)]
@@ -114,8 +73,8 @@ mod tests {
             .collect()
     }
 
-    /// Amplitude of `freq` in `x` (single-bin DFT).
-    fn level(x: &[f32], rate: u32, freq: f32) -> f32 {
+    /// Amplitude of `freq` in `x` (single-bin DFT), in i16 units.
+    fn level(x: &[i16], rate: u32, freq: f32) -> f32 {
         let (mut re, mut im) = (0.0f64, 0.0f64);
         for (i, &s) in x.iter().enumerate() {
             let ph = 2.0 * std::f64::consts::PI * freq as f64 * i as f64 / rate as f64;
@@ -125,34 +84,72 @@ mod tests {
         (2.0 * (re * re + im * im).sqrt() / x.len() as f64) as f32
     }
 
-    #[test]
-    fn resampling_keeps_length_and_tone_and_removes_alias() {
-        let x = tone(1000.0, 24000, 0.5, 0.5);
-        let y = resample_all(&x, 24000, 8000).unwrap();
-        assert_eq!(y.len(), 4000);
-        let mid = &y[400..3600];
-        assert!((level(mid, 8000, 1000.0) - 0.5).abs() < 0.02);
-        // 6 kHz cannot exist at 8 kHz: it must be filtered, not folded to 2 kHz.
-        let hi = resample_all(&tone(6000.0, 24000, 0.5, 0.5), 24000, 8000).unwrap();
-        assert!(level(&hi[400..3600], 8000, 2000.0) < 0.01);
+    fn audio(peak_dbfs: f64, fade_out_ms: u32) -> AudioConfig {
+        AudioConfig { peak_dbfs, fade_out_ms }
     }
 
     #[test]
     fn ulaw_silence_and_length() {
-        let bytes = to_ulaw_8k(&vec![0.0; 2400], 24000).unwrap();
+        let bytes = FileFormat::Ulaw
+            .encode(&vec![0.0; 2400], 24000, &audio(-3.0, 10))
+            .unwrap();
         assert_eq!(bytes.len(), 800);
         assert!(bytes.iter().all(|&b| b == 0xFF), "µ-law silence is 0xFF");
     }
 
     #[test]
-    fn sln16_is_little_endian_at_16k() {
-        let bytes = to_sln16(&tone(500.0, 24000, 0.1, 0.5), 24000).unwrap();
+    fn files_hold_exactly_the_speech_without_frame_padding() {
+        // 130 ms: six and a half 20 ms frames.
+        let speech = tone(440.0, 24000, 0.13, 0.5);
+        assert_eq!(
+            FileFormat::Ulaw.encode(&speech, 24000, &audio(-3.0, 10)).unwrap().len(),
+            1040
+        );
+        assert_eq!(
+            FileFormat::Sln16
+                .encode(&speech, 24000, &audio(-3.0, 10))
+                .unwrap()
+                .len(),
+            2080 * 2
+        );
+    }
+
+    #[test]
+    fn sln16_is_little_endian_at_16k_with_the_configured_gain() {
+        let bytes = FileFormat::Sln16
+            .encode(&tone(500.0, 24000, 0.1, 0.5), 24000, &audio(-6.0, 10))
+            .unwrap();
         assert_eq!(bytes.len(), 1600 * 2);
-        let samples: Vec<f32> = bytes
-            .chunks(2)
-            .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32767.0)
-            .collect();
-        assert!((level(&samples[200..1400], 16000, 500.0) - 0.5).abs() < 0.02);
+        let samples: Vec<i16> = bytes.chunks(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+        // Half scale in, engine full scale put at -6 dBFS.
+        let want = 0.5 * 32767.0 * 10f32.powf(-6.0 / 20.0);
+        let got = level(&samples[200..1400], 16000, 500.0);
+        assert!((got - want).abs() < want * 0.03, "level {got}, want {want}");
+    }
+
+    #[test]
+    fn loud_input_is_limited_and_faded_at_the_end() {
+        let pcm_of = |bytes: Vec<u8>| g711::ulaw_decode_all(&bytes);
+        let loud = tone(700.0, 24000, 0.2, 1.4);
+        let pcm = pcm_of(FileFormat::Ulaw.encode(&loud, 24000, &audio(-3.0, 10)).unwrap());
+        assert_eq!(pcm.len(), 1600);
+        let limit = 32767.0 * 10f32.powf(-3.0 / 20.0);
+        let peak = pcm.iter().map(|&s| (s as f32).abs()).fold(0.0, f32::max);
+        // µ-law steps are ~3 % near the top of the range.
+        assert!(peak <= limit * 1.04, "peak {peak} above limit {limit}");
+        let end_peak = pcm[1590..].iter().map(|&s| (s as f32).abs()).fold(0.0, f32::max);
+        assert!(
+            end_peak < limit * 0.15,
+            "last 10 samples must be faded, peak {end_peak}"
+        );
+        let middle_peak = pcm[700..900].iter().map(|&s| (s as f32).abs()).fold(0.0, f32::max);
+        assert!(middle_peak > limit * 0.9, "middle must stay loud, peak {middle_peak}");
+    }
+
+    #[test]
+    fn bad_audio_settings_are_refused() {
+        let err = FileFormat::Ulaw.encode(&[0.0; 10], 24000, &audio(6.0, 10)).unwrap_err();
+        assert!(err.to_string().contains("peak_dbfs"), "{err}");
     }
 
     #[test]

@@ -18,12 +18,14 @@ use tokio::time::sleep_until;
 use tokio_util::codec::{FramedRead, LinesCodec};
 use uuid::Uuid;
 
+use super::audiosocket::{run_leg, LegEnd, LegOptions};
+use super::report::{is_voiced, Arrival, PacingReport};
 use crate::agi::codec::{quote_arg, split_args, MAX_COMMAND_LEN};
+use crate::audio::{frame_samples, g711, resample_all, shaping::to_i16, wav, FRAME_MS};
 
-const FRAME: Duration = Duration::from_millis(20);
+const FRAME: Duration = Duration::from_millis(FRAME_MS as u64);
 /// Audio is recorded at the narrowband rate a call carries.
 const RATE: u32 = 8000;
-const FRAME_SAMPLES: usize = 160;
 /// A digit is pressed this far into playback.
 const DTMF_AFTER: Duration = Duration::from_millis(500);
 /// Commands Asterisk still runs on a hung-up channel.
@@ -48,8 +50,28 @@ pub struct CallRecord {
     pub variables: Vec<(String, String)>,
     /// Audio heard, 8 kHz.
     pub audio: Vec<i16>,
-    /// When each 20 ms frame of audio was heard, from the start of the call.
-    pub frame_times: Vec<Duration>,
+    /// Every frame of audio heard, timed from the start of the call.
+    pub arrivals: Vec<Arrival>,
+    /// From sending the preamble to the server closing the connection.
+    pub duration: Duration,
+}
+
+impl CallRecord {
+    /// Pacing figures of everything heard, spool files and AudioSocket alike.
+    pub fn pacing(&self) -> PacingReport {
+        PacingReport::from_arrivals(&self.arrivals, self.duration)
+    }
+
+    /// Records a frame heard at 8 kHz.
+    fn hear(&mut self, at: Duration, frame: &[i16]) {
+        self.arrivals.push(Arrival {
+            at,
+            bytes: frame.len() * 2,
+            rate: RATE,
+            voiced: is_voiced(frame),
+        });
+        self.audio.extend_from_slice(frame);
+    }
 }
 
 pub async fn run(args: super::Args) -> Result<()> {
@@ -62,8 +84,11 @@ pub async fn run(args: super::Args) -> Result<()> {
     let record = tokio::time::timeout(Duration::from_secs_f64(args.timeout), call(&opts))
         .await
         .with_context(|| format!("call still running after {} s", args.timeout))??;
-    print_report(&record);
-    write_wav(&args.out, &record.audio)?;
+    println!("{}", record.pacing());
+    for (name, value) in &record.variables {
+        println!("{name}={value}");
+    }
+    wav::write_wav(&args.out, RATE, &record.audio)?;
     println!("wrote {}", args.out.display());
     Ok(())
 }
@@ -143,6 +168,7 @@ pub async fn call(opts: &CallOptions) -> Result<CallRecord> {
         record: CallRecord::default(),
     };
     channel.serve().await?;
+    channel.record.duration = start.elapsed();
     Ok(channel.record)
 }
 
@@ -279,24 +305,47 @@ impl Channel {
                 return self.send("200 result=-1").await;
             }
         };
-        let opts = leg::LegOptions {
+        // The leg hangs up at the call's hangup time, measured from its own connect.
+        let hangup_after = self
+            .hangup_at
+            .filter(|_| !self.dead)
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        let opts = LegOptions {
             dtmf: self.dtmf.drain(..).collect(),
-            hangup_at: self.hangup_at.filter(|_| !self.dead),
-            call_start: self.start,
+            hangup_after,
+            ..LegOptions::default()
         };
-        match leg::run_leg(&addr, uuid, &opts).await {
-            Ok(heard) => {
-                self.record.audio.extend_from_slice(&heard.samples);
-                self.record.frame_times.extend(heard.frame_times);
-                if heard.caller_hung_up {
-                    self.send("200 result=-1").await?;
-                    self.hang_up().await
-                } else {
-                    self.send("200 result=0").await
-                }
-            }
+        let leg_start = self.start.elapsed();
+        let leg = match run_leg(&addr, uuid, opts).await {
+            Ok(leg) => leg,
             Err(e) => {
                 eprintln!("AudioSocket leg failed: {e:#}");
+                return self.send("200 result=-1").await;
+            }
+        };
+        let heard = if leg.rate == RATE {
+            leg.samples
+        } else {
+            let wide: Vec<f32> = leg.samples.iter().map(|&s| s as f32 / 32768.0).collect();
+            resample_all(&wide, leg.rate, RATE)?.into_iter().map(to_i16).collect()
+        };
+        // Each received frame, as its share of the 8 kHz audio, timed from the call's start.
+        let mut rest = heard.as_slice();
+        for arrival in &leg.arrivals {
+            let n = (arrival.bytes / 2) * RATE as usize / arrival.rate as usize;
+            let (frame, tail) = rest.split_at(n.min(rest.len()));
+            self.record.hear(leg_start + arrival.at, frame);
+            rest = tail;
+        }
+        match leg.end {
+            // Asterisk's app returns success when the server ends the session.
+            LegEnd::ServerHangup | LegEnd::Closed => self.send("200 result=0").await,
+            LegEnd::CallerHangup => {
+                self.send("200 result=-1").await?;
+                self.hang_up().await
+            }
+            LegEnd::TimedOut | LegEnd::Error(_) => {
+                eprintln!("AudioSocket leg ended with {:?}", leg.end);
                 self.send("200 result=-1").await
             }
         }
@@ -318,7 +367,7 @@ impl Channel {
         };
         let begin = Instant::now();
         let mut played = 0;
-        for (n, frame) in samples.chunks(FRAME_SAMPLES).enumerate() {
+        for (n, frame) in samples.chunks(frame_samples(RATE)).enumerate() {
             let due = begin + FRAME * n as u32;
             tokio::select! {
                 line = self.lines.next() => {
@@ -345,8 +394,8 @@ impl Channel {
                     }
                 }
             }
-            self.record.audio.extend_from_slice(frame);
-            self.record.frame_times.push(self.start.elapsed());
+            let at = self.start.elapsed();
+            self.record.hear(at, frame);
             played += frame.len();
         }
         self.send(&format!("200 result=0 endpos={}", endpos(played))).await
@@ -364,8 +413,7 @@ fn read_audio_file(stem: &Path) -> Result<Option<(Vec<i16>, u32)>> {
     let ulaw = with_ext("ulaw");
     if ulaw.exists() {
         let bytes = std::fs::read(&ulaw).with_context(|| format!("cannot read {}", ulaw.display()))?;
-        let samples = bytes.iter().map(|&b| audio_codec_algorithms::decode_ulaw(b)).collect();
-        return Ok(Some((samples, 8000)));
+        return Ok(Some((g711::ulaw_decode_all(&bytes), 8000)));
     }
     let sln16 = with_ext("sln16");
     if sln16.exists() {
@@ -374,146 +422,10 @@ fn read_audio_file(stem: &Path) -> Result<Option<(Vec<i16>, u32)>> {
             .chunks_exact(2)
             .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
             .collect();
-        let narrow = crate::agi::transcode::resample_all(&wide, 16000, RATE)?;
-        let samples = narrow.iter().map(|&s| (s.clamp(-1.0, 1.0) * 32767.0) as i16).collect();
+        let samples = resample_all(&wide, 16000, RATE)?.into_iter().map(to_i16).collect();
         return Ok(Some((samples, 16000)));
     }
     Ok(None)
-}
-
-fn write_wav(path: &Path, samples: &[i16]) -> Result<()> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).with_context(|| format!("cannot create {}", path.display()))?;
-    for &s in samples {
-        w.write_sample(s)?;
-    }
-    w.finalize().with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Pacing figures of what was heard.
-// Stand-in for `client::report`, which the AudioSocket client will share.
-fn print_report(record: &CallRecord) {
-    match record.frame_times.first() {
-        Some(first) => println!("time to first audio: {} ms", first.as_millis()),
-        None => println!("no audio heard"),
-    }
-    println!(
-        "frames: {} ({} ms of audio)",
-        record.frame_times.len(),
-        record.audio.len() / 8
-    );
-    let mut deviation: Vec<f64> = record
-        .frame_times
-        .windows(2)
-        .map(|w| ((w[1] - w[0]).as_secs_f64() * 1000.0 - 20.0).abs())
-        .collect();
-    deviation.sort_by(f64::total_cmp);
-    if !deviation.is_empty() {
-        let pct = |p: f64| deviation[((deviation.len() - 1) as f64 * p).round() as usize];
-        println!("jitter: p50 {:.1} ms, p99 {:.1} ms", pct(0.5), pct(0.99));
-    }
-    let gaps: Vec<_> = record
-        .frame_times
-        .windows(2)
-        .filter(|w| w[1] - w[0] >= Duration::from_millis(80))
-        .map(|w| format!("{} ms at {:.2} s", (w[1] - w[0]).as_millis(), w[0].as_secs_f64()))
-        .collect();
-    println!(
-        "gaps >= 80 ms: {}",
-        if gaps.is_empty() {
-            "none".into()
-        } else {
-            gaps.join(", ")
-        }
-    );
-    for (name, value) in &record.variables {
-        println!("{name}={value}");
-    }
-}
-
-/// The AudioSocket leg that `EXEC AudioSocket` opens.
-// Temporary stand-in for `crate::client::audiosocket::run_leg`, removed when that lands.
-mod leg {
-    use std::time::{Duration, Instant};
-
-    use anyhow::{Context, Result};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
-    use uuid::Uuid;
-
-    pub struct LegOptions {
-        pub dtmf: String,
-        pub hangup_at: Option<Instant>,
-        pub call_start: Instant,
-    }
-
-    pub struct Heard {
-        pub samples: Vec<i16>,
-        pub frame_times: Vec<Duration>,
-        pub caller_hung_up: bool,
-    }
-
-    pub async fn run_leg(addr: &str, uuid: Uuid, opts: &LegOptions) -> Result<Heard> {
-        let mut s = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to AudioSocket {addr}"))?;
-        s.set_nodelay(true)?;
-        let mut hello = vec![0x01, 0x00, 0x10];
-        hello.extend_from_slice(uuid.as_bytes());
-        s.write_all(&hello).await?;
-        let mut heard = Heard {
-            samples: vec![],
-            frame_times: vec![],
-            caller_hung_up: false,
-        };
-        let mut digits: Vec<u8> = opts.dtmf.bytes().collect();
-        digits.reverse();
-        let mut first_audio: Option<Instant> = None;
-        loop {
-            let press_at = first_audio
-                .map(|t| t + super::DTMF_AFTER)
-                .filter(|_| !digits.is_empty());
-            let mut header = [0u8; 3];
-            tokio::select! {
-                r = s.read_exact(&mut header) => {
-                    if r.is_err() {
-                        return Ok(heard); // server closed: the app returns success
-                    }
-                }
-                _ = tokio::time::sleep_until(press_at.unwrap_or_else(super::far_future).into()), if press_at.is_some() => {
-                    let digit = digits.pop().expect("digits left");
-                    s.write_all(&[0x03, 0x00, 0x01, digit]).await?;
-                    first_audio = Some(Instant::now() - super::DTMF_AFTER + Duration::from_millis(300));
-                    continue;
-                }
-                _ = tokio::time::sleep_until(opts.hangup_at.unwrap_or_else(super::far_future).into()), if opts.hangup_at.is_some() => {
-                    heard.caller_hung_up = true;
-                    return Ok(heard);
-                }
-            }
-            let len = u16::from_be_bytes([header[1], header[2]]) as usize;
-            let mut payload = vec![0u8; len];
-            s.read_exact(&mut payload)
-                .await
-                .context("AudioSocket payload cut short")?;
-            match header[0] {
-                0x00 => return Ok(heard),
-                0x10 => {
-                    first_audio.get_or_insert_with(Instant::now);
-                    heard
-                        .samples
-                        .extend(payload.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
-                    heard.frame_times.push(opts.call_start.elapsed());
-                }
-                kind => anyhow::bail!("AudioSocket kind {kind:#04x} not handled by this client"),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
