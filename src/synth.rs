@@ -157,7 +157,10 @@ impl Synthesizer {
     /// the first caller pays neither the conditioning nor libtorch's first-call costs.
     pub fn warm_up(&mut self, voice: &str, lang: &str) -> Result<()> {
         let voice = self.voices.get(voice, &self.encoder, &self.conditioning)?;
-        let opts = SpeakOptions { seed: Some(0), greedy: false };
+        let opts = SpeakOptions {
+            seed: Some(0),
+            greedy: false,
+        };
         self.speak_with_voice("Hello.", lang, &voice, &opts, &mut |_| true)
     }
 
