@@ -34,6 +34,8 @@ pub struct EngineConfig {
     pub default_language: String,
     /// Requests waiting for the engine beyond which new ones are refused.
     pub queue_limit: usize,
+    /// libtorch threads on CPU; 0: all cores but one, which stays free for pacing calls.
+    pub cpu_threads: usize,
     pub temperature: f64,
     pub top_k: i64,
     pub top_p: f64,
@@ -109,6 +111,7 @@ impl Default for EngineConfig {
             default_voice: "default".into(),
             default_language: "en".into(),
             queue_limit: 64,
+            cpu_threads: 0,
             temperature: 0.75,
             top_k: 50,
             top_p: 0.85,

@@ -28,6 +28,8 @@ pub struct SynthesizerConfig {
     /// Sampling: the reference's `inference_stream()` defaults unless configured.
     pub sampling: SamplingParams,
     pub stream: StreamOptions,
+    /// libtorch threads on CPU; 0: all cores but one.
+    pub cpu_threads: usize,
 }
 
 impl Default for SynthesizerConfig {
@@ -38,6 +40,7 @@ impl Default for SynthesizerConfig {
             device: "auto".into(),
             sampling: SamplingParams::default(),
             stream: StreamOptions::windowed(),
+            cpu_threads: 0,
         }
     }
 }
@@ -67,6 +70,7 @@ impl SynthesizerConfig {
                 seed: None,
             },
             stream,
+            cpu_threads: cfg.cpu_threads,
         }
     }
 }
@@ -111,6 +115,16 @@ fn model_file(dir: &Path, name: &str) -> Result<PathBuf> {
 impl Synthesizer {
     pub fn load(cfg: &SynthesizerConfig) -> Result<Self> {
         let device = parse_device(&cfg.device)?;
+        if device == Device::Cpu {
+            // The pacing of every call runs beside the model: leave it a core.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = if cfg.cpu_threads > 0 {
+                cfg.cpu_threads
+            } else {
+                cores.saturating_sub(1).max(1)
+            };
+            tch::set_num_threads(threads as i32);
+        }
         let dir = &cfg.model_dir;
         let config_path = model_file(dir, "config.json")?;
         let model_path = model_file(dir, "model.pth")?;

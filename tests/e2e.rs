@@ -11,7 +11,12 @@ use uuid::Uuid;
 use xttsd::client::agi::{call, CallOptions};
 use xttsd::client::audiosocket::{run_leg, LegEnd, LegOptions};
 
+/// One daemon at a time: each loads a model and paces calls in real time, and on a small
+/// machine several at once would measure the machine rather than the daemon.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Daemon {
+    _turn: std::sync::MutexGuard<'static, ()>,
     child: Child,
     audiosocket: String,
     agi: String,
@@ -32,6 +37,7 @@ fn free_port() -> u16 {
 }
 
 fn start_daemon() -> Daemon {
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let speakers = dir.path().join("speakers");
     let spool = dir.path().join("spool");
@@ -70,6 +76,7 @@ fn start_daemon() -> Daemon {
         std::thread::sleep(Duration::from_millis(50));
     }
     Daemon {
+        _turn: turn,
         child,
         audiosocket,
         agi: format!("127.0.0.1:{g}"),
