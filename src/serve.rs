@@ -31,7 +31,10 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let config = Config::from_file(&args.config)?;
     let synth_cfg = SynthesizerConfig::from_engine(&config.engine);
-    let (default_voice, default_lang) = (config.engine.default_voice.clone(), config.engine.default_language.clone());
+    let (default_voice, default_lang) = (
+        config.engine.default_voice.clone(),
+        config.engine.default_language.clone(),
+    );
     let engine = Engine::spawn(
         move || {
             let mut synth = Synthesizer::load(&synth_cfg)?;

@@ -9,12 +9,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::Device;
 
 use crate::config::EngineConfig;
-use crate::engine::{SpeechBackend, SpeechRequest, Validator};
+use crate::engine::{Job, JobQueue, Metrics, SpeechBackend, SpeechRequest, Validator, METRICS};
+use crate::xtts::batch::{BatchDecoder, RowOptions, Token};
 use crate::xtts::checkpoint::{load_model_state, Weights};
 use crate::xtts::config::XttsConfig;
 use crate::xtts::model::{TextVocab, Xtts};
 use crate::xtts::sampling::SamplingParams;
-use crate::xtts::stream::{StreamMode, StreamOptions};
+use crate::xtts::stream::{StreamMode, StreamOptions, StreamVocoder};
 use crate::xtts::text::{self, TextFrontend};
 use crate::xtts::voice::{ConditioningOptions, Voice, VoiceEncoder, VoiceStore};
 
@@ -28,6 +29,10 @@ pub struct SynthesizerConfig {
     /// Sampling: the reference's `inference_stream()` defaults unless configured.
     pub sampling: SamplingParams,
     pub stream: StreamOptions,
+    /// Requests decoded together at most (preallocated key/value slots).
+    pub max_batch: usize,
+    /// Every sentence gets exactly this many codes (benchmarks with synthetic models).
+    pub forced_tokens: Option<usize>,
 }
 
 impl Default for SynthesizerConfig {
@@ -38,6 +43,8 @@ impl Default for SynthesizerConfig {
             device: "auto".into(),
             sampling: SamplingParams::default(),
             stream: StreamOptions::windowed(),
+            max_batch: 8,
+            forced_tokens: None,
         }
     }
 }
@@ -67,6 +74,8 @@ impl SynthesizerConfig {
                 seed: None,
             },
             stream,
+            max_batch: cfg.max_batch,
+            forced_tokens: None,
         }
     }
 }
@@ -157,7 +166,10 @@ impl Synthesizer {
     /// the first caller pays neither the conditioning nor libtorch's first-call costs.
     pub fn warm_up(&mut self, voice: &str, lang: &str) -> Result<()> {
         let voice = self.voices.get(voice, &self.encoder, &self.conditioning)?;
-        let opts = SpeakOptions { seed: Some(0), greedy: false };
+        let opts = SpeakOptions {
+            seed: Some(0),
+            greedy: false,
+        };
         self.speak_with_voice("Hello.", lang, &voice, &opts, &mut |_| true)
     }
 
@@ -265,5 +277,266 @@ impl SpeechBackend for Synthesizer {
             greedy: false,
         };
         self.speak_with_voice(&req.text, &req.lang, &voice, &opts, emit)
+    }
+
+    fn serve(&mut self, jobs: &mut JobQueue) {
+        let Synthesizer {
+            model,
+            text,
+            encoder,
+            voices,
+            conditioning,
+            cfg,
+        } = self;
+        let model: &Xtts = model;
+        let mut decoder = match BatchDecoder::new(model.gpt(), cfg.max_batch) {
+            Ok(decoder) => decoder,
+            Err(e) => {
+                tracing::error!("cannot allocate the decoding slots: {e:#}");
+                while let Some(job) = jobs.wait() {
+                    job.finish(Err(anyhow!("the engine could not allocate its decoding slots: {e:#}")));
+                }
+                return;
+            }
+        };
+        tracing::info!(
+            max_batch = cfg.max_batch,
+            slot_positions = decoder.cache().capacity(),
+            kv_cache_mib = decoder.cache().bytes() / (1 << 20),
+            "decoding slots allocated"
+        );
+        let mut batch = Batcher {
+            model,
+            cfg,
+            active: Vec::new(),
+            steady_waited: 0,
+        };
+        loop {
+            batch.drop_cancelled(&mut decoder);
+            // Admit waiting requests while slots are free; block only when idle.
+            while decoder.free_slots() > 0 {
+                let next = if batch.active.is_empty() {
+                    match jobs.wait() {
+                        Some(job) => job,
+                        None => return,
+                    }
+                } else {
+                    match jobs.try_next() {
+                        Some(job) => job,
+                        None => break,
+                    }
+                };
+                if next.is_cancelled() {
+                    continue;
+                }
+                let prepared = voices
+                    .get(&next.req.voice, encoder, conditioning)
+                    .and_then(|voice| Ok((text.encode_sentences(&next.req.text, &next.req.lang, true)?, voice)));
+                match prepared {
+                    Ok((sentences, voice)) => batch.admit(&mut decoder, next, sentences, voice),
+                    Err(e) => next.finish(Err(e)),
+                }
+            }
+            batch.step(&mut decoder);
+        }
+    }
+}
+
+/// A request that holds a decoding slot: its sentences, the one under way and its vocoder.
+struct Speaking<'m> {
+    job: Job,
+    sentences: Vec<Vec<i64>>,
+    /// Index of the sentence being decoded.
+    sentence: usize,
+    voice: Arc<Voice>,
+    slot: usize,
+    vocoder: StreamVocoder<'m>,
+    /// The request's first audio has gone out.
+    started: bool,
+}
+
+/// Continuous batching over a [`BatchDecoder`]: every speaking request advances by one code
+/// per step; new requests and sentences are prefilled as soon as a slot frees up.
+struct Batcher<'m, 'c> {
+    model: &'m Xtts,
+    cfg: &'c SynthesizerConfig,
+    active: Vec<Speaking<'m>>,
+    /// Steps the started requests have sat out so that new ones reach their first chunk sooner.
+    steady_waited: usize,
+}
+
+impl<'m> Batcher<'m, '_> {
+    /// Frees the slots of requests whose listener hung up.
+    fn drop_cancelled(&mut self, decoder: &mut BatchDecoder) {
+        self.active.retain(|s| {
+            if s.job.is_cancelled() {
+                decoder.release(s.slot);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn admit(&mut self, decoder: &mut BatchDecoder, job: Job, sentences: Vec<Vec<i64>>, voice: Arc<Voice>) {
+        if sentences.is_empty() {
+            return job.finish(Ok(()));
+        }
+        match self.start_sentence(decoder, job, sentences, 0, voice, false) {
+            Ok(Some(speaking)) => self.active.push(speaking),
+            Ok(None) => {}
+            Err((job, e)) => job.finish(Err(e)),
+        }
+    }
+
+    fn row_options(&self, seed: Option<u64>, sentence: usize) -> RowOptions {
+        let mut params = self.cfg.sampling.clone();
+        // One seed per request; each sentence gets its own stream of it.
+        params.seed = seed.map(|s| s.wrapping_add(sentence as u64));
+        RowOptions {
+            params,
+            forced_tokens: self.cfg.forced_tokens,
+        }
+    }
+
+    /// Prefills sentence `index` and handles its first code. None: the request ended already.
+    #[allow(clippy::type_complexity)]
+    fn start_sentence(
+        &mut self,
+        decoder: &mut BatchDecoder,
+        job: Job,
+        sentences: Vec<Vec<i64>>,
+        index: usize,
+        voice: Arc<Voice>,
+        started: bool,
+    ) -> Result<Option<Speaking<'m>>, (Job, anyhow::Error)> {
+        let opts = self.row_options(job.req.seed, index);
+        let first = self
+            .model
+            .gpt()
+            .prefix_embeddings(&voice.gpt_cond_latent, &sentences[index])
+            .and_then(|prefix| decoder.admit(&prefix, &opts));
+        let vocoder = StreamVocoder::new(self.model.hifigan(), &voice.speaker_embedding, &self.cfg.stream);
+        let (first, vocoder) = match (first, vocoder) {
+            (Ok(first), Ok(vocoder)) => (first, vocoder),
+            (Ok(first), Err(e)) => {
+                decoder.release(first.slot);
+                return Err((job, e));
+            }
+            (Err(e), _) => return Err((job, e)),
+        };
+        Metrics::add(&METRICS.tokens, 1);
+        let speaking = Speaking {
+            job,
+            sentences,
+            sentence: index,
+            voice,
+            slot: first.slot,
+            vocoder,
+            started,
+        };
+        Ok(self.advance(decoder, speaking, first))
+    }
+
+    /// Feeds one code to its request's vocoder and sends the audio that is due; moves on to
+    /// the next sentence at the end of one. None when the request is over.
+    fn advance(&mut self, decoder: &mut BatchDecoder, mut s: Speaking<'m>, token: Token) -> Option<Speaking<'m>> {
+        let send = |s: &mut Speaking, chunk: Vec<f32>| {
+            if chunk.is_empty() {
+                return true;
+            }
+            s.started = true;
+            s.job.send_audio(chunk)
+        };
+        let chunk = match s.vocoder.push(&token.latent) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                decoder.release(s.slot);
+                s.job.finish(Err(e.context("streaming vocoder")));
+                return None;
+            }
+        };
+        if let Some(chunk) = chunk {
+            if !send(&mut s, chunk) {
+                decoder.release(s.slot);
+                return None;
+            }
+        }
+        if token.finished.is_none() {
+            return Some(s);
+        }
+        match s.vocoder.finish() {
+            Ok(last) => {
+                if !send(&mut s, last) {
+                    return None;
+                }
+            }
+            Err(e) => {
+                s.job.finish(Err(e.context("streaming vocoder")));
+                return None;
+            }
+        }
+        let next = s.sentence + 1;
+        if next >= s.sentences.len() {
+            s.job.finish(Ok(()));
+            return None;
+        }
+        // The slot just freed is taken again at once: the request keeps its place.
+        match self.start_sentence(decoder, s.job, s.sentences, next, s.voice, s.started) {
+            Ok(next) => next,
+            Err((job, e)) => {
+                job.finish(Err(e));
+                None
+            }
+        }
+    }
+
+    /// One batched decode step. Requests still waiting for their first audio get steps of
+    /// their own, for at most a first chunk's worth of steps before everyone runs again.
+    fn step(&mut self, decoder: &mut BatchDecoder) {
+        if self.active.is_empty() {
+            return;
+        }
+        let fresh: Vec<usize> = self.active.iter().filter(|s| !s.started).map(|s| s.slot).collect();
+        let slots: Vec<usize> = if !fresh.is_empty()
+            && fresh.len() < self.active.len()
+            && self.steady_waited < self.cfg.stream.first_chunk_tokens
+        {
+            self.steady_waited += 1;
+            fresh
+        } else {
+            self.steady_waited = 0;
+            self.active.iter().map(|s| s.slot).collect()
+        };
+        Metrics::add(&METRICS.steps, 1);
+        Metrics::add(&METRICS.step_rows, slots.len() as u64);
+        let tokens = match decoder.step(&slots) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                // A failed step leaves its rows unusable: end those requests.
+                let failed: Vec<Speaking> = {
+                    let (failed, kept) = std::mem::take(&mut self.active)
+                        .into_iter()
+                        .partition(|s| slots.contains(&s.slot));
+                    self.active = kept;
+                    failed
+                };
+                for s in failed {
+                    decoder.release(s.slot);
+                    s.job.finish(Err(anyhow!("decoding step failed: {e:#}")));
+                }
+                return;
+            }
+        };
+        Metrics::add(&METRICS.tokens, tokens.len() as u64);
+        for token in tokens {
+            let Some(at) = self.active.iter().position(|s| s.slot == token.slot) else {
+                continue;
+            };
+            let s = self.active.swap_remove(at);
+            if let Some(s) = self.advance(decoder, s, token) {
+                self.active.push(s);
+            }
+        }
     }
 }
