@@ -125,6 +125,8 @@ pub struct Metrics {
     /// Batched decode steps, and the rows they ran (mean batch = rows / steps).
     pub steps: AtomicU64,
     pub step_rows: AtomicU64,
+    /// Microseconds the worker spent computing (prefills, decode steps, vocoder).
+    pub busy_us: AtomicU64,
     /// AudioSocket ticks where speech was under way but no audio was ready (frames late).
     pub underruns: AtomicU64,
 }
@@ -144,6 +146,7 @@ pub static METRICS: Metrics = Metrics {
     tokens: AtomicU64::new(0),
     steps: AtomicU64::new(0),
     step_rows: AtomicU64::new(0),
+    busy_us: AtomicU64::new(0),
     underruns: AtomicU64::new(0),
 };
 

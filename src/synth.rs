@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tch::Device;
@@ -329,6 +330,7 @@ impl SpeechBackend for Synthesizer {
                 if next.is_cancelled() {
                     continue;
                 }
+                let started = Instant::now();
                 let prepared = voices
                     .get(&next.req.voice, encoder, conditioning)
                     .and_then(|voice| Ok((text.encode_sentences(&next.req.text, &next.req.lang, true)?, voice)));
@@ -336,8 +338,11 @@ impl SpeechBackend for Synthesizer {
                     Ok((sentences, voice)) => batch.admit(&mut decoder, next, sentences, voice),
                     Err(e) => next.finish(Err(e)),
                 }
+                Metrics::add(&METRICS.busy_us, started.elapsed().as_micros() as u64);
             }
+            let started = Instant::now();
             batch.step(&mut decoder);
+            Metrics::add(&METRICS.busy_us, started.elapsed().as_micros() as u64);
         }
     }
 }
