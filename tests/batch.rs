@@ -197,6 +197,8 @@ fn engine(max_batch: usize, queue_limit: usize, forced_tokens: usize) -> (Engine
         ..SynthesizerConfig::default()
     };
     cfg.stream.first_chunk_tokens = 6;
+    // Chunks far apart: a hang-up must be noticed between steps, not only when a chunk bounces.
+    cfg.stream.chunk_tokens = 150;
     let engine = Engine::spawn(
         move || {
             tch::set_num_threads(1);
