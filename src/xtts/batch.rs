@@ -30,11 +30,13 @@ enum SlotStep {
     /// `t` positions of one slot, from its start.
     Prefill { slot: i64, t: i64, mask: Tensor },
     /// One position for each of `rows`, at `positions`; keys are read over `span` positions.
+    /// `run`: the rows are the consecutive slots `start..start + n`, read as a view, not a copy.
     Decode {
         rows: Tensor,
         positions: Tensor,
         span: i64,
         mask: Tensor,
+        run: Option<(i64, i64)>,
     },
 }
 
@@ -125,11 +127,13 @@ impl SlotCache {
             .unsqueeze(0)
             .le_tensor(&positions_t.unsqueeze(1))
             .view([rows.len() as i64, 1, 1, span]);
+        let consecutive = rows.windows(2).all(|w| w[1] == w[0] + 1);
         self.step = Some(SlotStep::Decode {
             rows: rows_t,
             positions: positions_t,
             span,
             mask,
+            run: consecutive.then(|| (rows[0] as i64, rows.len() as i64)),
         });
         Ok(())
     }
@@ -159,13 +163,18 @@ impl KvStore for SlotCache {
                 positions,
                 span,
                 mask,
+                run,
             } => {
                 let index = [Some(rows.shallow_clone()), None, Some(positions.shallow_clone())];
                 // k, v: [B, H, 1, hd]; the indexed view is [B, H, hd].
                 let _ = self.keys[layer].index_put_(&index, &k.squeeze_dim(2), false);
                 let _ = self.values[layer].index_put_(&index, &v.squeeze_dim(2), false);
-                let keys = self.keys[layer].narrow(2, 0, *span).index_select(0, rows);
-                let values = self.values[layer].narrow(2, 0, *span).index_select(0, rows);
+                // Gathering copies every cached key of the rows: avoid it when they are adjacent.
+                let gather = |all: &Tensor| match run {
+                    Some((start, n)) => all.narrow(0, *start, *n).narrow(2, 0, *span),
+                    None => all.narrow(2, 0, *span).index_select(0, rows),
+                };
+                let (keys, values) = (gather(&self.keys[layer]), gather(&self.values[layer]));
                 (keys, values, Some(mask.shallow_clone()))
             }
         }
