@@ -6,7 +6,7 @@
 //! synthesizer: `engine.max_batch` preallocated decoding slots), and at most `queue_limit`
 //! more wait in a bounded queue; beyond that a request is refused with [`EngineError::Busy`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -70,25 +70,30 @@ pub enum EngineError {
     Stopped,
 }
 
-/// A queued request and the channel its events go to.
-pub struct Job {
-    pub req: SpeechRequest,
+/// Where a request's events go. Clones share the request: once one of them ends it, or the
+/// listener is gone, every clone reports it over.
+#[derive(Clone)]
+pub struct AudioSink {
     out: mpsc::UnboundedSender<SpeechEvent>,
+    ended: Arc<AtomicBool>,
 }
 
-impl Job {
-    /// The listener is gone (its [`Speech`] was dropped): stop working on it.
-    pub fn is_cancelled(&self) -> bool {
-        self.out.is_closed()
+impl AudioSink {
+    /// The request ended (Done or Failed sent) or its listener hung up.
+    pub fn is_over(&self) -> bool {
+        self.ended.load(Ordering::Relaxed) || self.out.is_closed()
     }
 
-    /// Hands a chunk to the listener; false when it is gone.
+    /// Hands a chunk to the listener; false when it is gone or the request has ended.
     pub fn send_audio(&self, samples: Vec<f32>) -> bool {
-        self.out.send(SpeechEvent::Audio(samples)).is_ok()
+        !self.ended.load(Ordering::Relaxed) && self.out.send(SpeechEvent::Audio(samples)).is_ok()
     }
 
-    /// Ends the request with its result.
-    pub fn finish(self, result: Result<()>) {
+    /// Ends the request with its result; later calls do nothing.
+    pub fn finish(&self, result: Result<()>) {
+        if self.ended.swap(true, Ordering::Relaxed) {
+            return;
+        }
         let end = match result {
             Ok(()) => SpeechEvent::Done,
             Err(e) => {
@@ -97,6 +102,42 @@ impl Job {
             }
         };
         let _ = self.out.send(end);
+    }
+}
+
+/// A queued request and where its events go.
+pub struct Job {
+    pub req: SpeechRequest,
+    sink: AudioSink,
+}
+
+impl Job {
+    fn new(req: SpeechRequest, out: mpsc::UnboundedSender<SpeechEvent>) -> Self {
+        let ended = Arc::new(AtomicBool::new(false));
+        Self {
+            req,
+            sink: AudioSink { out, ended },
+        }
+    }
+
+    /// Stop working on it: the listener is gone (its [`Speech`] was dropped) or it has ended.
+    pub fn is_cancelled(&self) -> bool {
+        self.sink.is_over()
+    }
+
+    /// Hands a chunk to the listener; false when it is gone.
+    pub fn send_audio(&self, samples: Vec<f32>) -> bool {
+        self.sink.send_audio(samples)
+    }
+
+    /// A handle for sending this request's audio from elsewhere (another thread).
+    pub fn sink(&self) -> AudioSink {
+        self.sink.clone()
+    }
+
+    /// Ends the request with its result.
+    pub fn finish(self, result: Result<()>) {
+        self.sink.finish(result);
     }
 }
 
@@ -125,8 +166,10 @@ pub struct Metrics {
     /// Batched decode steps, and the rows they ran (mean batch = rows / steps).
     pub steps: AtomicU64,
     pub step_rows: AtomicU64,
-    /// Microseconds the worker spent computing (prefills, decode steps, vocoder).
+    /// Microseconds the worker spent computing (prefills, decode steps).
     pub busy_us: AtomicU64,
+    /// Microseconds spent vocoding (on its own thread).
+    pub vocoder_us: AtomicU64,
     /// AudioSocket ticks where speech was under way but no audio was ready (frames late).
     pub underruns: AtomicU64,
 }
@@ -147,6 +190,7 @@ pub static METRICS: Metrics = Metrics {
     steps: AtomicU64::new(0),
     step_rows: AtomicU64::new(0),
     busy_us: AtomicU64::new(0),
+    vocoder_us: AtomicU64::new(0),
     underruns: AtomicU64::new(0),
 };
 
@@ -231,7 +275,7 @@ impl Engine {
         self.validate(&req)?;
         let (out, events) = mpsc::unbounded_channel();
         self.jobs
-            .send_timeout(Job { req, out }, patience)
+            .send_timeout(Job::new(req, out), patience)
             .await
             .map_err(|e| match e {
                 mpsc::error::SendTimeoutError::Timeout(_) => EngineError::Busy(self.queue_limit),
@@ -244,7 +288,7 @@ impl Engine {
     pub fn speak(&self, req: SpeechRequest) -> Result<Speech, EngineError> {
         self.validate(&req)?;
         let (out, events) = mpsc::unbounded_channel();
-        self.jobs.try_send(Job { req, out }).map_err(|e| match e {
+        self.jobs.try_send(Job::new(req, out)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => EngineError::Busy(self.queue_limit),
             mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
         })?;
