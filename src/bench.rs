@@ -78,8 +78,12 @@ pub struct Round {
     pub ttfa_p50_ms: f64,
     pub ttfa_p95_ms: f64,
     pub ttfa_p99_ms: f64,
-    /// Engine compute time over the speech time it produced (below 1: faster than real time).
+    /// Compute time of the busier engine thread (GPT worker or vocoder) over the speech time
+    /// produced (below 1: faster than real time).
     pub rtf: f64,
+    /// Seconds of compute in the GPT worker and in the vocoder thread.
+    pub gpt_busy_s: f64,
+    pub vocoder_busy_s: f64,
     /// Speech ticks at the socket with no audio ready, all calls together.
     pub frames_late: u64,
     /// Longest time between two frames at the socket.
@@ -89,7 +93,7 @@ pub struct Round {
     pub tokens: u64,
     /// Codes generated per wall-clock second (what the calls asked for).
     pub tokens_per_s: f64,
-    /// Codes generated per second of engine compute (the engine's capacity).
+    /// Codes generated per second of GPT worker compute (the decoder's capacity).
     pub tokens_per_busy_s: f64,
     /// Rows per batched decode step, on average.
     pub mean_batch: f64,
@@ -179,6 +183,7 @@ struct Snapshot {
     steps: u64,
     step_rows: u64,
     busy_us: u64,
+    vocoder_us: u64,
     underruns: u64,
 }
 
@@ -190,6 +195,7 @@ impl Snapshot {
             steps: get(&METRICS.steps),
             step_rows: get(&METRICS.step_rows),
             busy_us: get(&METRICS.busy_us),
+            vocoder_us: get(&METRICS.vocoder_us),
             underruns: get(&METRICS.underruns),
         }
     }
@@ -254,6 +260,7 @@ async fn run_round(services: &Arc<Services>, addr: &str, n: usize, args: &Args) 
     ttfa.sort_by(f64::total_cmp);
     let tokens = after.tokens - before.tokens;
     let busy_s = (after.busy_us - before.busy_us) as f64 / 1e6;
+    let vocoder_s = (after.vocoder_us - before.vocoder_us) as f64 / 1e6;
     let steps = after.steps - before.steps;
     let speech_s = tokens as f64 / TOKENS_PER_SECOND;
     let (rss_mib, peak_rss_mib) = rss_mib();
@@ -265,7 +272,13 @@ async fn run_round(services: &Arc<Services>, addr: &str, n: usize, args: &Args) 
         ttfa_p50_ms: percentile(&ttfa, 50.0),
         ttfa_p95_ms: percentile(&ttfa, 95.0),
         ttfa_p99_ms: percentile(&ttfa, 99.0),
-        rtf: if speech_s > 0.0 { busy_s / speech_s } else { f64::NAN },
+        rtf: if speech_s > 0.0 {
+            busy_s.max(vocoder_s) / speech_s
+        } else {
+            f64::NAN
+        },
+        gpt_busy_s: busy_s,
+        vocoder_busy_s: vocoder_s,
         frames_late: after.underruns - before.underruns,
         longest_gap_ms: reports.iter().map(|r| r.report.longest_gap_ms).fold(0.0, f64::max),
         longest_silence_ms: reports.iter().map(longest_silence_ms).fold(0.0, f64::max),
