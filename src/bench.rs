@@ -19,6 +19,8 @@ use crate::config::Config;
 use crate::engine::{Engine, Metrics, SpeechRequest, METRICS};
 use crate::serve::Services;
 use crate::synth::{Synthesizer, SynthesizerConfig};
+use crate::xtts::batch::{BatchDecoder, RowOptions};
+use crate::xtts::sampling::SamplingParams;
 
 /// Audio codes per second of speech (22050 Hz / 1024-sample code stride).
 const TOKENS_PER_SECOND: f64 = 22_050.0 / 1024.0;
@@ -169,11 +171,79 @@ pub fn run(args: Args) -> Result<()> {
         anyhow::Ok(rounds)
     })?;
     println!("{}", table(&rounds));
+    // The calls above are paced by real time, so the decoder mostly idles; its capacity with
+    // every slot busy is measured on its own, without audio.
+    let capacity = decoder_capacity(&args)?;
+    println!("GPT decode capacity, every row busy (no vocoder, no sockets):");
+    for c in &capacity {
+        println!(
+            "  batch {:>3}: {:>8.1} tokens/s  ({:.2} ms per step)",
+            c.batch, c.tokens_per_s, c.ms_per_step
+        );
+    }
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&rounds)?;
+        let json =
+            serde_json::to_string_pretty(&serde_json::json!({ "rounds": rounds, "decoder_capacity": capacity }))?;
         std::fs::write(path, json).with_context(|| format!("{}: cannot write", path.display()))?;
     }
     Ok(())
+}
+
+/// Decode throughput of the GPT at one batch size.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    pub batch: usize,
+    pub tokens_per_s: f64,
+    pub ms_per_step: f64,
+}
+
+/// Runs `batch` rows of `--tokens` codes (64 by default) through a [`BatchDecoder`] for each
+/// batch size of `--calls` (and 1), with a neutral conditioning: throughput does not depend on it.
+fn decoder_capacity(args: &Args) -> Result<Vec<Capacity>> {
+    let device = crate::synth::parse_device(&args.device)?;
+    tch::set_num_threads(args.threads);
+    let model = crate::xtts::model::Xtts::load(&args.model, device)?;
+    let gpt = model.gpt();
+    let cfg = gpt.config();
+    let cond = tch::Tensor::zeros(
+        [1, crate::xtts::batch::COND_LATENTS, cfg.dim],
+        (tch::Kind::Float, device),
+    );
+    let prefix = gpt.prefix_embeddings(&cond, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])?;
+    let tokens = args.tokens.unwrap_or(64).max(2);
+    let opts = RowOptions {
+        params: SamplingParams {
+            seed: Some(1),
+            ..SamplingParams::default()
+        },
+        forced_tokens: Some(tokens),
+    };
+    let mut sizes: Vec<usize> = std::iter::once(1).chain(args.calls.iter().copied()).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut out = Vec::new();
+    for batch in sizes {
+        let mut decoder = BatchDecoder::new(gpt, batch)?;
+        let started = Instant::now();
+        let mut slots = Vec::new();
+        for _ in 0..batch {
+            slots.push(decoder.admit(&prefix, &opts)?.slot);
+        }
+        let decode_started = Instant::now();
+        let mut steps = 0;
+        while !decoder.active().is_empty() {
+            let active = decoder.active();
+            decoder.step(&active)?;
+            steps += 1;
+        }
+        let total = started.elapsed().as_secs_f64();
+        out.push(Capacity {
+            batch,
+            tokens_per_s: (batch * tokens) as f64 / total,
+            ms_per_step: decode_started.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64,
+        });
+    }
+    Ok(out)
 }
 
 /// Counter values at one moment.
