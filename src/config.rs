@@ -36,6 +36,9 @@ pub struct EngineConfig {
     pub queue_limit: usize,
     /// libtorch threads on CPU; 0: all cores but one, which stays free for pacing calls.
     pub cpu_threads: usize,
+    /// Requests speaking at once: their decode steps run as one batched GPT forward, and a
+    /// key/value slot is preallocated for each (32 + max text + 1 + max audio tokens long).
+    pub max_batch: usize,
     pub temperature: f64,
     pub top_k: i64,
     pub top_p: f64,
@@ -112,6 +115,7 @@ impl Default for EngineConfig {
             default_language: "en".into(),
             queue_limit: 64,
             cpu_threads: 0,
+            max_batch: 8,
             temperature: 0.75,
             top_k: 50,
             top_p: 0.85,
@@ -218,6 +222,7 @@ impl Config {
             "engine.first_chunk_tokens must be at least 1"
         );
         anyhow::ensure!(self.engine.queue_limit > 0, "engine.queue_limit must be at least 1");
+        anyhow::ensure!(self.engine.max_batch > 0, "engine.max_batch must be at least 1");
         anyhow::ensure!(
             (1..=65_535).contains(&self.audiosocket.max_payload_bytes),
             "audiosocket.max_payload_bytes must be between 1 and 65535"

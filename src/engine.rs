@@ -1,9 +1,15 @@
 //! The speech engine as the servers see it: requests in, 24 kHz float chunks out.
 //! A worker thread owns the model (libtorch calls block); each request gets a channel of
-//! audio chunks, and dropping that channel cancels the request at the next chunk.
+//! audio chunks, and dropping that channel cancels the request at the next step.
+//!
+//! Admission is bounded twice: the backend decides how many requests it runs at once (the
+//! synthesizer: `engine.max_batch` preallocated decoding slots), and at most `queue_limit`
+//! more wait in a bounded queue; beyond that a request is refused with [`EngineError::Busy`].
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use anyhow::Result;
 use tokio::sync::mpsc;
@@ -39,6 +45,18 @@ pub trait SpeechBackend: 'static {
     /// Synthesizes `req`, handing each chunk to `emit` as soon as it exists; stops early when
     /// `emit` returns false (the listener is gone).
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()>;
+
+    /// Serves jobs until the queue closes. The default runs one request at a time, in arrival
+    /// order; a backend that interleaves requests overrides it.
+    fn serve(&mut self, jobs: &mut JobQueue) {
+        while let Some(job) = jobs.wait() {
+            if job.is_cancelled() {
+                continue;
+            }
+            let result = self.speak(&job.req, &mut |samples| job.send_audio(samples));
+            job.finish(result);
+        }
+    }
 }
 
 /// Why a request was not accepted.
@@ -46,16 +64,135 @@ pub trait SpeechBackend: 'static {
 pub enum EngineError {
     #[error("invalid request: {0}")]
     Invalid(String),
-    #[error("engine busy: {0} requests already queued")]
+    #[error("engine busy: every speaking slot is taken and {0} requests are already queued")]
     Busy(usize),
     #[error("engine stopped")]
     Stopped,
 }
 
-struct Job {
-    req: SpeechRequest,
+/// Where a request's events go. Clones share the request: once one of them ends it, or the
+/// listener is gone, every clone reports it over.
+#[derive(Clone)]
+pub struct AudioSink {
     out: mpsc::UnboundedSender<SpeechEvent>,
+    ended: Arc<AtomicBool>,
 }
+
+impl AudioSink {
+    /// The request ended (Done or Failed sent) or its listener hung up.
+    pub fn is_over(&self) -> bool {
+        self.ended.load(Ordering::Relaxed) || self.out.is_closed()
+    }
+
+    /// Hands a chunk to the listener; false when it is gone or the request has ended.
+    pub fn send_audio(&self, samples: Vec<f32>) -> bool {
+        !self.ended.load(Ordering::Relaxed) && self.out.send(SpeechEvent::Audio(samples)).is_ok()
+    }
+
+    /// Ends the request with its result; later calls do nothing.
+    pub fn finish(&self, result: Result<()>) {
+        if self.ended.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let end = match result {
+            Ok(()) => SpeechEvent::Done,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "synthesis failed");
+                SpeechEvent::Failed(format!("{e:#}"))
+            }
+        };
+        let _ = self.out.send(end);
+    }
+}
+
+/// A queued request and where its events go.
+pub struct Job {
+    pub req: SpeechRequest,
+    sink: AudioSink,
+}
+
+impl Job {
+    fn new(req: SpeechRequest, out: mpsc::UnboundedSender<SpeechEvent>) -> Self {
+        let ended = Arc::new(AtomicBool::new(false));
+        Self {
+            req,
+            sink: AudioSink { out, ended },
+        }
+    }
+
+    /// Stop working on it: the listener is gone (its [`Speech`] was dropped) or it has ended.
+    pub fn is_cancelled(&self) -> bool {
+        self.sink.is_over()
+    }
+
+    /// Hands a chunk to the listener; false when it is gone.
+    pub fn send_audio(&self, samples: Vec<f32>) -> bool {
+        self.sink.send_audio(samples)
+    }
+
+    /// A handle for sending this request's audio from elsewhere (another thread).
+    pub fn sink(&self) -> AudioSink {
+        self.sink.clone()
+    }
+
+    /// Ends the request with its result.
+    pub fn finish(self, result: Result<()>) {
+        self.sink.finish(result);
+    }
+}
+
+/// The worker's side of the bounded request queue.
+pub struct JobQueue {
+    rx: mpsc::Receiver<Job>,
+}
+
+impl JobQueue {
+    /// Blocks until a job arrives; None once every [`Engine`] handle is gone.
+    pub fn wait(&mut self) -> Option<Job> {
+        self.rx.blocking_recv()
+    }
+
+    /// A job if one is waiting now.
+    pub fn try_next(&mut self) -> Option<Job> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Counters shared by the engine and the servers, read by `xttsd bench`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Audio codes generated.
+    pub tokens: AtomicU64,
+    /// Batched decode steps, and the rows they ran (mean batch = rows / steps).
+    pub steps: AtomicU64,
+    pub step_rows: AtomicU64,
+    /// Microseconds the worker spent computing (prefills, decode steps).
+    pub busy_us: AtomicU64,
+    /// Microseconds spent vocoding (on its own thread).
+    pub vocoder_us: AtomicU64,
+    /// AudioSocket ticks where speech was under way but no audio was ready (frames late).
+    pub underruns: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The process's counters (one engine per process).
+pub static METRICS: Metrics = Metrics {
+    tokens: AtomicU64::new(0),
+    steps: AtomicU64::new(0),
+    step_rows: AtomicU64::new(0),
+    busy_us: AtomicU64::new(0),
+    vocoder_us: AtomicU64::new(0),
+    underruns: AtomicU64::new(0),
+};
 
 /// Checks a request before it is queued, on the caller's side, so bad input fails at once with
 /// a clear reason. It must not need the model (lists of languages and voices are enough).
@@ -132,11 +269,26 @@ impl Engine {
         (self.validate)(req).map_err(|e| EngineError::Invalid(format!("{e:#}")))
     }
 
+    /// Queues a request, waiting at most `patience` for room in a full queue before it is
+    /// refused with [`EngineError::Busy`].
+    pub async fn speak_within(&self, req: SpeechRequest, patience: Duration) -> Result<Speech, EngineError> {
+        self.validate(&req)?;
+        let (out, events) = mpsc::unbounded_channel();
+        self.jobs
+            .send_timeout(Job::new(req, out), patience)
+            .await
+            .map_err(|e| match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => EngineError::Busy(self.queue_limit),
+                mpsc::error::SendTimeoutError::Closed(_) => EngineError::Stopped,
+            })?;
+        Ok(Speech { events })
+    }
+
     /// Queues a request. Fails at once on invalid input or a full queue.
     pub fn speak(&self, req: SpeechRequest) -> Result<Speech, EngineError> {
         self.validate(&req)?;
         let (out, events) = mpsc::unbounded_channel();
-        self.jobs.try_send(Job { req, out }).map_err(|e| match e {
+        self.jobs.try_send(Job::new(req, out)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => EngineError::Busy(self.queue_limit),
             mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
         })?;
@@ -144,21 +296,7 @@ impl Engine {
     }
 }
 
-/// The worker loop: one request at a time, in arrival order.
-fn serve_jobs<B: SpeechBackend>(mut backend: B, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(job) = jobs.blocking_recv() {
-        if job.out.is_closed() {
-            continue; // cancelled while queued
-        }
-        let out = job.out.clone();
-        let mut emit = |samples: Vec<f32>| out.send(SpeechEvent::Audio(samples)).is_ok();
-        let end = match backend.speak(&job.req, &mut emit) {
-            Ok(()) => SpeechEvent::Done,
-            Err(e) => {
-                tracing::warn!(error = %e, "synthesis failed");
-                SpeechEvent::Failed(format!("{e:#}"))
-            }
-        };
-        let _ = job.out.send(end);
-    }
+/// The worker loop: the backend serves the queue until every handle is gone.
+fn serve_jobs<B: SpeechBackend>(mut backend: B, jobs: mpsc::Receiver<Job>) {
+    backend.serve(&mut JobQueue { rx: jobs });
 }

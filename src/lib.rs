@@ -3,6 +3,7 @@
 pub mod agi;
 pub mod audio;
 pub mod audiosocket;
+pub mod bench;
 pub mod calls;
 pub mod client;
 pub mod config;

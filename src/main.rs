@@ -19,6 +19,8 @@ enum Command {
     Say(xttsd::say::Args),
     /// Call a running daemon as Asterisk would and record what comes back.
     Call(xttsd::client::Args),
+    /// Load-test the daemon in-process: N concurrent calls over AudioSocket, latency and throughput.
+    Bench(xttsd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +33,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => xttsd::serve::run(args),
         Command::Say(args) => xttsd::say::run(args),
         Command::Call(args) => xttsd::client::run(args),
+        Command::Bench(args) => xttsd::bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,19 +2,23 @@
 //! out. Loads the model directory once (model.pth is read a single time and shared by the
 //! GPT, the vocoder and the voice encoder) and keeps the voices' conditioning cached.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::config::EngineConfig;
-use crate::engine::{SpeechBackend, SpeechRequest, Validator};
+use crate::engine::{AudioSink, Job, JobQueue, Metrics, SpeechBackend, SpeechRequest, Validator, METRICS};
+use crate::xtts::batch::{BatchDecoder, RowOptions, Token};
 use crate::xtts::checkpoint::{load_model_state, Weights};
 use crate::xtts::config::XttsConfig;
+use crate::xtts::hifigan::HifiGan;
 use crate::xtts::model::{TextVocab, Xtts};
 use crate::xtts::sampling::SamplingParams;
-use crate::xtts::stream::{StreamMode, StreamOptions};
+use crate::xtts::stream::{StreamMode, StreamOptions, StreamVocoder};
 use crate::xtts::text::{self, TextFrontend};
 use crate::xtts::voice::{ConditioningOptions, Voice, VoiceEncoder, VoiceStore};
 
@@ -30,6 +34,10 @@ pub struct SynthesizerConfig {
     pub stream: StreamOptions,
     /// libtorch threads on CPU; 0: all cores but one.
     pub cpu_threads: usize,
+    /// Requests decoded together at most (preallocated key/value slots).
+    pub max_batch: usize,
+    /// Every sentence gets exactly this many codes (benchmarks with synthetic models).
+    pub forced_tokens: Option<usize>,
 }
 
 impl Default for SynthesizerConfig {
@@ -41,6 +49,8 @@ impl Default for SynthesizerConfig {
             sampling: SamplingParams::default(),
             stream: StreamOptions::windowed(),
             cpu_threads: 0,
+            max_batch: 8,
+            forced_tokens: None,
         }
     }
 }
@@ -71,6 +81,8 @@ impl SynthesizerConfig {
             },
             stream,
             cpu_threads: cfg.cpu_threads,
+            max_batch: cfg.max_batch,
+            forced_tokens: None,
         }
     }
 }
@@ -90,6 +102,8 @@ pub struct Synthesizer {
     /// Voice conditioning follows config.json (the TTS API's convention: 30 s, 4 s chunks).
     conditioning: ConditioningOptions,
     cfg: SynthesizerConfig,
+    /// The vocoder the engine worker hands to its vocoder thread (shares the model's weights).
+    vocoder: Option<HifiGan>,
 }
 
 /// `auto` picks CUDA when libtorch can use it.
@@ -137,6 +151,10 @@ impl Synthesizer {
             VoiceEncoder::new(&weights, &config).with_context(|| format!("loading {}", model_path.display()))?;
         let model = Xtts::from_weights(config.clone(), &weights, vocab)
             .with_context(|| format!("loading {}", model_path.display()))?;
+        let vocoder = {
+            let _guard = tch::no_grad_guard();
+            HifiGan::new(&weights, &config).with_context(|| format!("loading {}", model_path.display()))?
+        };
         let builtin = dir.join("speakers_xtts.pth");
         let voices = VoiceStore::new(
             &cfg.speakers_dir,
@@ -151,6 +169,7 @@ impl Synthesizer {
             voices,
             conditioning: ConditioningOptions::from_config(&config),
             cfg: cfg.clone(),
+            vocoder: Some(vocoder),
         })
     }
 
@@ -282,5 +301,336 @@ impl SpeechBackend for Synthesizer {
             greedy: false,
         };
         self.speak_with_voice(&req.text, &req.lang, &voice, &opts, emit)
+    }
+
+    fn serve(&mut self, jobs: &mut JobQueue) {
+        let Synthesizer {
+            model,
+            text,
+            encoder,
+            voices,
+            conditioning,
+            cfg,
+            vocoder,
+        } = self;
+        let model: &Xtts = model;
+        let (mut decoder, hifigan) = match (BatchDecoder::new(model.gpt(), cfg.max_batch), vocoder.take()) {
+            (Ok(decoder), Some(hifigan)) => (decoder, hifigan),
+            (Err(e), _) => return refuse_all(jobs, e),
+            (_, None) => return refuse_all(jobs, anyhow!("the vocoder was already handed out")),
+        };
+        tracing::info!(
+            max_batch = cfg.max_batch,
+            slot_positions = decoder.cache().capacity(),
+            kv_cache_mib = decoder.cache().bytes() / (1 << 20),
+            "decoding slots allocated"
+        );
+        let (to_vocoder, vocoder_jobs) = std::sync::mpsc::channel();
+        let stream = cfg.stream.clone();
+        let vocoder_thread = std::thread::Builder::new()
+            .name("xtts-vocoder".into())
+            .spawn(move || vocoder_loop(hifigan, stream, vocoder_jobs));
+        if let Err(e) = vocoder_thread {
+            return refuse_all(jobs, anyhow!("cannot start the vocoder thread: {e}"));
+        }
+        let mut batch = Batcher {
+            model,
+            cfg,
+            vocoder: to_vocoder,
+            active: Vec::new(),
+            steady_waited: 0,
+            next_id: 0,
+        };
+        loop {
+            batch.drop_cancelled(&mut decoder);
+            // Admit waiting requests while slots are free; block only when idle.
+            while decoder.free_slots() > 0 {
+                let next = if batch.active.is_empty() {
+                    match jobs.wait() {
+                        Some(job) => job,
+                        None => return,
+                    }
+                } else {
+                    match jobs.try_next() {
+                        Some(job) => job,
+                        None => break,
+                    }
+                };
+                if next.is_cancelled() {
+                    continue;
+                }
+                let started = Instant::now();
+                let prepared = voices
+                    .get(&next.req.voice, encoder, conditioning)
+                    .and_then(|voice| Ok((text.encode_sentences(&next.req.text, &next.req.lang, true)?, voice)));
+                match prepared {
+                    Ok((sentences, voice)) => batch.admit(&mut decoder, next, sentences, voice),
+                    Err(e) => next.finish(Err(e)),
+                }
+                Metrics::add(&METRICS.busy_us, started.elapsed().as_micros() as u64);
+            }
+            let started = Instant::now();
+            batch.step(&mut decoder);
+            Metrics::add(&METRICS.busy_us, started.elapsed().as_micros() as u64);
+        }
+    }
+}
+
+/// Fails every request: the engine cannot run.
+fn refuse_all(jobs: &mut JobQueue, e: anyhow::Error) {
+    tracing::error!("the engine cannot start: {e:#}");
+    while let Some(job) = jobs.wait() {
+        job.finish(Err(anyhow!("the engine could not start: {e:#}")));
+    }
+}
+
+/// Work for the vocoder thread, in order.
+enum VocoderWork {
+    /// A sentence starts: its speaker and where its audio goes.
+    Begin { id: u64, speaker: Tensor, sink: AudioSink },
+    /// The latent of the sentence's next code.
+    Latent { id: u64, latent: Tensor },
+    /// The sentence's codes are complete: render the rest of its audio.
+    End { id: u64 },
+    /// The request is over; sent after its last sentence's work.
+    Finish { sink: AudioSink, result: Result<()> },
+    /// The listener left: forget the sentence.
+    Drop { id: u64 },
+}
+
+/// Turns latents into audio on its own thread, so the GPT's next step does not wait for the
+/// vocoder. A vocoder error ends its request (the worker sees it through the sink).
+fn vocoder_loop(hifigan: HifiGan, opts: StreamOptions, work: std::sync::mpsc::Receiver<VocoderWork>) {
+    let _guard = tch::no_grad_guard();
+    let mut sentences: HashMap<u64, (StreamVocoder, AudioSink)> = HashMap::new();
+    while let Ok(item) = work.recv() {
+        let started = Instant::now();
+        match item {
+            VocoderWork::Begin { id, speaker, sink } => match StreamVocoder::new(&hifigan, &speaker, &opts) {
+                Ok(vocoder) => {
+                    sentences.insert(id, (vocoder, sink));
+                }
+                Err(e) => sink.finish(Err(e.context("streaming vocoder"))),
+            },
+            VocoderWork::Latent { id, latent } => {
+                if let Some((vocoder, sink)) = sentences.get_mut(&id) {
+                    let delivered = match vocoder.push(&latent) {
+                        Ok(Some(chunk)) => chunk.is_empty() || sink.send_audio(chunk),
+                        Ok(None) => true,
+                        Err(e) => {
+                            sink.finish(Err(e.context("streaming vocoder")));
+                            false
+                        }
+                    };
+                    if !delivered {
+                        sentences.remove(&id);
+                    }
+                }
+            }
+            VocoderWork::End { id } => {
+                if let Some((mut vocoder, sink)) = sentences.remove(&id) {
+                    match vocoder.finish() {
+                        Ok(last) if !last.is_empty() => {
+                            sink.send_audio(last);
+                        }
+                        Ok(_) => {}
+                        Err(e) => sink.finish(Err(e.context("streaming vocoder"))),
+                    }
+                }
+            }
+            VocoderWork::Finish { sink, result } => sink.finish(result),
+            VocoderWork::Drop { id } => {
+                sentences.remove(&id);
+            }
+        }
+        Metrics::add(&METRICS.vocoder_us, started.elapsed().as_micros() as u64);
+    }
+}
+
+/// A request that holds a decoding slot: its sentences and the one under way.
+struct Speaking {
+    job: Job,
+    sentences: Vec<Vec<i64>>,
+    /// Index of the sentence being decoded.
+    sentence: usize,
+    voice: Arc<Voice>,
+    slot: usize,
+    /// The sentence's id at the vocoder.
+    id: u64,
+    /// Codes generated for the request so far.
+    codes: usize,
+}
+
+/// Continuous batching over a [`BatchDecoder`]: every speaking request advances by one code
+/// per step; new requests and sentences are prefilled as soon as a slot frees up.
+struct Batcher<'m, 'c> {
+    model: &'m Xtts,
+    cfg: &'c SynthesizerConfig,
+    vocoder: std::sync::mpsc::Sender<VocoderWork>,
+    active: Vec<Speaking>,
+    /// Steps the started requests have sat out so that new ones reach their first chunk sooner.
+    steady_waited: usize,
+    next_id: u64,
+}
+
+impl Batcher<'_, '_> {
+    fn vocode(&self, work: VocoderWork) {
+        // The vocoder thread only stops when this sender is dropped.
+        let _ = self.vocoder.send(work);
+    }
+
+    /// Frees the slots of requests whose listener hung up (or that failed in the vocoder).
+    fn drop_cancelled(&mut self, decoder: &mut BatchDecoder) {
+        let (gone, kept): (Vec<Speaking>, Vec<Speaking>) = std::mem::take(&mut self.active)
+            .into_iter()
+            .partition(|s| s.job.is_cancelled());
+        self.active = kept;
+        for s in gone {
+            decoder.release(s.slot);
+            self.vocode(VocoderWork::Drop { id: s.id });
+        }
+    }
+
+    /// The request has had its first chunk's worth of codes.
+    fn has_started(&self, s: &Speaking) -> bool {
+        s.codes >= self.cfg.stream.first_chunk_tokens
+    }
+
+    fn admit(&mut self, decoder: &mut BatchDecoder, job: Job, sentences: Vec<Vec<i64>>, voice: Arc<Voice>) {
+        if sentences.is_empty() {
+            return job.finish(Ok(()));
+        }
+        let speaking = Speaking {
+            job,
+            sentences,
+            sentence: 0,
+            voice,
+            slot: 0,
+            id: 0,
+            codes: 0,
+        };
+        if let Some(s) = self.start_sentence(decoder, speaking) {
+            self.active.push(s);
+        }
+    }
+
+    fn row_options(&self, seed: Option<u64>, sentence: usize) -> RowOptions {
+        let mut params = self.cfg.sampling.clone();
+        // One seed per request; each sentence gets its own stream of it.
+        params.seed = seed.map(|s| s.wrapping_add(sentence as u64));
+        RowOptions {
+            params,
+            forced_tokens: self.cfg.forced_tokens,
+        }
+    }
+
+    /// Prefills the request's sentence `s.sentence` and handles its first code. None when the
+    /// request is over.
+    fn start_sentence(&mut self, decoder: &mut BatchDecoder, mut s: Speaking) -> Option<Speaking> {
+        let opts = self.row_options(s.job.req.seed, s.sentence);
+        let first = self
+            .model
+            .gpt()
+            .prefix_embeddings(&s.voice.gpt_cond_latent, &s.sentences[s.sentence])
+            .and_then(|prefix| decoder.admit(&prefix, &opts));
+        let first = match first {
+            Ok(first) => first,
+            Err(e) => {
+                self.vocode(VocoderWork::Finish {
+                    sink: s.job.sink(),
+                    result: Err(e),
+                });
+                return None;
+            }
+        };
+        Metrics::add(&METRICS.tokens, 1);
+        self.next_id += 1;
+        s.id = self.next_id;
+        s.slot = first.slot;
+        self.vocode(VocoderWork::Begin {
+            id: s.id,
+            speaker: s.voice.speaker_embedding.shallow_clone(),
+            sink: s.job.sink(),
+        });
+        self.advance(decoder, s, first)
+    }
+
+    /// Passes one code's latent to the vocoder; moves on to the next sentence at the end of
+    /// one. None when the request is over.
+    fn advance(&mut self, decoder: &mut BatchDecoder, mut s: Speaking, token: Token) -> Option<Speaking> {
+        s.codes += 1;
+        self.vocode(VocoderWork::Latent {
+            id: s.id,
+            latent: token.latent,
+        });
+        if token.finished.is_none() {
+            return Some(s);
+        }
+        self.vocode(VocoderWork::End { id: s.id });
+        s.sentence += 1;
+        if s.sentence >= s.sentences.len() {
+            self.vocode(VocoderWork::Finish {
+                sink: s.job.sink(),
+                result: Ok(()),
+            });
+            return None;
+        }
+        // The slot just freed is taken again at once: the request keeps its place.
+        self.start_sentence(decoder, s)
+    }
+
+    /// One batched decode step. Requests still waiting for their first audio get steps of
+    /// their own, for at most a first chunk's worth of steps before everyone runs again.
+    fn step(&mut self, decoder: &mut BatchDecoder) {
+        if self.active.is_empty() {
+            return;
+        }
+        let fresh: Vec<usize> = self
+            .active
+            .iter()
+            .filter(|s| !self.has_started(s))
+            .map(|s| s.slot)
+            .collect();
+        let slots: Vec<usize> = if !fresh.is_empty()
+            && fresh.len() < self.active.len()
+            && self.steady_waited < self.cfg.stream.first_chunk_tokens
+        {
+            self.steady_waited += 1;
+            fresh
+        } else {
+            self.steady_waited = 0;
+            self.active.iter().map(|s| s.slot).collect()
+        };
+        Metrics::add(&METRICS.steps, 1);
+        Metrics::add(&METRICS.step_rows, slots.len() as u64);
+        let tokens = match decoder.step(&slots) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                // A failed step leaves its rows unusable: end those requests.
+                let (failed, kept): (Vec<Speaking>, Vec<Speaking>) = std::mem::take(&mut self.active)
+                    .into_iter()
+                    .partition(|s| slots.contains(&s.slot));
+                self.active = kept;
+                for s in failed {
+                    decoder.release(s.slot);
+                    self.vocode(VocoderWork::Drop { id: s.id });
+                    self.vocode(VocoderWork::Finish {
+                        sink: s.job.sink(),
+                        result: Err(anyhow!("decoding step failed: {e:#}")),
+                    });
+                }
+                return;
+            }
+        };
+        Metrics::add(&METRICS.tokens, tokens.len() as u64);
+        for token in tokens {
+            let Some(at) = self.active.iter().position(|s| s.slot == token.slot) else {
+                continue;
+            };
+            let s = self.active.swap_remove(at);
+            if let Some(s) = self.advance(decoder, s, token) {
+                self.active.push(s);
+            }
+        }
     }
 }

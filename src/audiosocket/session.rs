@@ -412,6 +412,7 @@ impl Call {
             None => {
                 if self.current.as_ref().is_some_and(Playback::is_starved) {
                     self.stats.underruns += 1;
+                    crate::engine::Metrics::add(&crate::engine::METRICS.underruns, 1);
                 }
                 (self.rate, Bytes::from(vec![0u8; frame_samples(self.rate) * 2]))
             }

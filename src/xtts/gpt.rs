@@ -116,9 +116,16 @@ impl Conv1D {
     }
 }
 
-/// Where attention keys come from: the cache of layer `layer`, or the current tokens only.
+/// Storage for the keys and values of a cached forward pass.
+pub trait KvStore {
+    /// Stores `k`, `v` ([B, H, T, hd]) of layer `layer` for the step under way; returns the keys
+    /// and values to attend over and the step's "may attend" mask (None: every key).
+    fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor, Option<Tensor>);
+}
+
+/// Where attention keys come from: a store at layer `layer`, or the current tokens only.
 enum KvSource<'a> {
-    Cache(&'a mut KvCache, usize),
+    Cache(&'a mut dyn KvStore, usize),
     None,
 }
 
@@ -151,9 +158,9 @@ impl Attention {
         };
         let (q, k, v) = (split(0), split(1), split(2));
         let out = match kv {
-            KvSource::Cache(cache, layer) => {
-                let (keys, values) = cache.append(layer, &k, &v);
-                attend(&q, &keys, &values, cache.step_mask.as_ref())
+            KvSource::Cache(store, layer) => {
+                let (keys, values, mask) = store.append_layer(layer, &k, &v);
+                attend(&q, &keys, &values, mask.as_ref())
             }
             KvSource::None => {
                 let mask = Tensor::ones([t, t], (Kind::Bool, x.device())).tril(0);
@@ -322,6 +329,13 @@ impl KvCache {
     }
 }
 
+impl KvStore for KvCache {
+    fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor, Option<Tensor>) {
+        let (keys, values) = self.append(layer, k, v);
+        (keys, values, self.step_mask.as_ref().map(Tensor::shallow_clone))
+    }
+}
+
 /// Output of a forward pass: the latents `z` (after `final_norm`) of every fed position.
 pub struct GptOutput {
     /// [B, T, D]
@@ -452,14 +466,21 @@ impl Gpt {
             );
         }
         cache.reserve(t, valid);
+        let out = self.forward_store(cache, embeds);
+        cache.advance(t);
+        Ok(out)
+    }
+
+    /// Runs `embeds` ([B, T, D]) through every block with keys and values kept in `store`,
+    /// which has been told beforehand where this step's rows and positions go.
+    pub fn forward_store(&self, store: &mut dyn KvStore, embeds: &Tensor) -> GptOutput {
         let mut h = embeds.shallow_clone();
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward(&h, KvSource::Cache(&mut *cache, i));
+            h = block.forward(&h, KvSource::Cache(&mut *store, i));
         }
-        cache.advance(t);
-        Ok(GptOutput {
+        GptOutput {
             latents: self.final_norm.forward(&self.ln_f.forward(&h)),
-        })
+        }
     }
 
     /// A full causal pass over `embeds` ([B, T, D]) without any cache.

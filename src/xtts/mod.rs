@@ -1,5 +1,6 @@
 //! Coqui XTTS v2 inference on libtorch: the released model files, loaded unchanged.
 
+pub mod batch;
 pub mod checkpoint;
 pub mod conditioning;
 pub mod config;

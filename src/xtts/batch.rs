@@ -1,0 +1,409 @@
+//! Continuous batching of GPT decoding: many generations share one batched forward per step.
+//!
+//! Keys and values live in a [`SlotCache`]: one preallocated slot per concurrently speaking
+//! request, each long enough for the longest generation the config allows (conditioning +
+//! text + start code + every audio code). Slots fill independently, so a generation can join
+//! (its prefill runs alone in its slot) or leave (its slot is freed) between any two steps.
+//! A decode step gathers the rows it runs, writes each row's new key/value at that row's own
+//! position and masks every slot position the row has not filled.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::gpt::{Gpt, GptConfig, KvStore};
+use super::model::StopReason;
+use super::sampling::{Sampler, SamplingParams};
+
+/// Conditioning latents the perceiver resampler emits per voice (spec 3).
+pub const COND_LATENTS: i64 = 32;
+
+/// Positions one generation may need: conditioning, `[START] text [STOP]`, the start code and
+/// every audio code.
+pub fn slot_capacity(cfg: &GptConfig) -> i64 {
+    COND_LATENTS + cfg.max_text_tokens + 2 + 1 + cfg.max_new_tokens
+}
+
+/// What the step under way writes.
+enum SlotStep {
+    /// `t` positions of one slot, from its start.
+    Prefill { slot: i64, t: i64, mask: Tensor },
+    /// One position for each of `rows`, at `positions`; keys are read over `span` positions.
+    /// `run`: the rows are the consecutive slots `start..start + n`, read as a view, not a copy.
+    Decode {
+        rows: Tensor,
+        positions: Tensor,
+        span: i64,
+        mask: Tensor,
+        run: Option<(i64, i64)>,
+    },
+}
+
+/// Keys and values of every layer for `slots` independent sequences of up to `capacity`
+/// positions each, allocated once.
+pub struct SlotCache {
+    keys: Vec<Tensor>,
+    values: Vec<Tensor>,
+    lens: Vec<i64>,
+    capacity: i64,
+    step: Option<SlotStep>,
+}
+
+impl SlotCache {
+    pub fn new(cfg: &GptConfig, slots: usize, capacity: i64, device: Device) -> Self {
+        let shape = [slots as i64, cfg.heads, capacity, cfg.dim / cfg.heads];
+        let zeros = || Tensor::zeros(shape, (Kind::Float, device));
+        Self {
+            keys: (0..cfg.layers).map(|_| zeros()).collect(),
+            values: (0..cfg.layers).map(|_| zeros()).collect(),
+            lens: vec![0; slots],
+            capacity,
+            step: None,
+        }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.lens.len()
+    }
+
+    pub fn capacity(&self) -> i64 {
+        self.capacity
+    }
+
+    /// Positions filled in `slot`.
+    pub fn len(&self, slot: usize) -> i64 {
+        self.lens[slot]
+    }
+
+    /// Bytes held by keys and values.
+    pub fn bytes(&self) -> i64 {
+        self.keys.iter().chain(&self.values).map(|t| t.numel() as i64 * 4).sum()
+    }
+
+    /// Empties a slot for a new sequence (its old contents are masked, never read).
+    pub fn clear(&mut self, slot: usize) {
+        self.lens[slot] = 0;
+    }
+
+    /// Prepares a prefill of `t` positions into an empty `slot`.
+    fn begin_prefill(&mut self, slot: usize, t: i64) -> Result<()> {
+        if self.lens[slot] != 0 {
+            bail!("slot {slot} is not empty");
+        }
+        if t > self.capacity {
+            bail!("prefill of {t} positions exceeds the slot capacity {}", self.capacity);
+        }
+        let device = self.keys[0].device();
+        let mask = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
+        self.step = Some(SlotStep::Prefill {
+            slot: slot as i64,
+            t,
+            mask,
+        });
+        Ok(())
+    }
+
+    /// Prepares one decode position for each slot of `rows`.
+    fn begin_decode(&mut self, rows: &[usize]) -> Result<()> {
+        let mut positions = Vec::with_capacity(rows.len());
+        for &slot in rows {
+            let pos = self.lens[slot];
+            if pos == 0 {
+                bail!("slot {slot} has no prefill");
+            }
+            if pos >= self.capacity {
+                bail!("slot {slot} is full ({} positions)", self.capacity);
+            }
+            positions.push(pos);
+        }
+        let span = positions.iter().max().copied().unwrap_or(0) + 1;
+        let device = self.keys[0].device();
+        let idx: Vec<i64> = rows.iter().map(|&s| s as i64).collect();
+        let rows_t = Tensor::from_slice(&idx).to_device(device);
+        let positions_t = Tensor::from_slice(&positions).to_device(device);
+        // Row b may see positions 0..=positions[b] of its own slot.
+        let mask = Tensor::arange(span, (Kind::Int64, device))
+            .unsqueeze(0)
+            .le_tensor(&positions_t.unsqueeze(1))
+            .view([rows.len() as i64, 1, 1, span]);
+        let consecutive = rows.windows(2).all(|w| w[1] == w[0] + 1);
+        self.step = Some(SlotStep::Decode {
+            rows: rows_t,
+            positions: positions_t,
+            span,
+            mask,
+            run: consecutive.then(|| (rows[0] as i64, rows.len() as i64)),
+        });
+        Ok(())
+    }
+
+    /// Commits the step once every layer has written it.
+    fn end_step(&mut self, rows: &[usize]) {
+        match self.step.take() {
+            Some(SlotStep::Prefill { slot, t, .. }) => self.lens[slot as usize] = t,
+            Some(SlotStep::Decode { .. }) => rows.iter().for_each(|&s| self.lens[s] += 1),
+            None => {}
+        }
+    }
+}
+
+impl KvStore for SlotCache {
+    fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor, Option<Tensor>) {
+        match self.step.as_ref().expect("a slot step was begun") {
+            SlotStep::Prefill { slot, t, mask } => {
+                let mut keys = self.keys[layer].narrow(0, *slot, 1).narrow(2, 0, *t);
+                let mut values = self.values[layer].narrow(0, *slot, 1).narrow(2, 0, *t);
+                keys.copy_(k);
+                values.copy_(v);
+                (keys, values, Some(mask.shallow_clone()))
+            }
+            SlotStep::Decode {
+                rows,
+                positions,
+                span,
+                mask,
+                run,
+            } => {
+                let index = [Some(rows.shallow_clone()), None, Some(positions.shallow_clone())];
+                // k, v: [B, H, 1, hd]; the indexed view is [B, H, hd].
+                let _ = self.keys[layer].index_put_(&index, &k.squeeze_dim(2), false);
+                let _ = self.values[layer].index_put_(&index, &v.squeeze_dim(2), false);
+                // Gathering copies every cached key of the rows: avoid it when they are adjacent.
+                let gather = |all: &Tensor| match run {
+                    Some((start, n)) => all.narrow(0, *start, *n).narrow(2, 0, *span),
+                    None => all.narrow(2, 0, *span).index_select(0, rows),
+                };
+                let (keys, values) = (gather(&self.keys[layer]), gather(&self.values[layer]));
+                (keys, values, Some(mask.shallow_clone()))
+            }
+        }
+    }
+}
+
+/// One generated code of one row.
+#[derive(Debug)]
+pub struct Token {
+    pub slot: usize,
+    pub code: i64,
+    /// The GPT output that produced the code, [1, D].
+    pub latent: Tensor,
+    /// Set on the row's last code; the row has left the batch and its slot is free.
+    pub finished: Option<StopReason>,
+}
+
+/// What one generation asks for.
+#[derive(Debug, Clone)]
+pub struct RowOptions {
+    pub params: SamplingParams,
+    /// Emit exactly this many codes: the stop code is masked before, and forced as the last
+    /// (to give synthetic models realistic lengths). None: stop when the model does.
+    pub forced_tokens: Option<usize>,
+}
+
+struct Row {
+    sampler: Sampler,
+    forced_tokens: Option<usize>,
+    /// HF's view of the ids so far (dummy prefix id, start code, codes).
+    history: Vec<i64>,
+    codes: usize,
+    last_code: i64,
+}
+
+/// Time and work of the decoder so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecoderStats {
+    pub prefills: u64,
+    pub steps: u64,
+    /// Sum of the rows over every decode step (mean batch = rows / steps).
+    pub rows: u64,
+    pub tokens: u64,
+    pub prefill_ms: f64,
+    pub step_ms: f64,
+}
+
+/// Runs up to `slots` generations at once over one GPT.
+pub struct BatchDecoder<'m> {
+    gpt: &'m Gpt,
+    cache: SlotCache,
+    rows: Vec<Option<Row>>,
+    stats: DecoderStats,
+}
+
+impl<'m> BatchDecoder<'m> {
+    /// Allocates the key/value slots for `max_batch` generations of the config's longest size.
+    pub fn new(gpt: &'m Gpt, max_batch: usize) -> Result<Self> {
+        if max_batch == 0 {
+            bail!("max_batch must be at least 1");
+        }
+        let cfg = gpt.config();
+        let cache = SlotCache::new(cfg, max_batch, slot_capacity(cfg), gpt.device());
+        Ok(Self {
+            gpt,
+            cache,
+            rows: (0..max_batch).map(|_| None).collect(),
+            stats: DecoderStats::default(),
+        })
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn free_slots(&self) -> usize {
+        self.rows.iter().filter(|r| r.is_none()).count()
+    }
+
+    /// Slots generating now, in slot order.
+    pub fn active(&self) -> Vec<usize> {
+        (0..self.rows.len()).filter(|&s| self.rows[s].is_some()).collect()
+    }
+
+    pub fn cache(&self) -> &SlotCache {
+        &self.cache
+    }
+
+    pub fn stats(&self) -> DecoderStats {
+        self.stats
+    }
+
+    /// Starts a generation from `prefix` ([1, P, D], conditioning + text): runs its prefill in
+    /// a free slot and returns its first code. Fails when no slot is free or it cannot fit.
+    pub fn admit(&mut self, prefix: &Tensor, opts: &RowOptions) -> Result<Token> {
+        let _guard = tch::no_grad_guard();
+        let slot = self
+            .rows
+            .iter()
+            .position(Option::is_none)
+            .context("no free decoding slot")?;
+        let cfg = self.gpt.config();
+        let (_, p, _) = prefix.size3().context("prefix must be [1, P, D]")?;
+        if p + 1 + cfg.max_new_tokens > self.cache.capacity() {
+            bail!(
+                "a prefix of {p} positions leaves no room for {} codes in a slot of {}",
+                cfg.max_new_tokens,
+                self.cache.capacity()
+            );
+        }
+        let started = Instant::now();
+        let sampler = Sampler::new(&opts.params)?;
+        let start = self.code_embeddings(&[cfg.start_audio_token], &[0])?;
+        let embeds = Tensor::cat(&[prefix.to_device(self.gpt.device()), start], 1);
+        self.cache.clear(slot);
+        self.cache.begin_prefill(slot, p + 1)?;
+        let latent = self.gpt.forward_store(&mut self.cache, &embeds).last();
+        self.cache.end_step(&[slot]);
+        self.rows[slot] = Some(Row {
+            sampler,
+            forced_tokens: opts.forced_tokens.map(|t| t.clamp(1, cfg.max_new_tokens as usize)),
+            history: vec![1, cfg.start_audio_token],
+            codes: 0,
+            last_code: cfg.start_audio_token,
+        });
+        let token = self.pick(slot, latent);
+        self.stats.prefills += 1;
+        self.stats.prefill_ms += started.elapsed().as_secs_f64() * 1e3;
+        token
+    }
+
+    /// Runs one decode step for the given active slots together; one token per slot.
+    pub fn step(&mut self, slots: &[usize]) -> Result<Vec<Token>> {
+        let _guard = tch::no_grad_guard();
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let mut codes = Vec::with_capacity(slots.len());
+        let mut positions = Vec::with_capacity(slots.len());
+        for &slot in slots {
+            let row = self
+                .rows
+                .get(slot)
+                .and_then(Option::as_ref)
+                .with_context(|| format!("slot {slot} is not generating"))?;
+            codes.push(row.last_code);
+            positions.push(row.codes as i64);
+        }
+        let embeds = self.code_embeddings(&codes, &positions)?;
+        self.cache.begin_decode(slots)?;
+        let latents = self.gpt.forward_store(&mut self.cache, &embeds).last();
+        self.cache.end_step(slots);
+        let mut tokens = Vec::with_capacity(slots.len());
+        for (b, &slot) in slots.iter().enumerate() {
+            match self.pick(slot, latents.narrow(0, b as i64, 1)) {
+                Ok(token) => tokens.push(token),
+                Err(e) => {
+                    self.release(slot);
+                    return Err(e.context(format!("sampling slot {slot}")));
+                }
+            }
+        }
+        self.stats.steps += 1;
+        self.stats.rows += slots.len() as u64;
+        self.stats.step_ms += started.elapsed().as_secs_f64() * 1e3;
+        Ok(tokens)
+    }
+
+    /// Ends a generation early (the listener left); its slot is free for the next one.
+    pub fn release(&mut self, slot: usize) {
+        if let Some(row) = self.rows.get_mut(slot) {
+            *row = None;
+            self.cache.clear(slot);
+        }
+    }
+
+    /// Embeddings [B, 1, D] of one code per row, each at its own audio position.
+    fn code_embeddings(&self, codes: &[i64], positions: &[i64]) -> Result<Tensor> {
+        let rows = codes
+            .iter()
+            .zip(positions)
+            .map(|(&code, &pos)| {
+                self.gpt
+                    .audio_embeddings(&Tensor::from_slice(&[code]).view([1, 1]), pos)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&rows, 0))
+    }
+
+    /// Chooses the next code of `slot` from its latent ([1, D]) and records it.
+    fn pick(&mut self, slot: usize, latent: Tensor) -> Result<Token> {
+        let cfg = self.gpt.config();
+        let (stop, max_new) = (cfg.stop_audio_token, cfg.max_new_tokens as usize);
+        let row = self.rows[slot].as_mut().expect("picking for an active slot");
+        let n = row.codes + 1;
+        let code = match row.forced_tokens {
+            Some(t) if n >= t => stop,
+            Some(_) => {
+                let logits = self.gpt.mel_logits(&latent).reshape([-1]);
+                let _ = logits.narrow(0, stop, 1).fill_(f64::NEG_INFINITY);
+                let mut code = row.sampler.next(&logits, &row.history)?;
+                if code == stop {
+                    // Only possible when every other code was masked away by top-k/top-p.
+                    code = logits.argmax(-1, false).int64_value(&[]);
+                }
+                code
+            }
+            None => row.sampler.next(&self.gpt.mel_logits(&latent), &row.history)?,
+        };
+        row.codes = n;
+        row.history.push(code);
+        row.last_code = code;
+        self.stats.tokens += 1;
+        let finished = if code == stop {
+            Some(StopReason::StopToken)
+        } else if n >= max_new {
+            Some(StopReason::MaxTokens)
+        } else {
+            None
+        };
+        if finished.is_some() {
+            self.release(slot);
+        }
+        Ok(Token {
+            slot,
+            code,
+            latent,
+            finished,
+        })
+    }
+}

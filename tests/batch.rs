@@ -1,0 +1,283 @@
+//! Continuous batching on the tiny model: padding/masking correctness (a generation yields the
+//! same greedy codes in a batch as alone, joining and leaving at any step), slot accounting,
+//! cancellation and admission control through the engine.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use tch::{Device, Tensor};
+use xttsd::engine::{Engine, EngineError, SpeechEvent, SpeechRequest, METRICS};
+use xttsd::synth::{Synthesizer, SynthesizerConfig};
+use xttsd::xtts::batch::{BatchDecoder, RowOptions};
+use xttsd::xtts::model::Xtts;
+use xttsd::xtts::sampling::SamplingParams;
+use xttsd::xtts::voice::Voice;
+
+fn tiny_model() -> Xtts {
+    tch::set_num_threads(1);
+    Xtts::load(&model_dir(), Device::Cpu).expect("tiny model loads")
+}
+
+fn greedy() -> RowOptions {
+    RowOptions {
+        params: SamplingParams::greedy(10.0),
+        forced_tokens: None,
+    }
+}
+
+/// Runs `texts` through one decoder: text `i` joins after `joins[i]` steps of the others.
+/// Returns every text's codes.
+fn decode_batched(model: &Xtts, voice: &Voice, texts: &[Vec<i64>], joins: &[usize], max_batch: usize) -> Vec<Vec<i64>> {
+    let mut decoder = BatchDecoder::new(model.gpt(), max_batch).unwrap();
+    let mut codes: Vec<Vec<i64>> = vec![Vec::new(); texts.len()];
+    let mut slot_of: Vec<Option<usize>> = vec![None; texts.len()];
+    let mut admitted = vec![false; texts.len()];
+    let mut step = 0;
+    loop {
+        for i in 0..texts.len() {
+            if !admitted[i] && joins[i] <= step {
+                admitted[i] = true;
+                let prefix = model
+                    .gpt()
+                    .prefix_embeddings(&voice.gpt_cond_latent, &texts[i])
+                    .unwrap();
+                let token = decoder.admit(&prefix, &greedy()).unwrap();
+                codes[i].push(token.code);
+                slot_of[i] = token.finished.is_none().then_some(token.slot);
+            }
+        }
+        let slots: Vec<usize> = slot_of.iter().flatten().copied().collect();
+        if slots.is_empty() && admitted.iter().all(|&a| a) {
+            return codes;
+        }
+        for token in decoder.step(&slots).unwrap() {
+            let i = slot_of.iter().position(|s| *s == Some(token.slot)).unwrap();
+            codes[i].push(token.code);
+            if token.finished.is_some() {
+                slot_of[i] = None;
+            }
+        }
+        step += 1;
+    }
+}
+
+fn texts() -> Vec<Vec<i64>> {
+    vec![
+        vec![5, 17, 42, 99, 3, 120, 7],
+        vec![250, 33],
+        vec![61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73],
+    ]
+}
+
+#[test]
+fn batch_of_one_matches_plain_generation() {
+    let model = tiny_model();
+    let voice = golden_voice("single").unwrap();
+    for text in texts() {
+        let plain = model
+            .generate(&text, &voice, &SamplingParams::greedy(10.0), &mut |_, _| true)
+            .unwrap()
+            .codes;
+        let alone = decode_batched(&model, &voice, std::slice::from_ref(&text), &[0], 1);
+        assert!(plain.len() > 1, "the check needs more than one code");
+        assert_eq!(alone[0], plain, "text {text:?}");
+    }
+}
+
+#[test]
+fn codes_in_a_batch_equal_codes_alone() {
+    let model = tiny_model();
+    let voice = golden_voice("single").unwrap();
+    let texts = texts();
+    let alone: Vec<Vec<i64>> = texts
+        .iter()
+        .map(|t| decode_batched(&model, &voice, std::slice::from_ref(t), &[0], 1).remove(0))
+        .collect();
+    // Different prefix lengths, joining at different steps (mid-generation of the others).
+    let together = decode_batched(&model, &voice, &texts, &[0, 3, 11], 4);
+    for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a, b, "text {i} decoded differently in a batch");
+    }
+    // The rows must really have overlapped for the check to mean anything.
+    assert!(alone.iter().all(|c| c.len() > 11), "generations too short to overlap");
+}
+
+#[test]
+fn slots_are_bounded_and_freed() {
+    let model = tiny_model();
+    let voice = golden_voice("single").unwrap();
+    let mut decoder = BatchDecoder::new(model.gpt(), 2).unwrap();
+    let prefix = model.gpt().prefix_embeddings(&voice.gpt_cond_latent, &[5, 6]).unwrap();
+    let long = RowOptions {
+        params: SamplingParams::greedy(10.0),
+        forced_tokens: Some(50),
+    };
+    let a = decoder.admit(&prefix, &long).unwrap();
+    let b = decoder.admit(&prefix, &long).unwrap();
+    assert_ne!(a.slot, b.slot);
+    assert_eq!(decoder.free_slots(), 0);
+    let err = decoder.admit(&prefix, &long).unwrap_err();
+    assert!(format!("{err:#}").contains("no free decoding slot"), "{err:#}");
+    decoder.step(&[a.slot, b.slot]).unwrap();
+    decoder.release(a.slot);
+    assert_eq!(decoder.active(), vec![b.slot]);
+    assert!(decoder.step(&[a.slot]).is_err(), "a released slot must not step");
+    let c = decoder.admit(&prefix, &long).unwrap();
+    assert_eq!(c.slot, a.slot, "the freed slot is reused");
+    // The reused slot starts from scratch: same codes as a fresh decoder gives.
+    let mut fresh = BatchDecoder::new(model.gpt(), 1).unwrap();
+    let f = fresh.admit(&prefix, &long).unwrap();
+    assert_eq!(c.code, f.code);
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for i in 0..10 {
+        // Both orders: adjacent slots are read as a view, others gathered.
+        let order = if i % 2 == 0 { [c.slot, b.slot] } else { [b.slot, c.slot] };
+        let tokens = decoder.step(&order).unwrap();
+        got.push(tokens.iter().find(|t| t.slot == c.slot).unwrap().code);
+        want.push(fresh.step(&[f.slot]).unwrap()[0].code);
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
+fn forced_tokens_fix_the_length() {
+    let model = tiny_model();
+    let voice = golden_voice("single").unwrap();
+    let stop = model.gpt().config().stop_audio_token;
+    let mut decoder = BatchDecoder::new(model.gpt(), 1).unwrap();
+    let prefix = model
+        .gpt()
+        .prefix_embeddings(&voice.gpt_cond_latent, &[9, 8, 7])
+        .unwrap();
+    let opts = RowOptions {
+        params: SamplingParams {
+            seed: Some(3),
+            ..SamplingParams::default()
+        },
+        forced_tokens: Some(30),
+    };
+    let mut codes = vec![decoder.admit(&prefix, &opts).unwrap()];
+    while codes.last().unwrap().finished.is_none() {
+        let slot = codes[0].slot;
+        codes.extend(decoder.step(&[slot]).unwrap());
+    }
+    assert_eq!(codes.len(), 30);
+    assert!(
+        codes[..29].iter().all(|t| t.code != stop),
+        "stop code before the forced length"
+    );
+    assert_eq!(codes[29].code, stop);
+    assert_eq!(decoder.free_slots(), 1);
+}
+
+#[test]
+fn bad_input_is_refused() {
+    let model = tiny_model();
+    assert!(BatchDecoder::new(model.gpt(), 0).is_err());
+    let mut decoder = BatchDecoder::new(model.gpt(), 1).unwrap();
+    let dim = model.gpt().config().dim;
+    let huge = Tensor::zeros([1, decoder.cache().capacity(), dim], (tch::Kind::Float, Device::Cpu));
+    let err = decoder.admit(&huge, &greedy()).unwrap_err();
+    assert!(format!("{err:#}").contains("no room"), "{err:#}");
+    assert!(decoder.step(&[0]).is_err(), "stepping an empty slot");
+    assert!(decoder.step(&[5]).is_err(), "stepping a slot that does not exist");
+    assert_eq!(decoder.free_slots(), 1);
+}
+
+/// The engine and the speakers folder it reads (removed when dropped).
+fn engine(max_batch: usize, queue_limit: usize, forced_tokens: usize) -> (Engine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("tests/fixtures/ref_24k.wav", dir.path().join("default.wav")).unwrap();
+    let mut cfg = SynthesizerConfig {
+        model_dir: model_dir(),
+        speakers_dir: dir.path().to_path_buf(),
+        device: "cpu".into(),
+        max_batch,
+        forced_tokens: Some(forced_tokens),
+        ..SynthesizerConfig::default()
+    };
+    cfg.stream.first_chunk_tokens = 6;
+    // Chunks far apart: a hang-up must be noticed between steps, not only when a chunk bounces.
+    cfg.stream.chunk_tokens = 150;
+    let engine = Engine::spawn(
+        move || {
+            tch::set_num_threads(1);
+            let mut synth = Synthesizer::load(&cfg)?;
+            synth.resolve_voice(&["default".into()])?;
+            let validator = synth.validator();
+            Ok((synth, validator))
+        },
+        queue_limit,
+    )
+    .unwrap();
+    (engine, dir)
+}
+
+fn request(text: &str) -> SpeechRequest {
+    SpeechRequest {
+        text: text.into(),
+        lang: "en".into(),
+        voice: "default".into(),
+        seed: Some(1),
+    }
+}
+
+const LONG: &str = "This is a sentence that takes a while to say.";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_frees_the_slot_and_admission_is_bounded() {
+    const FORCED: u64 = 400;
+    let (engine, _speakers) = engine(1, 1, FORCED as usize);
+    let mut a = engine.speak(request(LONG)).unwrap();
+    match tokio::time::timeout(Duration::from_secs(30), a.next()).await.unwrap() {
+        Some(SpeechEvent::Audio(samples)) => assert!(!samples.is_empty()),
+        other => panic!("expected audio first, got {other:?}"),
+    }
+    // One speaking (the only slot), one queued (the whole queue): the next is refused.
+    let b = engine.speak(request("Waiting in the queue.")).unwrap();
+    match engine.speak(request("One too many.")) {
+        Err(EngineError::Busy(1)) => {}
+        Err(e) => panic!("expected Busy, got {e}"),
+        Ok(_) => panic!("a request beyond the slot and queue was accepted"),
+    }
+    let refused = engine
+        .speak_within(request("Still too many."), Duration::from_millis(50))
+        .await;
+    assert!(
+        matches!(refused, Err(EngineError::Busy(_))),
+        "waited request not refused"
+    );
+    drop(b);
+
+    // Hang up A mid-speech; C must be admitted into the freed slot and run to its end.
+    let at_hangup = METRICS.tokens.load(Ordering::Relaxed);
+    drop(a);
+    // B (hung up while queued) holds the queue's place until the worker skips it: wait for room.
+    let mut c = engine
+        .speak_within(request("Short one."), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut audio = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), c.next()).await.unwrap() {
+            Some(SpeechEvent::Audio(s)) => audio += s.len(),
+            Some(SpeechEvent::Done) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(audio > 0);
+    let after = METRICS.tokens.load(Ordering::Relaxed);
+    assert!(
+        at_hangup + 10 < FORCED,
+        "A was nearly done at hang-up ({at_hangup} tokens); the check says nothing"
+    );
+    // C's own tokens, plus at most the step A was in when it hung up.
+    assert!(
+        after - at_hangup <= FORCED + 2,
+        "A kept decoding after hanging up: {} tokens since",
+        after - at_hangup
+    );
+}
