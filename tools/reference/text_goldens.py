@@ -152,17 +152,16 @@ CASES = {
 # Languages whose Rust front-end is known to differ on these cases, and why. The test
 # reports them and checks they still differ, so a fix is noticed.
 KNOWN_MISMATCH = {
-    "ar": "Arabic number words (num2words lang_AR) are not ported yet",
     "zh-cn": "zh_num2words normalisation and punctuation mapping are not ported yet; "
     "the pinyin crate picks readings per character, pypinyin per phrase",
     "ja": "no Rust equivalent of cutlet (MeCab + unidic-lite) romanisation yet",
 }
 
-# Languages whose num2words readings are ported; ar is not yet.
-NUMBER_LANGS = ["en", "es", "fr", "de", "it", "pt", "pl", "nl", "cs", "hu", "ko", "ru", "tr"]
+# Languages whose num2words readings are ported.
+NUMBER_LANGS = ["en", "es", "fr", "de", "it", "pt", "pl", "nl", "cs", "hu", "ko", "ru", "tr", "ar"]
 ORDINAL_SUFFIX = {
     "en": "th", "es": "º", "fr": "e", "de": ".", "it": "º", "pt": "º", "pl": "º", "nl": "e", "cs": ".", "hu": ".",
-    "ko": "번째", "ru": "-й", "tr": ".",
+    "ko": "번째", "ru": "-й", "tr": ".", "ar": "ون",
 }
 
 
