@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn fractions_are_read_in_hundredths() {
-        assert_eq!(Parts::from_float(3.14).unwrap().hundredths, 14);
+        assert_eq!(Parts::from_float(3.27).unwrap().hundredths, 27);
         assert_eq!(Parts::from_float(12.5).unwrap().hundredths, 50);
         assert_eq!(Parts::from_float(0.001).unwrap().hundredths, 0);
         assert!(Parts::from_float(f64::NAN).is_err());
