@@ -149,6 +149,11 @@ CASES = {
         "カタカナとひらがな。",
         "東京に行きます。",
         "ちょっと待ってください",
+        "すみません",
+        "もしもし",
+        "ちょっと",
+        "ガッコウ",
+        "ありがとう",
     ],
     "hi": [
         "नमस्ते, आप कैसे हैं?",
@@ -161,13 +166,16 @@ CASES = {
 # Languages whose Rust front-end is known to differ on these cases, and why. The test
 # reports them and checks they still differ, so a fix is noticed.
 KNOWN_MISMATCH = {
-    "ja": "no Rust equivalent of cutlet (MeCab + unidic-lite) romanisation yet",
 }
 
 # Single cases known to differ, and why.
 KNOWN_MISMATCH_TEXTS = {
     "重庆和长城都很美": "the pinyin crate reads heteronyms per character (zhong4, zhang3), pypinyin per phrase",
     "第2名得分为99.5分": "the pinyin crate reads 为 as wei4 everywhere, pypinyin as wei2 here",
+    "こんにちは、元気ですか？": "kanji need a reading dictionary (cutlet uses MeCab + unidic-lite)",
+    "カタカナとひらがな。": "word spacing needs MeCab segmentation (katakana to hiragana)",
+    "東京に行きます。": "kanji need a reading dictionary (cutlet uses MeCab + unidic-lite)",
+    "ちょっと待ってください": "kanji need a reading dictionary (cutlet uses MeCab + unidic-lite)",
 }
 
 # pypinyin reads by phrase (yi2 in 一个, yi4 in 一百); the pinyin crate reads each character
