@@ -5,7 +5,7 @@ cutlet + unidic-lite, ko-speech-tools), for tests/text_frontend.rs.
 Usage: python tools/reference/text_goldens.py [--vocab tests/fixtures/tiny/model/vocab.json]
 Without a vocab only the cleaned strings are written. numbers.json holds cleaned strings only:
 cardinals, ordinals, decimals and currency amounts for every language whose number words
-are ported (NUMBER_LANGS).
+are ported (NUMBER_LANGS), and the Chinese numeral readings of zh_num2words.
 
 A case whose reference raises is recorded with "error" (the exception type) instead.
 """
@@ -27,7 +27,11 @@ if importlib.util.find_spec("torchcodec") is None:
     stand_in.__spec__ = importlib.machinery.ModuleSpec("torchcodec", None)
     sys.modules["torchcodec"] = stand_in
 
-from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer  # noqa: E402
+from TTS.tts.layers.xtts.tokenizer import (  # noqa: E402
+    VoiceBpeTokenizer,
+    chinese_transliterate,
+    multilingual_cleaners,
+)
 
 CASES = {
     "en": [
@@ -127,6 +131,11 @@ CASES = {
         "我的电量为14%。",
         "他说：“今天是星期一。”",
         "重庆和长城都很美",
+        "请拨打010-12345678或13812345678。",
+        "您的订单号是20231105，金额为1,250元。",
+        "会议在2024年3月15日，共有25个人参加。",
+        "增长了3.5%，约有1/4的用户！",
+        "第2名得分为99.5分",
     ],
     "ko": [
         "안녕하세요, 반갑습니다.",
@@ -140,6 +149,11 @@ CASES = {
         "カタカナとひらがな。",
         "東京に行きます。",
         "ちょっと待ってください",
+        "すみません",
+        "もしもし",
+        "ちょっと",
+        "ガッコウ",
+        "ありがとう",
     ],
     "hi": [
         "नमस्ते, आप कैसे हैं?",
@@ -152,19 +166,31 @@ CASES = {
 # Languages whose Rust front-end is known to differ on these cases, and why. The test
 # reports them and checks they still differ, so a fix is noticed.
 KNOWN_MISMATCH = {
-    "ru": "Russian number words (num2words lang_RU) are not ported yet",
-    "tr": "Turkish number words (num2words lang_TR) are not ported yet",
-    "ar": "Arabic number words (num2words lang_AR) are not ported yet",
-    "zh-cn": "zh_num2words normalisation and punctuation mapping are not ported yet; "
-    "the pinyin crate picks readings per character, pypinyin per phrase",
-    "ja": "no Rust equivalent of cutlet (MeCab + unidic-lite) romanisation yet",
 }
 
-# Languages whose num2words readings are ported; ru, tr and ar are not yet.
-NUMBER_LANGS = ["en", "es", "fr", "de", "it", "pt", "pl", "nl", "cs", "hu", "ko"]
+# Single cases known to differ, and why.
+KNOWN_MISMATCH_TEXTS = {
+    "重庆和长城都很美": "the pinyin crate reads heteronyms per character (zhong4, zhang3), pypinyin per phrase",
+    "第2名得分为99.5分": "the pinyin crate reads 为 as wei4 everywhere, pypinyin as wei2 here",
+    "こんにちは、元気ですか？": "kanji need a reading dictionary (cutlet uses MeCab + unidic-lite)",
+    "カタカナとひらがな。": "word spacing needs MeCab segmentation (katakana to hiragana)",
+    "東京に行きます。": "kanji need a reading dictionary (cutlet uses MeCab + unidic-lite)",
+    "ちょっと待ってください": "kanji need a reading dictionary (cutlet uses MeCab + unidic-lite)",
+}
+
+# pypinyin reads by phrase (yi2 in 一个, yi4 in 一百); the pinyin crate reads each character
+# on its own. Number cases whose phrase reading differs from the per-character one are marked.
+ZH_PHRASE_READING = "pypinyin reads this by phrase (e.g. 一 as yi2/yi4), the pinyin crate per character"
+
+
+def per_character_pinyin(text: str) -> str:
+    return "".join(chinese_transliterate(c) for c in text)
+
+# Languages whose num2words readings are ported.
+NUMBER_LANGS = ["en", "es", "fr", "de", "it", "pt", "pl", "nl", "cs", "hu", "ko", "ru", "tr", "ar"]
 ORDINAL_SUFFIX = {
     "en": "th", "es": "º", "fr": "e", "de": ".", "it": "º", "pt": "º", "pl": "º", "nl": "e", "cs": ".", "hu": ".",
-    "ko": "번째",
+    "ko": "번째", "ru": "-й", "tr": ".", "ar": "ون",
 }
 
 
@@ -181,6 +207,19 @@ def number_texts(lang: str) -> list[str]:
     texts += [f"x {i}{ORDINAL_SUFFIX[lang]} y" for i in ints[:45]]
     texts += ["x " + d.replace(" ", point) + " y" for d in decimals]
     texts += [f"x {c}{a} y" for c in ["$", "£", "€"] for a in amounts]
+    return texts
+
+
+def zh_number_texts() -> list[str]:
+    """Chinese number readings (zh_num2words): quantities, decimals, percentages, digit strings."""
+    rng = random.Random(7)
+    ints = list(range(0, 32)) + [40, 99, 100, 101, 110, 200, 1000, 1001, 2000, 10000, 20000, 100000, 10**8, 2 * 10**8]
+    texts = [f"x {i}个 y" for i in ints]
+    texts += [f"x {i} y" for i in ints[:40]]
+    texts += [f"x {rng.randint(0, 10**7)}元 y" for _ in range(20)]
+    texts += [f"x {d} y" for d in ["0.5", "1.5", "12.5", "3.14", "100.05", "2.25"]]
+    texts += [f"x {p}% y" for p in ["5", "14", "50", "100", "12.5", "0.5"]]
+    texts += [f"x {rng.randint(1000, 10**11)} y" for _ in range(20)]
     return texts
 
 
@@ -206,6 +245,8 @@ def main() -> None:
                 case["error"] = type(e).__name__
             if lang in KNOWN_MISMATCH:
                 case["known_mismatch"] = KNOWN_MISMATCH[lang]
+            elif text in KNOWN_MISMATCH_TEXTS:
+                case["known_mismatch"] = KNOWN_MISMATCH_TEXTS[text]
             cases.append(case)
 
     versions = {name: version(name) for name in ["coqui-tts", "num2words", "pypinyin", "cutlet", "ko-speech-tools"]}
@@ -223,6 +264,15 @@ def main() -> None:
             except Exception as e:  # num2words raises for this reading
                 case["error"] = type(e).__name__
             numbers.append(case)
+    for text in zh_number_texts():
+        case = {"lang": "zh-cn", "text": text}
+        try:
+            case["cleaned"] = tok.preprocess_text(text.strip().lower(), "zh")
+        except Exception as e:
+            case["error"] = type(e).__name__
+        if "cleaned" in case and case["cleaned"] != per_character_pinyin(multilingual_cleaners(text.lower(), "zh")):
+            case["known_mismatch"] = ZH_PHRASE_READING
+        numbers.append(case)
     out = args.out.with_name("numbers.json")
     doc = {"generated_by": "tools/reference/text_goldens.py", "versions": versions, "cases": numbers}
     out.write_text(json.dumps(doc, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
