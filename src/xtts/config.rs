@@ -180,6 +180,15 @@ mod tests {
     }
 
     #[test]
+    fn coqpit_literals_become_null_outside_strings_only() {
+        let json = r#"{"a": Infinity, "b": -Infinity, "c": NaN, "d": "Infinity \" NaN", "e": [1, Infinity]}"#;
+        assert_eq!(
+            replace_non_finite(json),
+            r#"{"a": null, "b": null, "c": null, "d": "Infinity \" NaN", "e": [1, null]}"#
+        );
+    }
+
+    #[test]
     fn fixture_config_loads() {
         let cfg = XttsConfig::from_file(Path::new("tests/fixtures/tiny/model/config.json")).unwrap();
         assert_eq!(cfg.model_args.gpt_num_audio_tokens, 1026);

@@ -50,42 +50,6 @@ impl TextVocab {
     }
 }
 
-/// Reads `config.json`. coqpit writes the non-standard literals `Infinity` / `NaN` (e.g.
-/// `max_audio_len`), which strict JSON parsers refuse; none of them is in a field inference
-/// reads, so they are read as null.
-fn read_config(path: &Path) -> Result<XttsConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_str(&non_finite_to_null(&text))
-        .with_context(|| format!("{}: not a valid XTTS config", path.display()))
-}
-
-/// Replaces `Infinity`, `-Infinity` and `NaN` outside JSON strings with `null`.
-fn non_finite_to_null(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let mut rest = json;
-    let mut in_string = false;
-    while let Some(c) = rest.chars().next() {
-        if in_string {
-            if c == '\\' {
-                let escaped: String = rest.chars().take(2).collect();
-                out.push_str(&escaped);
-                rest = &rest[escaped.len()..];
-                continue;
-            }
-            in_string = c != '"';
-        } else if c == '"' {
-            in_string = true;
-        } else if let Some(literal) = ["-Infinity", "Infinity", "NaN"].iter().find(|l| rest.starts_with(*l)) {
-            out.push_str("null");
-            rest = &rest[literal.len()..];
-            continue;
-        }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
-    out
-}
-
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -188,7 +152,7 @@ impl Xtts {
             }
         };
         let (config_path, model_path, vocab_path) = (file("config.json")?, file("model.pth")?, file("vocab.json")?);
-        let config = read_config(&config_path)?;
+        let config = XttsConfig::from_file(&config_path)?;
         let vocab = TextVocab::from_file(&vocab_path)?;
         let state = load_model_state(&model_path)?;
         let weights = Weights::new(state, &model_path, device);
@@ -403,22 +367,5 @@ impl Xtts {
         stats.vocoder_call_ms = vocoder_stats.call_ms.clone();
         stats.stop = Some(generation.stop);
         Ok(stats)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn coqpit_literals_become_null_outside_strings_only() {
-        let json = r#"{"a": Infinity, "b": -Infinity, "c": NaN, "d": "Infinity \" NaN", "e": [1, Infinity]}"#;
-        let fixed = non_finite_to_null(json);
-        assert_eq!(
-            fixed,
-            r#"{"a": null, "b": null, "c": null, "d": "Infinity \" NaN", "e": [1, null]}"#
-        );
-        let v: serde_json::Value = serde_json::from_str(&fixed).unwrap();
-        assert_eq!(v["d"], "Infinity \" NaN");
     }
 }
