@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::calls::{CallRegistry, SpeakJob};
 use crate::client::audiosocket::{run_leg, LegEnd, LegOptions, LegReport};
 use crate::config::Config;
-use crate::engine::{Engine, Metrics, SpeechRequest, METRICS};
+use crate::engine::{Engine, Metrics, SpeechOptions, SpeechRequest, METRICS};
 use crate::serve::Services;
 use crate::synth::{Synthesizer, SynthesizerConfig};
 use crate::xtts::batch::{BatchDecoder, RowOptions};
@@ -289,7 +289,10 @@ async fn run_round(services: &Arc<Services>, addr: &str, n: usize, args: &Args) 
                         text: text.into(),
                         lang: "en".into(),
                         voice: "bench".into(),
-                        seed: Some((call * 1000 + k) as u64),
+                        options: SpeechOptions {
+                            seed: Some((call * 1000 + k) as u64),
+                            ..SpeechOptions::default()
+                        },
                     },
                     escape_digits: String::new(),
                     hangup_after: false,

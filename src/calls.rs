@@ -131,7 +131,7 @@ mod tests {
                 text: "hello".into(),
                 lang: "en".into(),
                 voice: "default".into(),
-                seed: None,
+                options: Default::default(),
             },
             escape_digits: String::new(),
             hangup_after: true,

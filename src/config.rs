@@ -223,6 +223,18 @@ impl Config {
         );
         anyhow::ensure!(self.engine.queue_limit > 0, "engine.queue_limit must be at least 1");
         anyhow::ensure!(self.engine.max_batch > 0, "engine.max_batch must be at least 1");
+        let e = &self.engine;
+        let configured = crate::engine::SpeechOptions {
+            temperature: Some(e.temperature),
+            top_k: Some(e.top_k),
+            top_p: Some(e.top_p),
+            repetition_penalty: Some(e.repetition_penalty),
+            speed: Some(e.speed),
+            ..Default::default()
+        };
+        configured
+            .validate(&crate::xtts::sampling::SamplingParams::default())
+            .context("engine")?;
         anyhow::ensure!(
             (1..=65_535).contains(&self.audiosocket.max_payload_bytes),
             "audiosocket.max_payload_bytes must be between 1 and 65535"
@@ -261,5 +273,9 @@ mod tests {
     fn bad_value_is_named() {
         let err = Config::from_toml("[agi]\nmode = \"tape\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("agi.mode"), "{err:#}");
+        let err = Config::from_toml("[engine]\nspeed = 3.0\n").unwrap_err();
+        assert!(format!("{err:#}").contains("speed must be between"), "{err:#}");
+        let err = Config::from_toml("[engine]\ntop_p = 0.0\n").unwrap_err();
+        assert!(format!("{err:#}").contains("top_p"), "{err:#}");
     }
 }

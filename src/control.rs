@@ -1,8 +1,9 @@
 //! Local HTTP control API, for applications that drive calls they already have on an
 //! AudioSocket:
 //!
-//! * `POST /v1/calls/{uuid}/say` with `{"text": "...", "voice": "...", "lang": "..."}`
-//!   (voice and lang optional) queues speech for that call; 202 `{"queued": true, "live": bool}`.
+//! * `POST /v1/calls/{uuid}/say` with `{"text": "...", "voice": "...", "lang": "...",
+//!   "options": {"speed": 0.9, "seed": 7, ...}}` (all but text optional; options are
+//!   [`SpeechOptions`]) queues speech for that call; 202 `{"queued": true, "live": bool}`.
 //!   The call need not be connected yet (`live: false`): the speech waits for it.
 //!   Bad input gets 400 `{"error": "...", "field": "..."}`.
 //! * `GET /v1/health`: 200 with the engine's sample rate and the daemon's version.
@@ -20,7 +21,7 @@ use tokio::net::TcpListener;
 use uuid::Uuid;
 
 use crate::calls::SpeakJob;
-use crate::engine::SpeechRequest;
+use crate::engine::{SpeechOptions, SpeechRequest};
 use crate::serve::SharedServices;
 
 /// Body of `POST /v1/calls/{uuid}/say`.
@@ -32,6 +33,9 @@ struct SayBody {
     voice: Option<String>,
     #[serde(default)]
     lang: Option<String>,
+    /// Sampling and speed for this speech (`{"speed": 0.9, "seed": 7}`); unset: the configured.
+    #[serde(default)]
+    options: SpeechOptions,
 }
 
 /// The API's routes, for serving or for driving in-process.
@@ -69,7 +73,7 @@ async fn say(State(services): State<SharedServices>, Path(uuid): Path<String>, b
         text: body.text.trim().to_string(),
         voice: pick(body.voice, &engine_cfg.default_voice),
         lang: pick(body.lang, &engine_cfg.default_language),
-        seed: None,
+        options: body.options,
     };
     if request.text.is_empty() {
         return bad_request("text", "text is empty");
@@ -112,11 +116,19 @@ fn blame(services: &SharedServices, request: &SpeechRequest) -> &'static str {
             text: "test".into(),
             lang: lang.into(),
             voice: voice.into(),
-            seed: None,
+            options: SpeechOptions::default(),
         };
         services.engine.validate(&probe).is_err()
     };
-    if refused(&request.lang, &cfg.default_voice) {
+    let options_alone = SpeechRequest {
+        text: "test".into(),
+        lang: cfg.default_language.clone(),
+        voice: cfg.default_voice.clone(),
+        options: request.options.clone(),
+    };
+    if services.engine.validate(&options_alone).is_err() {
+        "options"
+    } else if refused(&request.lang, &cfg.default_voice) {
         "lang"
     } else if refused(&cfg.default_language, &request.voice) {
         "voice"

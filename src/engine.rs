@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::sync::mpsc;
 
+use crate::xtts::sampling::SamplingParams;
+
 /// What to say, in which voice and language.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpeechRequest {
@@ -22,8 +24,95 @@ pub struct SpeechRequest {
     pub lang: String,
     /// A voice name: a clip in the speakers directory or a built-in studio voice.
     pub voice: String,
-    /// Seed for sampling; None draws one.
+    /// This request's own sampling and speed; unset fields keep the engine's configuration.
+    pub options: SpeechOptions,
+}
+
+/// Slowest and fastest speaking rate a request may ask for: beyond these the stretched
+/// latents no longer sound like speech.
+pub const SPEED_RANGE: std::ops::RangeInclusive<f64> = 0.5..=2.0;
+
+/// Per-request settings. Every field is optional: None keeps what `[engine]` configures
+/// (whose defaults follow the reference's `inference_stream()`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeechOptions {
+    /// Seed of the request's sampler; None draws one (the same seed repeats the same audio).
     pub seed: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<i64>,
+    pub top_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    /// Argmax decoding instead of sampling.
+    pub greedy: Option<bool>,
+    /// Speaking rate, 1.0 normal; see [`SPEED_RANGE`].
+    pub speed: Option<f64>,
+}
+
+impl SpeechOptions {
+    /// Names accepted by [`Self::set`], as they appear in URLs and JSON.
+    pub const NAMES: &'static [&'static str] = &[
+        "seed",
+        "temperature",
+        "top_k",
+        "top_p",
+        "repetition_penalty",
+        "greedy",
+        "speed",
+    ];
+
+    /// Sets one option from its text form (an AGI URL parameter, say).
+    pub fn set(&mut self, name: &str, value: &str) -> Result<()> {
+        fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name}: '{value}' is not a valid value"))
+        }
+        match name {
+            "seed" => self.seed = Some(parse(name, value)?),
+            "temperature" => self.temperature = Some(parse(name, value)?),
+            "top_k" => self.top_k = Some(parse(name, value)?),
+            "top_p" => self.top_p = Some(parse(name, value)?),
+            "repetition_penalty" => self.repetition_penalty = Some(parse(name, value)?),
+            "greedy" => {
+                self.greedy = Some(match value.trim() {
+                    "1" | "true" | "yes" => true,
+                    "0" | "false" | "no" => false,
+                    other => anyhow::bail!("greedy: '{other}' is not 0/1 or true/false"),
+                })
+            }
+            "speed" => self.speed = Some(parse(name, value)?),
+            other => anyhow::bail!("unknown option '{other}' (known: {})", Self::NAMES.join(", ")),
+        }
+        Ok(())
+    }
+
+    /// The sampling parameters of a request: `base` (the engine's) with this request's overrides.
+    pub fn sampling(&self, base: &SamplingParams) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature.unwrap_or(base.temperature),
+            top_k: self.top_k.unwrap_or(base.top_k),
+            top_p: self.top_p.unwrap_or(base.top_p),
+            repetition_penalty: self.repetition_penalty.unwrap_or(base.repetition_penalty),
+            length_penalty: base.length_penalty,
+            do_sample: !self.greedy.unwrap_or(!base.do_sample),
+            seed: self.seed.or(base.seed),
+        }
+    }
+
+    /// Checks the overrides against `base`, naming the option at fault.
+    pub fn validate(&self, base: &SamplingParams) -> Result<()> {
+        if let Some(speed) = self.speed {
+            anyhow::ensure!(
+                SPEED_RANGE.contains(&speed),
+                "speed must be between {} and {}, got {speed}",
+                SPEED_RANGE.start(),
+                SPEED_RANGE.end()
+            );
+        }
+        self.sampling(base).validate()
+    }
 }
 
 /// One event of a request's output.
@@ -299,4 +388,78 @@ impl Engine {
 /// The worker loop: the backend serves the queue until every handle is gone.
 fn serve_jobs<B: SpeechBackend>(mut backend: B, jobs: mpsc::Receiver<Job>) {
     backend.serve(&mut JobQueue { rx: jobs });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_from_text_and_name_the_bad_one() {
+        let mut o = SpeechOptions::default();
+        for (name, value) in [("speed", "0.9"), ("seed", "12"), ("top_k", "30"), ("greedy", "yes")] {
+            o.set(name, value).unwrap();
+        }
+        assert_eq!(
+            (o.speed, o.seed, o.top_k, o.greedy),
+            (Some(0.9), Some(12), Some(30), Some(true))
+        );
+        let err = |name: &str, value: &str| SpeechOptions::default().set(name, value).unwrap_err().to_string();
+        assert!(err("speed", "fast").contains("speed: 'fast'"));
+        assert!(err("seed", "-1").contains("seed"));
+        assert!(err("greedy", "2").contains("greedy"));
+        assert!(err("pitch", "1").contains("unknown option 'pitch'"));
+    }
+
+    #[test]
+    fn options_override_only_what_they_set() {
+        let base = SamplingParams::default();
+        assert_eq!(SpeechOptions::default().sampling(&base), base);
+        let o = SpeechOptions {
+            temperature: Some(0.5),
+            greedy: Some(true),
+            seed: Some(3),
+            ..SpeechOptions::default()
+        };
+        let p = o.sampling(&base);
+        assert_eq!((p.temperature, p.do_sample, p.seed), (0.5, false, Some(3)));
+        assert_eq!(
+            (p.top_k, p.top_p, p.repetition_penalty),
+            (base.top_k, base.top_p, base.repetition_penalty)
+        );
+    }
+
+    #[test]
+    fn options_are_range_checked() {
+        let base = SamplingParams::default();
+        let check = |o: SpeechOptions| o.validate(&base).map_err(|e| e.to_string());
+        assert!(check(SpeechOptions::default()).is_ok());
+        for speed in [0.5, 1.0, 2.0] {
+            assert!(check(SpeechOptions {
+                speed: Some(speed),
+                ..Default::default()
+            })
+            .is_ok());
+        }
+        for speed in [0.4, 2.1, f64::NAN, -1.0] {
+            let e = check(SpeechOptions {
+                speed: Some(speed),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(e.contains("speed must be between 0.5 and 2"), "{e}");
+        }
+        let e = check(SpeechOptions {
+            top_k: Some(-1),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("top_k"), "{e}");
+        let e = check(SpeechOptions {
+            repetition_penalty: Some(0.0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("repetition_penalty"), "{e}");
+    }
 }

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::audio::{g711, resample::resample_all, shaping, wav};
-use crate::synth::{SpeakOptions, Synthesizer, SynthesizerConfig};
+use crate::engine::SpeechOptions;
+use crate::synth::{Synthesizer, SynthesizerConfig};
 use crate::xtts::stream::StreamOptions;
 
 #[derive(Debug, clap::Args)]
@@ -35,6 +36,9 @@ pub struct Args {
     /// Greedy decoding (deterministic; only the repetition penalty applies).
     #[arg(long)]
     pub greedy: bool,
+    /// Speaking rate (0.5 to 2.0; 1.0 normal).
+    #[arg(long)]
+    pub speed: Option<f64>,
     /// cpu | cuda | auto
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -72,9 +76,11 @@ pub fn run(args: Args) -> Result<()> {
     let voice = synth.resolve_voice(&args.voice)?;
     let cond_s = t1.elapsed().as_secs_f64();
 
-    let opts = SpeakOptions {
+    let opts = SpeechOptions {
         seed: args.seed,
-        greedy: args.greedy,
+        greedy: Some(args.greedy),
+        speed: args.speed,
+        ..SpeechOptions::default()
     };
     let t2 = Instant::now();
     let mut first_chunk_s = None;

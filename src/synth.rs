@@ -11,7 +11,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Tensor};
 
 use crate::config::EngineConfig;
-use crate::engine::{AudioSink, Job, JobQueue, Metrics, SpeechBackend, SpeechRequest, Validator, METRICS};
+use crate::engine::{
+    AudioSink, Job, JobQueue, Metrics, SpeechBackend, SpeechOptions, SpeechRequest, Validator, METRICS,
+};
 use crate::xtts::batch::{BatchDecoder, RowOptions, Token};
 use crate::xtts::checkpoint::{load_model_state, Weights};
 use crate::xtts::config::XttsConfig;
@@ -85,13 +87,6 @@ impl SynthesizerConfig {
             forced_tokens: None,
         }
     }
-}
-
-/// Per-request choices.
-#[derive(Debug, Clone, Default)]
-pub struct SpeakOptions {
-    pub seed: Option<u64>,
-    pub greedy: bool,
 }
 
 pub struct Synthesizer {
@@ -190,9 +185,9 @@ impl Synthesizer {
     /// the first caller pays neither the conditioning nor libtorch's first-call costs.
     pub fn warm_up(&mut self, voice: &str, lang: &str) -> Result<()> {
         let voice = self.voices.get(voice, &self.encoder, &self.conditioning)?;
-        let opts = SpeakOptions {
+        let opts = SpeechOptions {
             seed: Some(0),
-            greedy: false,
+            ..SpeechOptions::default()
         };
         self.speak_with_voice("Hello.", lang, &voice, &opts, &mut |_| true)
     }
@@ -232,12 +227,13 @@ impl Synthesizer {
         text: &str,
         lang: &str,
         voice: &Voice,
-        opts: &SpeakOptions,
+        opts: &SpeechOptions,
         emit: &mut dyn FnMut(Vec<f32>) -> bool,
     ) -> Result<()> {
+        opts.validate(&self.cfg.sampling)?;
         let sentences = self.text.encode_sentences(text, lang, true)?;
-        let mut params = self.cfg.sampling.clone();
-        params.do_sample = !opts.greedy;
+        let mut params = opts.sampling(&self.cfg.sampling);
+        let stream = self.stream_options(opts);
         let mut listening = true;
         for (i, tokens) in sentences.iter().enumerate() {
             // One seed per request; each sentence gets its own stream of it.
@@ -248,7 +244,7 @@ impl Synthesizer {
             };
             let stats = self
                 .model
-                .stream_tokens(tokens, voice, &params, &self.cfg.stream, &mut forward)?;
+                .stream_tokens(tokens, voice, &params, &stream, &mut forward)?;
             tracing::debug!(
                 tokens = stats.tokens,
                 first_chunk_ms = ?stats.first_chunk_ms,
@@ -262,13 +258,19 @@ impl Synthesizer {
         Ok(())
     }
 
+    fn stream_options(&self, opts: &SpeechOptions) -> StreamOptions {
+        with_speed(&self.cfg.stream, opts.speed)
+    }
+
     /// A check of requests that needs no model: run on the caller's side before queueing.
     pub fn validator(&self) -> Validator {
+        let sampling = self.cfg.sampling.clone();
         let languages = self.languages();
         let known_voices = self.voices.names();
         let speakers_dir = self.cfg.speakers_dir.clone();
         Arc::new(move |req: &SpeechRequest| {
             anyhow::ensure!(!req.text.trim().is_empty(), "text is empty");
+            req.options.validate(&sampling)?;
             // The front-end decides which codes it can speak ("pt-BR" reads as "pt").
             anyhow::ensure!(
                 text::base_language(&req.lang).is_ok(),
@@ -296,11 +298,7 @@ impl SpeechBackend for Synthesizer {
 
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
         let voice = self.voices.get(&req.voice, &self.encoder, &self.conditioning)?;
-        let opts = SpeakOptions {
-            seed: req.seed,
-            greedy: false,
-        };
-        self.speak_with_voice(&req.text, &req.lang, &voice, &opts, emit)
+        self.speak_with_voice(&req.text, &req.lang, &voice, &req.options, emit)
     }
 
     fn serve(&mut self, jobs: &mut JobQueue) {
@@ -376,6 +374,13 @@ impl SpeechBackend for Synthesizer {
     }
 }
 
+/// The streaming options at a request's speed (None: the configured one).
+fn with_speed(stream: &StreamOptions, speed: Option<f64>) -> StreamOptions {
+    let mut stream = stream.clone();
+    stream.speed = speed.unwrap_or(stream.speed);
+    stream
+}
+
 /// Fails every request: the engine cannot run.
 fn refuse_all(jobs: &mut JobQueue, e: anyhow::Error) {
     tracing::error!("the engine cannot start: {e:#}");
@@ -387,7 +392,12 @@ fn refuse_all(jobs: &mut JobQueue, e: anyhow::Error) {
 /// Work for the vocoder thread, in order.
 enum VocoderWork {
     /// A sentence starts: its speaker and where its audio goes.
-    Begin { id: u64, speaker: Tensor, sink: AudioSink },
+    Begin {
+        id: u64,
+        speaker: Tensor,
+        speed: Option<f64>,
+        sink: AudioSink,
+    },
     /// The latent of the sentence's next code.
     Latent { id: u64, latent: Tensor },
     /// The sentence's codes are complete: render the rest of its audio.
@@ -406,7 +416,12 @@ fn vocoder_loop(hifigan: HifiGan, opts: StreamOptions, work: std::sync::mpsc::Re
     while let Ok(item) = work.recv() {
         let started = Instant::now();
         match item {
-            VocoderWork::Begin { id, speaker, sink } => match StreamVocoder::new(&hifigan, &speaker, &opts) {
+            VocoderWork::Begin {
+                id,
+                speaker,
+                speed,
+                sink,
+            } => match StreamVocoder::new(&hifigan, &speaker, &with_speed(&opts, speed)) {
                 Ok(vocoder) => {
                     sentences.insert(id, (vocoder, sink));
                 }
@@ -514,10 +529,10 @@ impl Batcher<'_, '_> {
         }
     }
 
-    fn row_options(&self, seed: Option<u64>, sentence: usize) -> RowOptions {
-        let mut params = self.cfg.sampling.clone();
+    fn row_options(&self, opts: &SpeechOptions, sentence: usize) -> RowOptions {
+        let mut params = opts.sampling(&self.cfg.sampling);
         // One seed per request; each sentence gets its own stream of it.
-        params.seed = seed.map(|s| s.wrapping_add(sentence as u64));
+        params.seed = opts.seed.map(|s| s.wrapping_add(sentence as u64));
         RowOptions {
             params,
             forced_tokens: self.cfg.forced_tokens,
@@ -527,7 +542,7 @@ impl Batcher<'_, '_> {
     /// Prefills the request's sentence `s.sentence` and handles its first code. None when the
     /// request is over.
     fn start_sentence(&mut self, decoder: &mut BatchDecoder, mut s: Speaking) -> Option<Speaking> {
-        let opts = self.row_options(s.job.req.seed, s.sentence);
+        let opts = self.row_options(&s.job.req.options, s.sentence);
         let first = self
             .model
             .gpt()
@@ -550,6 +565,7 @@ impl Batcher<'_, '_> {
         self.vocode(VocoderWork::Begin {
             id: s.id,
             speaker: s.voice.speaker_embedding.shallow_clone(),
+            speed: s.job.req.options.speed,
             sink: s.job.sink(),
         });
         self.advance(decoder, s, first)

@@ -269,7 +269,7 @@ async fn file_mode_plays_sentence_files_in_order_and_reports_success() {
     // Asterisk splits the AGI() arguments at commas; the text is rebuilt with ", ".
     let mut a = Asterisk::call(
         &d,
-        "say?mode=file&lang=de&voice=anna",
+        "say?mode=file&lang=de&voice=anna&speed=0.8&seed=42&top_k=20",
         &["Good morning. This is a test! Bye"],
     )
     .await;
@@ -301,6 +301,12 @@ async fn file_mode_plays_sentence_files_in_order_and_reports_success() {
     let said: Vec<_> = log.started.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(said, texts);
     assert!(log.started.iter().all(|r| r.lang == "de" && r.voice == "anna"));
+    let options = &log.started[0].options;
+    assert_eq!(
+        (options.speed, options.seed, options.top_k),
+        (Some(0.8), Some(42), Some(20))
+    );
+    assert_eq!((options.temperature, options.greedy), (None, None));
 }
 
 #[tokio::test]
@@ -475,6 +481,8 @@ async fn unknown_script_language_voice_and_parameters_fail_before_answer() {
         ("say?lnag=de", "unknown parameter 'lnag'"),
         ("say?mode=tape", "mode must be stream or file"),
         ("say?escape=1x", "escape digit 'x'"),
+        ("say?speed=fast", "speed: 'fast' is not a valid value"),
+        ("say?greedy=maybe", "greedy: 'maybe'"),
     ];
     let d = start("stream", Duration::ZERO).await;
     for (script, reason) in cases {

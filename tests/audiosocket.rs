@@ -130,7 +130,7 @@ fn job(text: &str, escape: &str, hangup_after: bool) -> (SpeakJob, oneshot::Rece
             text: text.into(),
             lang: "en".into(),
             voice: "default".into(),
-            seed: None,
+            options: Default::default(),
         },
         escape_digits: escape.into(),
         hangup_after,

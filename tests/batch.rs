@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use tch::{Device, Tensor};
-use xttsd::engine::{Engine, EngineError, SpeechEvent, SpeechRequest, METRICS};
+use xttsd::engine::{Engine, EngineError, SpeechEvent, SpeechOptions, SpeechRequest, METRICS};
 use xttsd::synth::{Synthesizer, SynthesizerConfig};
 use xttsd::xtts::batch::{BatchDecoder, RowOptions};
 use xttsd::xtts::model::Xtts;
@@ -221,15 +221,22 @@ fn request(text: &str) -> SpeechRequest {
         text: text.into(),
         lang: "en".into(),
         voice: "default".into(),
-        seed: Some(1),
+        options: SpeechOptions {
+            seed: Some(1),
+            ..SpeechOptions::default()
+        },
     }
 }
 
 const LONG: &str = "This is a sentence that takes a while to say.";
 
+/// The token counter is process-wide: tests that run an engine take turns.
+static ONE_ENGINE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hang_up_frees_the_slot_and_admission_is_bounded() {
     const FORCED: u64 = 400;
+    let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
     let (engine, _speakers) = engine(1, 1, FORCED as usize);
     let mut a = engine.speak(request(LONG)).unwrap();
     match tokio::time::timeout(Duration::from_secs(30), a.next()).await.unwrap() {
@@ -280,4 +287,80 @@ async fn hang_up_frees_the_slot_and_admission_is_bounded() {
         "A kept decoding after hanging up: {} tokens since",
         after - at_hangup
     );
+}
+
+/// Collects a request's audio to its end.
+async fn speak_all(engine: &Engine, req: SpeechRequest) -> Vec<f32> {
+    let mut speech = engine.speak(req).unwrap();
+    let mut audio = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), speech.next())
+            .await
+            .unwrap()
+        {
+            Some(SpeechEvent::Audio(s)) => audio.extend(s),
+            Some(SpeechEvent::Done) => return audio,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_request_options_apply_and_bad_ones_are_refused() {
+    let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
+    let (engine, _speakers) = engine(2, 4, 40);
+    let with = |options: SpeechOptions| SpeechRequest {
+        options,
+        ..request("Options apply per request.")
+    };
+    let seeded = |seed, speed| SpeechOptions {
+        seed: Some(seed),
+        speed,
+        ..SpeechOptions::default()
+    };
+    let normal = speak_all(&engine, with(seeded(5, None))).await;
+    let again = speak_all(&engine, with(seeded(5, None))).await;
+    assert_eq!(normal, again, "the same seed must give the same audio");
+    // 40 codes either way: twice the speed is half the audio (within a vocoder frame per seam).
+    let fast = speak_all(&engine, with(seeded(5, Some(2.0)))).await;
+    let ratio = fast.len() as f64 / normal.len() as f64;
+    assert!(
+        (0.45..0.55).contains(&ratio),
+        "speed 2.0 gave {} vs {} samples",
+        fast.len(),
+        normal.len()
+    );
+    // Greedy ignores the seed.
+    let greedy = |seed| SpeechOptions {
+        seed: Some(seed),
+        greedy: Some(true),
+        ..SpeechOptions::default()
+    };
+    let g1 = speak_all(&engine, with(greedy(1))).await;
+    let g2 = speak_all(&engine, with(greedy(2))).await;
+    assert_eq!(g1, g2, "greedy decoding must not depend on the seed");
+
+    for (bad, reason) in [
+        (seeded(1, Some(3.0)), "speed must be between"),
+        (
+            SpeechOptions {
+                top_p: Some(1.5),
+                ..SpeechOptions::default()
+            },
+            "top_p",
+        ),
+        (
+            SpeechOptions {
+                temperature: Some(0.0),
+                ..SpeechOptions::default()
+            },
+            "temperature",
+        ),
+    ] {
+        match engine.speak(with(bad)) {
+            Err(EngineError::Invalid(e)) => assert!(e.contains(reason), "{e}"),
+            Err(e) => panic!("expected Invalid, got {e}"),
+            Ok(_) => panic!("bad options accepted ({reason})"),
+        }
+    }
 }

@@ -13,6 +13,7 @@ use xttsd::calls::CallRegistry;
 use xttsd::config::Config;
 use xttsd::engine::{Engine, SpeechBackend, SpeechRequest};
 use xttsd::serve::{Services, SharedServices};
+use xttsd::xtts::sampling::SamplingParams;
 
 /// The API never synthesises itself; a backend that would fail the test if it were asked.
 struct Unused;
@@ -38,7 +39,7 @@ fn validate(req: &SpeechRequest) -> Result<()> {
         req.voice
     );
     anyhow::ensure!(req.text.chars().count() <= 200, "text longer than 200 characters");
-    Ok(())
+    req.options.validate(&SamplingParams::default())
 }
 
 async fn start() -> (std::net::SocketAddr, SharedServices) {
@@ -81,7 +82,7 @@ async fn say_for_a_call_not_connected_yet_waits_for_it() {
         addr,
         "POST",
         &format!("/v1/calls/{uuid}/say"),
-        r#"{"text": " Hallo Welt ", "voice": "anna", "lang": "de"}"#,
+        r#"{"text": " Hallo Welt ", "voice": "anna", "lang": "de", "options": {"speed": 1.25, "seed": 9}}"#,
     )
     .await;
     assert_eq!(status, 202, "{body}");
@@ -91,6 +92,10 @@ async fn say_for_a_call_not_connected_yet_waits_for_it() {
     let job = inbox.jobs.try_recv().unwrap();
     assert_eq!(job.request.text, "Hallo Welt");
     assert_eq!((job.request.voice.as_str(), job.request.lang.as_str()), ("anna", "de"));
+    assert_eq!(
+        (job.request.options.speed, job.request.options.seed),
+        (Some(1.25), Some(9))
+    );
     assert!(!job.hangup_after && job.done.is_none() && job.escape_digits.is_empty());
 }
 
@@ -127,6 +132,9 @@ async fn bad_input_is_400_naming_the_field() {
         (path.clone(), r#"{"text": "Hi", "lang": "xx"}"#, "lang"),
         (path.clone(), r#"{"text": "Hi", "voice": "nobody"}"#, "voice"),
         (path.clone(), r#"{"text": "Hi", "speed": 2}"#, "speed"),
+        (path.clone(), r#"{"text": "Hi", "options": {"speed": 5}}"#, "options"),
+        (path.clone(), r#"{"text": "Hi", "options": {"top_p": 0}}"#, "options"),
+        (path.clone(), r#"{"text": "Hi", "options": {"sped": 1}}"#, "sped"),
         (path.clone(), r#"{"text": 5}"#, "body"),
         (path.clone(), "not json", "body"),
     ];

@@ -15,7 +15,7 @@ use super::codec::{AgiCodec, AgiLine, Command, Preamble, PreambleDecoder, Script
 use super::file_mode;
 use super::transcode::FileFormat;
 use crate::calls::{CallRegistry, SpeakJob};
-use crate::engine::SpeechRequest;
+use crate::engine::{SpeechOptions, SpeechRequest};
 use crate::serve::SharedServices;
 
 /// Asterisk writes the whole preamble at once; a peer that does not is not Asterisk.
@@ -24,7 +24,7 @@ const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(10);
 const OUTCOME_GRACE: Duration = Duration::from_secs(5);
 /// Digits Asterisk can report as DTMF.
 const DTMF_DIGITS: &str = "0123456789*#ABCD";
-/// Query parameters the `say` script understands.
+/// Query parameters the `say` script understands, besides the [`SpeechOptions`] names.
 const PARAMS: [&str; 5] = ["voice", "lang", "mode", "escape", "control"];
 
 /// How the speech reaches the caller.
@@ -203,11 +203,17 @@ pub fn plan(preamble: &Preamble, services: &SharedServices) -> Result<Plan> {
         "unknown AGI script '{}': use agi://HOST:PORT/say?voice=NAME&lang=xx",
         script.name
     );
-    if let Some((key, _)) = script.params.iter().find(|(k, _)| !PARAMS.contains(&k.as_str())) {
-        anyhow::bail!(
-            "unknown parameter '{key}' in the AGI URL (known: {})",
-            PARAMS.join(", ")
-        );
+    let mut options = SpeechOptions::default();
+    for (key, value) in &script.params {
+        if SpeechOptions::NAMES.contains(&key.as_str()) {
+            options.set(key, value).context("bad AGI URL parameter")?;
+        } else if !PARAMS.contains(&key.as_str()) {
+            anyhow::bail!(
+                "unknown parameter '{key}' in the AGI URL (known: {}, {})",
+                PARAMS.join(", "),
+                SpeechOptions::NAMES.join(", ")
+            );
+        }
     }
     let cfg = &services.config;
     let mode = match script.param("mode").unwrap_or(&cfg.agi.mode) {
@@ -242,7 +248,7 @@ pub fn plan(preamble: &Preamble, services: &SharedServices) -> Result<Plan> {
         voice: non_empty(script.param("voice"))
             .unwrap_or(&cfg.engine.default_voice)
             .to_string(),
-        seed: None,
+        options,
     };
     services.engine.validate(&request)?;
     Ok(Plan {

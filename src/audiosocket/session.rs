@@ -272,7 +272,7 @@ impl Call {
                 text,
                 lang: pick(&test.language, &engine.default_language),
                 voice: pick(&test.voice, &engine.default_voice),
-                seed: None,
+                options: Default::default(),
             },
             escape_digits: String::new(),
             hangup_after: false,
