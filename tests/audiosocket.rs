@@ -34,7 +34,7 @@ struct Probe {
 
 /// Speaks a text as a 1 kHz tone. `"<N> ms"` in the text sets the duration (default
 /// 300 ms); `"slow"` produces audio at half real time; `"fail"` fails after its first two
-/// chunks (250 ms).
+/// chunks (250 ms); `"late"` waits 250 ms before its first chunk.
 /// Chunks come in varying sizes with a short delay each, as a streaming model delivers them.
 struct ToneBackend {
     probe: Arc<Probe>,
@@ -59,6 +59,9 @@ impl SpeechBackend for ToneBackend {
         let total = duration_ms(&req.text) * ENGINE_RATE as usize / 1000;
         let fail_at = req.text.contains("fail").then_some(ENGINE_RATE as usize / 4);
         let slow = req.text.contains("slow");
+        if req.text.contains("late") {
+            std::thread::sleep(Duration::from_millis(250));
+        }
         let sizes = [1200, 4800, 2400, 7200, 600];
         let mut at = 0;
         let mut i = 0;
@@ -376,6 +379,39 @@ async fn escape_digit_interrupts_and_cancels_synthesis() {
     assert_eq!(probe.finished.load(Ordering::SeqCst), 0);
     // Not the test call: no greeting, no read-back.
     assert_eq!(probe.requests.lock().unwrap().as_slice(), ["long 3000 ms"]);
+}
+
+/// Speech queued behind other speech is synthesized while the first still plays, so the two
+/// follow each other without silence even when the second is slow to start.
+#[tokio::test]
+async fn queued_speech_follows_without_a_gap() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (addr, services, probe) = start_server(test_config(false)).await;
+    let uuid = Uuid::new_v4();
+    let (first, first_done) = job("first 600 ms", "", false);
+    let (second, second_done) = job("second late 400 ms", "", true);
+    services.calls.enqueue(uuid, first);
+    services.calls.enqueue(uuid, second);
+    let leg = leg(addr, uuid, LegOptions::default()).await;
+    assert_eq!(outcome(first_done).await.status, "SUCCESS");
+    assert_eq!(outcome(second_done).await.status, "SUCCESS");
+    assert_eq!(leg.end, LegEnd::ServerHangup);
+    let voiced: Vec<usize> = (0..leg.arrivals.len()).filter(|&i| leg.arrivals[i].voiced).collect();
+    // From 200 ms into the first speech (its own start may stutter: the tone backend's first
+    // chunk is short) to the end of the second, every frame is speech.
+    let (from, end) = (voiced[0] + 10, *voiced.last().unwrap());
+    let silent: Vec<usize> = (from..=end).filter(|&i| !leg.arrivals[i].voiced).collect();
+    assert!(
+        silent.is_empty(),
+        "silent frames {silent:?} between the speeches\n{}",
+        leg.report
+    );
+    // 600 ms + 400 ms of speech, 20 ms per frame.
+    assert!((48..=52).contains(&voiced.len()), "{} voiced frames", voiced.len());
+    assert_eq!(
+        probe.requests.lock().unwrap().as_slice(),
+        ["first 600 ms", "second late 400 ms"]
+    );
 }
 
 #[tokio::test]

@@ -192,6 +192,18 @@ struct Playback {
 }
 
 impl Playback {
+    fn new(job: SpeakJob, speech: Speech) -> Self {
+        tracing::debug!(text = %job.request.text, "speaking");
+        Self {
+            job,
+            speech: Some(speech),
+            pipeline: None,
+            frames: VecDeque::new(),
+            played_frames: 0,
+            failure: None,
+        }
+    }
+
     fn played_ms(&self) -> u64 {
         self.played_frames * FRAME_MS as u64
     }
@@ -237,6 +249,9 @@ struct Call {
     test_call: bool,
     queue: VecDeque<SpeakJob>,
     current: Option<Playback>,
+    /// The next job, synthesized once the current one's synthesis is done, so that it plays
+    /// without a gap when the current one's audio runs out.
+    upcoming: Option<Playback>,
     pacer: Pacer,
     stats: SessionStats,
 }
@@ -252,6 +267,7 @@ impl Call {
             test_call,
             queue: VecDeque::new(),
             current: None,
+            upcoming: None,
             pacer: Pacer::new(),
             stats: SessionStats::default(),
             services: services.clone(),
@@ -288,7 +304,7 @@ impl Call {
         };
         // Whatever was still to play will not be: tell whoever queued it.
         let status = "HANGUP";
-        if let Some(p) = self.current.take() {
+        for p in [self.current.take(), self.upcoming.take()].into_iter().flatten() {
             let played = p.played_ms();
             report(p.job, status, None, played);
         }
@@ -317,8 +333,16 @@ impl Call {
             },
             _ = sleep_until(self.pacer.deadline()) => self.tick().await,
             event = next_speech_event(&mut self.current) => {
-                self.on_speech_event(event);
+                if let Some(p) = self.current.as_mut() {
+                    on_speech_event(p, event, self.rate, &self.services);
+                }
                 self.check_complete().await
+            }
+            event = next_speech_event(&mut self.upcoming) => {
+                if let Some(p) = self.upcoming.as_mut() {
+                    on_speech_event(p, event, self.rate, &self.services);
+                }
+                Ok(())
             }
             Some(job) = inbox.jobs.recv() => {
                 self.queue.push_back(job);
@@ -327,24 +351,19 @@ impl Call {
         }
     }
 
-    /// Starts queued jobs until one is playing or none are left.
+    /// Starts queued jobs until one is playing or none are left, and starts synthesizing the
+    /// next one once the playing one has all its audio.
     async fn start_next_job(&mut self) -> Step {
         while self.current.is_none() {
+            if let Some(next) = self.upcoming.take() {
+                self.current = Some(next);
+                break;
+            }
             let Some(job) = self.queue.pop_front() else {
                 return Ok(());
             };
             match self.services.engine.speak(job.request.clone()) {
-                Ok(speech) => {
-                    tracing::debug!(text = %job.request.text, "speaking");
-                    self.current = Some(Playback {
-                        job,
-                        speech: Some(speech),
-                        pipeline: None,
-                        frames: VecDeque::new(),
-                        played_frames: 0,
-                        failure: None,
-                    });
-                }
+                Ok(speech) => self.current = Some(Playback::new(job, speech)),
                 Err(e) => {
                     tracing::warn!(error = %e, "speech request refused");
                     let hangup = job.hangup_after;
@@ -355,33 +374,46 @@ impl Call {
                 }
             }
         }
+        let synthesized = self
+            .current
+            .as_ref()
+            .is_some_and(|p| p.speech.is_none() && !p.job.hangup_after);
+        if synthesized && self.upcoming.is_none() {
+            if let Some(job) = self.queue.pop_front() {
+                match self.services.engine.speak(job.request.clone()) {
+                    Ok(speech) => self.upcoming = Some(Playback::new(job, speech)),
+                    // Refused now (engine busy): ask again when it is its turn to play.
+                    Err(_) => self.queue.push_front(job),
+                }
+            }
+        }
         Ok(())
     }
+}
 
-    fn on_speech_event(&mut self, event: Option<SpeechEvent>) {
-        let Some(p) = self.current.as_mut() else {
-            return;
-        };
-        let result = match event {
-            Some(SpeechEvent::Audio(chunk)) => push_chunk(p, &chunk, self.rate, &self.services),
-            Some(SpeechEvent::Done) => finish_speech(p),
-            Some(SpeechEvent::Failed(why)) => {
-                p.failure = Some(why);
-                finish_speech(p)
-            }
-            None => {
-                p.failure = Some("engine stopped".into());
-                finish_speech(p)
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %format!("{e:#}"), "audio path failed");
-            p.failure = Some(format!("{e:#}"));
-            p.speech = None;
-            p.frames.clear();
+/// Feeds one engine event into a playback's frames.
+fn on_speech_event(p: &mut Playback, event: Option<SpeechEvent>, call_rate: u32, services: &SharedServices) {
+    let result = match event {
+        Some(SpeechEvent::Audio(chunk)) => push_chunk(p, &chunk, call_rate, services),
+        Some(SpeechEvent::Done) => finish_speech(p),
+        Some(SpeechEvent::Failed(why)) => {
+            p.failure = Some(why);
+            finish_speech(p)
         }
+        None => {
+            p.failure = Some("engine stopped".into());
+            finish_speech(p)
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %format!("{e:#}"), "audio path failed");
+        p.failure = Some(format!("{e:#}"));
+        p.speech = None;
+        p.frames.clear();
     }
+}
 
+impl Call {
     async fn on_dtmf(&mut self, digit: char) -> Step {
         tracing::debug!(%digit, "DTMF");
         if let Some(p) = self.current.as_ref() {
