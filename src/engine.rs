@@ -47,6 +47,11 @@ pub struct SpeechOptions {
     pub greedy: Option<bool>,
     /// Speaking rate, 1.0 normal; see [`SPEED_RANGE`].
     pub speed: Option<f64>,
+    /// How long after the request its audio starts playing: set by a server that asks ahead
+    /// (the next speech while the current one still plays), never by callers. The engine
+    /// serves such a request after the ones whose listeners wait now.
+    #[serde(skip)]
+    pub plays_in: std::time::Duration,
 }
 
 impl SpeechOptions {
@@ -168,6 +173,14 @@ pub struct AudioSink {
 }
 
 impl AudioSink {
+    /// A sink sending to `out`.
+    pub fn new(out: mpsc::UnboundedSender<SpeechEvent>) -> Self {
+        Self {
+            out,
+            ended: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// The request ended (Done or Failed sent) or its listener hung up.
     pub fn is_over(&self) -> bool {
         self.ended.load(Ordering::Relaxed) || self.out.is_closed()
@@ -202,10 +215,9 @@ pub struct Job {
 
 impl Job {
     fn new(req: SpeechRequest, out: mpsc::UnboundedSender<SpeechEvent>) -> Self {
-        let ended = Arc::new(AtomicBool::new(false));
         Self {
             req,
-            sink: AudioSink { out, ended },
+            sink: AudioSink::new(out),
         }
     }
 

@@ -506,9 +506,10 @@ impl Batcher<'_, '_> {
         }
     }
 
-    /// The request has had its first chunk's worth of codes.
+    /// The request has had its first chunk's worth of codes, or its listener is not waiting
+    /// for it yet (asked ahead): it gets no steps of its own.
     fn has_started(&self, s: &Speaking) -> bool {
-        s.codes >= self.cfg.stream.first_chunk_tokens
+        s.codes >= self.cfg.stream.first_chunk_tokens || !s.job.req.options.plays_in.is_zero()
     }
 
     fn admit(&mut self, decoder: &mut BatchDecoder, job: Job, sentences: Vec<Vec<i64>>, voice: Arc<Voice>) {

@@ -27,6 +27,8 @@ const TONE_AMPLITUDE: f32 = 0.5;
 #[derive(Default)]
 struct Probe {
     requests: Mutex<Vec<String>>,
+    /// Each request's `plays_in` (how far ahead of its playback it was asked for).
+    plays_in: Mutex<Vec<Duration>>,
     /// Requests that stopped because `emit` returned false.
     cancelled: AtomicUsize,
     finished: AtomicUsize,
@@ -56,6 +58,7 @@ impl SpeechBackend for ToneBackend {
 
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
         self.probe.requests.lock().unwrap().push(req.text.clone());
+        self.probe.plays_in.lock().unwrap().push(req.options.plays_in);
         let total = duration_ms(&req.text) * ENGINE_RATE as usize / 1000;
         let fail_at = req.text.contains("fail").then_some(ENGINE_RATE as usize / 4);
         let slow = req.text.contains("slow");
@@ -411,6 +414,13 @@ async fn queued_speech_follows_without_a_gap() {
     assert_eq!(
         probe.requests.lock().unwrap().as_slice(),
         ["first 600 ms", "second late 400 ms"]
+    );
+    // The second was asked for while the first still had audio to play, and said how much.
+    let plays_in = probe.plays_in.lock().unwrap().clone();
+    assert_eq!(plays_in[0], Duration::ZERO);
+    assert!(
+        plays_in[1] >= Duration::from_millis(200) && plays_in[1] <= Duration::from_millis(600),
+        "{plays_in:?}"
     );
 }
 

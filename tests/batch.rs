@@ -289,6 +289,16 @@ async fn hang_up_frees_the_slot_and_admission_is_bounded() {
     );
 }
 
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn assert_same_audio(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    let d = max_abs_diff(a, b);
+    assert!(d < 1e-4, "{what}: audio differs by {d}");
+}
+
 /// Collects a request's audio to its end.
 async fn speak_all(engine: &Engine, req: SpeechRequest) -> Vec<f32> {
     let mut speech = engine.speak(req).unwrap();
@@ -320,7 +330,9 @@ async fn per_request_options_apply_and_bad_ones_are_refused() {
     };
     let normal = speak_all(&engine, with(seeded(5, None))).await;
     let again = speak_all(&engine, with(seeded(5, None))).await;
-    assert_eq!(normal, again, "the same seed must give the same audio");
+    // Chunk boundaries follow the vocoder's timing; the windowed render does not depend on them
+    // beyond float rounding.
+    assert_same_audio(&normal, &again, "the same seed");
     // 40 codes either way: twice the speed is half the audio (within a vocoder frame per seam).
     let fast = speak_all(&engine, with(seeded(5, Some(2.0)))).await;
     let ratio = fast.len() as f64 / normal.len() as f64;
@@ -338,7 +350,12 @@ async fn per_request_options_apply_and_bad_ones_are_refused() {
     };
     let g1 = speak_all(&engine, with(greedy(1))).await;
     let g2 = speak_all(&engine, with(greedy(2))).await;
-    assert_eq!(g1, g2, "greedy decoding must not depend on the seed");
+    assert_same_audio(&g1, &g2, "greedy with two seeds");
+    let other = speak_all(&engine, with(seeded(6, None))).await;
+    assert!(
+        max_abs_diff(&normal, &other) > 1e-2,
+        "seeds 5 and 6 gave the same audio"
+    );
 
     for (bad, reason) in [
         (seeded(1, Some(3.0)), "speed must be between"),

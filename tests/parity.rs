@@ -348,11 +348,15 @@ fn streaming_modes_against_one_shot() {
             let opts = StreamOptions { speed, ..opts };
             let mut vocoder = StreamVocoder::new(m.hifigan(), &case.voice.speaker_embedding, &opts).unwrap();
             let mut audio = Vec::new();
+            let mut chunk_ends = Vec::new();
             for i in 0..latents.size()[1] {
                 if let Some(c) = vocoder.push(&latents.get(0).get(i)).unwrap() {
                     audio.extend(c);
+                    chunk_ends.push(i as usize + 1);
                 }
             }
+            println!("  {:?} speed {speed}: chunks end at tokens {chunk_ends:?}", opts.mode);
+            check_chunk_schedule(&opts, &chunk_ends);
             audio.extend(vocoder.finish().unwrap());
             let stats = vocoder.stats();
             println!(
@@ -381,6 +385,32 @@ fn streaming_modes_against_one_shot() {
             }
         }
     });
+}
+
+/// Reference: fixed chunks. Windowed: the first chunk, then chunks that grow, each no longer
+/// than the audio already emitted (floored at the held-back latents), up to `chunk_tokens`.
+fn check_chunk_schedule(opts: &StreamOptions, ends: &[usize]) {
+    assert_eq!(ends[0], opts.first_chunk_tokens, "first chunk");
+    let sizes: Vec<usize> = ends.windows(2).map(|w| w[1] - w[0]).collect();
+    match opts.mode {
+        StreamMode::Reference => assert!(sizes.iter().all(|&k| k == opts.chunk_tokens), "{sizes:?}"),
+        StreamMode::Windowed => {
+            for (i, &k) in sizes.iter().enumerate() {
+                let emitted = ends[i] - opts.holdback;
+                assert!(
+                    k <= emitted.max(opts.holdback),
+                    "chunk {k} after {emitted} emitted: {sizes:?}"
+                );
+                assert!(k <= opts.chunk_tokens, "{sizes:?}");
+            }
+            assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "chunks shrink: {sizes:?}");
+            assert_eq!(
+                sizes.last(),
+                Some(&opts.chunk_tokens),
+                "never reached full chunks: {sizes:?}"
+            );
+        }
+    }
 }
 
 /// `latents` [1, N, D] repeated along time and cut to `n`.

@@ -380,7 +380,10 @@ impl Call {
             .is_some_and(|p| p.speech.is_none() && !p.job.hangup_after);
         if synthesized && self.upcoming.is_none() {
             if let Some(job) = self.queue.pop_front() {
-                match self.services.engine.speak(job.request.clone()) {
+                let mut request = job.request.clone();
+                let buffered = self.current.as_ref().map_or(0, |p| p.frames.len() as u32);
+                request.options.plays_in = FRAME * buffered;
+                match self.services.engine.speak(request) {
                     Ok(speech) => self.upcoming = Some(Playback::new(job, speech)),
                     // Refused now (engine busy): ask again when it is its turn to play.
                     Err(_) => self.queue.push_front(job),

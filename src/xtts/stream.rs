@@ -37,6 +37,10 @@ pub struct StreamOptions {
     pub left_context: usize,
     /// Windowed: newest latents whose audio waits for the next chunk (missing right context).
     pub holdback: usize,
+    /// Grow the chunks from the first one up to `chunk_tokens`, each at most as long as the
+    /// audio already emitted: a listener then never starves while generation keeps up with
+    /// real time (a full-size chunk right after a small first one needs several times that).
+    pub ramp: bool,
     /// Speaking rate; the latents are stretched by 1 / speed (spec 4.5).
     pub speed: f64,
 }
@@ -51,6 +55,7 @@ impl StreamOptions {
             overlap_samples: 1024,
             left_context: 0,
             holdback: 0,
+            ramp: false,
             speed: 1.0,
         }
     }
@@ -66,6 +71,7 @@ impl StreamOptions {
             overlap_samples: 256,
             left_context: 8,
             holdback: 5,
+            ramp: true,
             speed: 1.0,
         }
     }
@@ -192,8 +198,11 @@ pub struct StreamVocoder<'a> {
     speaker: Tensor,
     opts: StreamOptions,
     latents: Vec<Tensor>,
-    pending: usize,
+    /// Latents covered by the last render (the ones after it are pending).
+    rendered_upto: usize,
     emitted_any: bool,
+    /// Latents whose audio has been emitted.
+    emitted_latents: usize,
     reference: OverlapChunker,
     /// Windowed: generator frames already emitted.
     emitted_frames: i64,
@@ -210,8 +219,9 @@ impl<'a> StreamVocoder<'a> {
             speaker: hifigan.speaker(speaker_embedding)?,
             opts: opts.clone(),
             latents: Vec::new(),
-            pending: 0,
+            rendered_upto: 0,
             emitted_any: false,
+            emitted_latents: 0,
             reference: OverlapChunker::new(opts.overlap_samples),
             emitted_frames: 0,
             tail: Vec::new(),
@@ -225,22 +235,51 @@ impl<'a> StreamVocoder<'a> {
 
     /// Adds the latent of one generated token ([D] or [1, D]); returns a chunk when one is due.
     pub fn push(&mut self, latent: &Tensor) -> Result<Option<Vec<f32>>> {
-        self.latents.push(latent.reshape([-1]));
-        self.pending += 1;
-        let due = if self.emitted_any {
-            self.opts.chunk_tokens
-        } else {
-            self.opts.first_chunk_tokens
-        };
-        if self.pending < due {
+        self.add(latent);
+        if !self.is_due() {
             return Ok(None);
         }
-        let chunk = self.render(false)?;
+        self.render_due()
+    }
+
+    /// Adds the latent of one generated token without rendering (see [`Self::render_due`]).
+    pub fn add(&mut self, latent: &Tensor) {
+        self.latents.push(latent.reshape([-1]));
+    }
+
+    /// Enough latents have arrived for the next chunk.
+    pub fn is_due(&self) -> bool {
+        self.latents.len() - self.rendered_upto >= self.next_chunk_tokens()
+    }
+
+    /// Renders the next chunk; None when nothing new can be emitted yet. Windowed, a chunk
+    /// never covers more than its scheduled size, so a caller that renders late catches up in
+    /// several renders of bounded cost; Reference renders everything added so far.
+    pub fn render_due(&mut self) -> Result<Option<Vec<f32>>> {
+        let upto = match self.opts.mode {
+            StreamMode::Windowed => self.latents.len().min(self.rendered_upto + self.next_chunk_tokens()),
+            StreamMode::Reference => self.latents.len(),
+        };
+        let chunk = self.render(upto, false)?;
         if chunk.is_some() {
-            self.pending = 0;
+            self.rendered_upto = upto;
             self.emitted_any = true;
+            self.emitted_latents = upto - self.opts.holdback.min(upto);
         }
         Ok(chunk)
+    }
+
+    /// Latents to collect before the next chunk.
+    pub fn next_chunk_tokens(&self) -> usize {
+        if !self.emitted_any {
+            self.opts.first_chunk_tokens
+        } else if self.opts.ramp {
+            // Never fewer than the held-back latents: smaller renders would mostly redo context.
+            let floor = self.opts.holdback.max(1);
+            self.emitted_latents.max(floor).min(self.opts.chunk_tokens)
+        } else {
+            self.opts.chunk_tokens
+        }
     }
 
     /// The last chunk, once generation has ended. Like the reference, the final render always
@@ -249,25 +288,26 @@ impl<'a> StreamVocoder<'a> {
         if self.latents.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.render(true)?.unwrap_or_default())
+        Ok(self.render(self.latents.len(), true)?.unwrap_or_default())
     }
 
-    /// All latents so far, stretched for the speed: [1, M, D].
-    fn all_latents(&self) -> Result<Tensor> {
-        apply_speed(&Tensor::stack(&self.latents, 0).unsqueeze(0), self.opts.speed)
+    /// The first `n` latents, stretched for the speed: [1, M, D].
+    fn latents_upto(&self, n: usize) -> Result<Tensor> {
+        apply_speed(&Tensor::stack(&self.latents[..n], 0).unsqueeze(0), self.opts.speed)
     }
 
-    fn render(&mut self, is_final: bool) -> Result<Option<Vec<f32>>> {
+    /// Renders the audio due from the first `upto` latents.
+    fn render(&mut self, upto: usize, is_final: bool) -> Result<Option<Vec<f32>>> {
         match self.opts.mode {
             StreamMode::Reference => {
                 let started = Instant::now();
-                let latents = self.all_latents()?;
+                let latents = self.latents_upto(upto)?;
                 let frames = self.hifigan.interpolation().frames(latents.size()[1]);
                 let wav = to_vec(&self.hifigan.decode(&latents, &self.speaker)?)?;
                 self.record(started, frames);
                 Ok(Some(self.reference.push(&wav, is_final)))
             }
-            StreamMode::Windowed => self.render_window(is_final),
+            StreamMode::Windowed => self.render_window(upto, is_final),
         }
     }
 
@@ -281,10 +321,9 @@ impl<'a> StreamVocoder<'a> {
         }
     }
 
-    fn render_window(&mut self, is_final: bool) -> Result<Option<Vec<f32>>> {
+    fn render_window(&mut self, available: usize, is_final: bool) -> Result<Option<Vec<f32>>> {
         let interp = self.hifigan.interpolation();
         let hop = self.hifigan.hop() as usize;
-        let available = self.latents.len();
         let total_frames = interp.frames(self.stretched(available));
         let emit_end = if is_final {
             total_frames
@@ -299,7 +338,7 @@ impl<'a> StreamVocoder<'a> {
         let first = (self.emitted_frames - context).max(0);
         // The interpolation is cheap and position-dependent: run it over everything, then
         // vocode only the window.
-        let z = interp.apply(&self.all_latents()?);
+        let z = interp.apply(&self.latents_upto(available)?);
         let window = z.narrow(2, first, total_frames - first);
         let wav = to_vec(&self.hifigan.generate(&window, &self.speaker)?)?;
         self.record(started, total_frames - first);
