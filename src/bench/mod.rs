@@ -2,6 +2,10 @@
 //! place N concurrent calls through it exactly as `xttsd call` does (each call's sentences are
 //! queued through the call registry, as the control API queues them). For each N it reports
 //! time to first audio, real-time factor, frames late, gaps, tokens per second and memory.
+//! With `--reference` it then runs the reference implementation on the same sentences and
+//! compares the one-call figures side by side.
+
+pub mod reference;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -67,6 +71,17 @@ pub struct Args {
     /// libtorch CPU threads.
     #[arg(long, default_value_t = 1)]
     pub threads: i32,
+    /// After the rounds, time the reference implementation (coqui-tts `inference_stream`) on the
+    /// same model, voice, sentences, `--tokens`, device and threads, and compare it with the
+    /// one-call round (run even when `--calls` lacks 1).
+    #[arg(long)]
+    pub reference: bool,
+    /// Python that has coqui-tts (`tools/env.sh` puts the project's venv first on PATH).
+    #[arg(long, default_value = "python3")]
+    pub reference_python: PathBuf,
+    /// The reference benchmark script.
+    #[arg(long, default_value = reference::DEFAULT_SCRIPT)]
+    pub reference_script: PathBuf,
 }
 
 /// Results of one round.
@@ -123,6 +138,11 @@ pub fn run(args: Args) -> Result<()> {
         args.device
     );
     anyhow::ensure!(args.voice.is_file(), "--voice {}: no such file", args.voice.display());
+    // The comparison with the reference needs a round with one call.
+    let mut round_calls = args.calls.clone();
+    if args.reference && !round_calls.contains(&1) {
+        round_calls.insert(0, 1);
+    }
     let speakers = tempfile::tempdir().context("creating a speakers folder")?;
     std::fs::copy(&args.voice, speakers.path().join("bench.wav"))
         .with_context(|| format!("copying {}", args.voice.display()))?;
@@ -162,7 +182,7 @@ pub fn run(args: Args) -> Result<()> {
         let addr = listener.local_addr()?.to_string();
         tokio::spawn(crate::audiosocket::serve(listener, services.clone()));
         let mut rounds = Vec::new();
-        for &n in &args.calls {
+        for &n in &round_calls {
             let round = run_round(&services, &addr, n, &args).await?;
             eprintln!("{n} calls done");
             rounds.push(round);
@@ -180,12 +200,44 @@ pub fn run(args: Args) -> Result<()> {
             c.batch, c.tokens_per_s, c.ms_per_step
         );
     }
-    if let Some(path) = &args.json {
-        let json =
-            serde_json::to_string_pretty(&serde_json::json!({ "rounds": rounds, "decoder_capacity": capacity }))?;
-        std::fs::write(path, json).with_context(|| format!("{}: cannot write", path.display()))?;
+    let comparison = args.reference.then(|| compare_with_reference(&args, &rounds));
+    let mut json = serde_json::json!({ "rounds": rounds, "decoder_capacity": capacity });
+    match &comparison {
+        Some(Ok(c)) => {
+            println!("{}", reference::table(c));
+            json["reference"] = serde_json::to_value(c)?;
+        }
+        Some(Err(e)) => json["reference"] = serde_json::json!({ "error": format!("{e:#}") }),
+        None => {}
     }
-    Ok(())
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&json)?;
+        std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    match comparison {
+        Some(Err(e)) => Err(e.context("reference benchmark")),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the reference on the sentences the calls spoke and compares it with the one-call round.
+fn compare_with_reference(args: &Args, rounds: &[Round]) -> Result<reference::Comparison> {
+    let one_call = rounds
+        .iter()
+        .find(|r| r.calls == 1)
+        .context("no round with one call to compare with")?;
+    eprintln!("running the reference on the same sentences ...");
+    let opts = reference::ReferenceOptions {
+        python: args.reference_python.clone(),
+        script: args.reference_script.clone(),
+        model: args.model.clone(),
+        voice: args.voice.clone(),
+        tokens: args.tokens,
+        threads: args.threads.max(1),
+        device: args.device.clone(),
+    };
+    let summary = reference::run(&opts, SENTENCES)?;
+    Ok(reference::compare(one_call, summary))
 }
 
 /// Decode throughput of the GPT at one batch size.
