@@ -21,8 +21,10 @@ mkdir -p "$WORK"
 CALLS="${CALLS:-1,10,50,100,150,200}"
 DURATION="${DURATION:-20}"
 TOKENS="${TOKENS:-86}"
-BENCH_EXTRA="${BENCH_EXTRA:-}" # e.g. "--max-batch 32"
-# For a quick check of this script without a GPU: DEVICE=cpu MODEL=KIT/tiny CALLS=1,2 DURATION=3
+# Every call its own decoding slot: 200 slots of the released model take about 50 GiB (fp32).
+MAX_BATCH="${MAX_BATCH:-200}"
+BENCH_EXTRA="${BENCH_EXTRA:-}" # more bench flags, e.g. "--threads 4"
+# For a quick check of this script without a GPU: DEVICE=cpu MODEL=KIT/tiny CALLS=1,2 DURATION=3 MAX_BATCH=8
 DEVICE="${DEVICE:-cuda}"
 MODEL="${MODEL:-$WORK/full}"
 exec > >(tee -a "$OUT/run.log") 2>&1
@@ -81,10 +83,10 @@ timeout 90 "$KIT/xttsd" say --model "$MODEL" --voice "$VOICE" --lang en \
 echo "say exit status: $?"
 grep -v INFO "$OUT/say_full.log"
 
-step "xttsd bench --device $DEVICE --calls $CALLS --duration $DURATION --tokens $TOKENS $BENCH_EXTRA"
+step "xttsd bench --device $DEVICE --calls $CALLS --duration $DURATION --tokens $TOKENS --max-batch $MAX_BATCH $BENCH_EXTRA"
 # shellcheck disable=SC2086 # BENCH_EXTRA is a list of flags
 timeout 300 "$KIT/xttsd" bench --model "$MODEL" --voice "$VOICE" --device "$DEVICE" \
-    --calls "$CALLS" --duration "$DURATION" --tokens "$TOKENS" $BENCH_EXTRA --json "$OUT/bench.json" \
+    --calls "$CALLS" --duration "$DURATION" --tokens "$TOKENS" --max-batch "$MAX_BATCH" $BENCH_EXTRA --json "$OUT/bench.json" \
     >"$OUT/bench.txt" 2>"$OUT/bench.log"
 echo "bench exit status: $?"
 cat "$OUT/bench.txt"
