@@ -48,8 +48,8 @@ pub struct SpeechOptions {
     /// Speaking rate, 1.0 normal; see [`SPEED_RANGE`].
     pub speed: Option<f64>,
     /// How long after the request its audio starts playing: set by a server that asks ahead
-    /// (the next speech while the current one still plays), never by callers. The engine
-    /// serves such a request after the ones whose listeners wait now.
+    /// (the next speech while the current one still plays), never by callers. Such a request
+    /// gets none of the decode steps reserved for listeners waiting for their first audio.
     #[serde(skip)]
     pub plays_in: std::time::Duration,
 }
@@ -174,7 +174,7 @@ pub struct AudioSink {
 
 impl AudioSink {
     /// A sink sending to `out`.
-    pub fn new(out: mpsc::UnboundedSender<SpeechEvent>) -> Self {
+    fn new(out: mpsc::UnboundedSender<SpeechEvent>) -> Self {
         Self {
             out,
             ended: Arc::new(AtomicBool::new(false)),

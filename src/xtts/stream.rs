@@ -235,33 +235,13 @@ impl<'a> StreamVocoder<'a> {
 
     /// Adds the latent of one generated token ([D] or [1, D]); returns a chunk when one is due.
     pub fn push(&mut self, latent: &Tensor) -> Result<Option<Vec<f32>>> {
-        self.add(latent);
-        if !self.is_due() {
+        self.latents.push(latent.reshape([-1]));
+        if self.latents.len() - self.rendered_upto < self.next_chunk_tokens() {
             return Ok(None);
         }
-        self.render_due()
-    }
-
-    /// Adds the latent of one generated token without rendering (see [`Self::render_due`]).
-    pub fn add(&mut self, latent: &Tensor) {
-        self.latents.push(latent.reshape([-1]));
-    }
-
-    /// Enough latents have arrived for the next chunk.
-    pub fn is_due(&self) -> bool {
-        self.latents.len() - self.rendered_upto >= self.next_chunk_tokens()
-    }
-
-    /// Renders the next chunk; None when nothing new can be emitted yet. Windowed, a chunk
-    /// never covers more than its scheduled size, so a caller that renders late catches up in
-    /// several renders of bounded cost; Reference renders everything added so far.
-    pub fn render_due(&mut self) -> Result<Option<Vec<f32>>> {
-        let upto = match self.opts.mode {
-            StreamMode::Windowed => self.latents.len().min(self.rendered_upto + self.next_chunk_tokens()),
-            StreamMode::Reference => self.latents.len(),
-        };
-        let chunk = self.render(upto, false)?;
+        let chunk = self.render(false)?;
         if chunk.is_some() {
+            let upto = self.latents.len();
             self.rendered_upto = upto;
             self.emitted_any = true;
             self.emitted_latents = upto - self.opts.holdback.min(upto);
@@ -270,7 +250,7 @@ impl<'a> StreamVocoder<'a> {
     }
 
     /// Latents to collect before the next chunk.
-    pub fn next_chunk_tokens(&self) -> usize {
+    fn next_chunk_tokens(&self) -> usize {
         if !self.emitted_any {
             self.opts.first_chunk_tokens
         } else if self.opts.ramp {
@@ -288,26 +268,25 @@ impl<'a> StreamVocoder<'a> {
         if self.latents.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.render(self.latents.len(), true)?.unwrap_or_default())
+        Ok(self.render(true)?.unwrap_or_default())
     }
 
-    /// The first `n` latents, stretched for the speed: [1, M, D].
-    fn latents_upto(&self, n: usize) -> Result<Tensor> {
-        apply_speed(&Tensor::stack(&self.latents[..n], 0).unsqueeze(0), self.opts.speed)
+    /// All latents so far, stretched for the speed: [1, M, D].
+    fn all_latents(&self) -> Result<Tensor> {
+        apply_speed(&Tensor::stack(&self.latents, 0).unsqueeze(0), self.opts.speed)
     }
 
-    /// Renders the audio due from the first `upto` latents.
-    fn render(&mut self, upto: usize, is_final: bool) -> Result<Option<Vec<f32>>> {
+    fn render(&mut self, is_final: bool) -> Result<Option<Vec<f32>>> {
         match self.opts.mode {
             StreamMode::Reference => {
                 let started = Instant::now();
-                let latents = self.latents_upto(upto)?;
+                let latents = self.all_latents()?;
                 let frames = self.hifigan.interpolation().frames(latents.size()[1]);
                 let wav = to_vec(&self.hifigan.decode(&latents, &self.speaker)?)?;
                 self.record(started, frames);
                 Ok(Some(self.reference.push(&wav, is_final)))
             }
-            StreamMode::Windowed => self.render_window(upto, is_final),
+            StreamMode::Windowed => self.render_window(is_final),
         }
     }
 
@@ -321,9 +300,10 @@ impl<'a> StreamVocoder<'a> {
         }
     }
 
-    fn render_window(&mut self, available: usize, is_final: bool) -> Result<Option<Vec<f32>>> {
+    fn render_window(&mut self, is_final: bool) -> Result<Option<Vec<f32>>> {
         let interp = self.hifigan.interpolation();
         let hop = self.hifigan.hop() as usize;
+        let available = self.latents.len();
         let total_frames = interp.frames(self.stretched(available));
         let emit_end = if is_final {
             total_frames
@@ -338,7 +318,7 @@ impl<'a> StreamVocoder<'a> {
         let first = (self.emitted_frames - context).max(0);
         // The interpolation is cheap and position-dependent: run it over everything, then
         // vocode only the window.
-        let z = interp.apply(&self.latents_upto(available)?);
+        let z = interp.apply(&self.all_latents()?);
         let window = z.narrow(2, first, total_frames - first);
         let wav = to_vec(&self.hifigan.generate(&window, &self.speaker)?)?;
         self.record(started, total_frames - first);
