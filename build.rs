@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 
 fn main() {
+    // The Japanese front-end calls libmecab (MeCab 0.996) through its C API; Debian/Ubuntu
+    // ship it as libmecab-dev (tools/setup installs it).
+    println!("cargo:rustc-link-lib=dylib=mecab");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Some(dir) = libtorch_lib_dir() {

@@ -51,6 +51,9 @@ pub struct EngineConfig {
     /// `windowed` (constant vocoder cost per chunk) or `reference` (bit-compatible with
     /// the reference's inference_stream, cost grows with the utterance).
     pub stream_mode: String,
+    /// unidic-lite's compiled MeCab dictionary (`tools/fetch_text_data`); without it Japanese
+    /// romaji are approximate.
+    pub japanese_dictionary: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +128,7 @@ impl Default for EngineConfig {
             stream_chunk_tokens: 20,
             first_chunk_tokens: 8,
             stream_mode: "windowed".into(),
+            japanese_dictionary: PathBuf::from("models/text/unidic-lite"),
         }
     }
 }

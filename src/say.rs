@@ -22,6 +22,9 @@ pub struct Args {
     /// Directory of named voices.
     #[arg(long, default_value = "speakers")]
     pub speakers: PathBuf,
+    /// MeCab dictionary for Japanese (tools/fetch_text_data); approximate romaji without it.
+    #[arg(long, default_value = "models/text/unidic-lite")]
+    pub japanese_dictionary: PathBuf,
     #[arg(long, default_value = "en")]
     pub lang: String,
     #[arg(long)]
@@ -61,6 +64,7 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = SynthesizerConfig {
         model_dir: args.model.clone(),
         speakers_dir: args.speakers.clone(),
+        japanese_dictionary: args.japanese_dictionary.clone(),
         device: args.device.clone(),
         stream: match args.stream_mode.as_str() {
             "windowed" => StreamOptions::windowed(),

@@ -40,6 +40,8 @@ pub struct SynthesizerConfig {
     pub max_batch: usize,
     /// Every sentence gets exactly this many codes (benchmarks with synthetic models).
     pub forced_tokens: Option<usize>,
+    /// The Japanese front-end's MeCab dictionary (optional: approximate romaji without it).
+    pub japanese_dictionary: PathBuf,
 }
 
 impl Default for SynthesizerConfig {
@@ -53,6 +55,7 @@ impl Default for SynthesizerConfig {
             cpu_threads: 0,
             max_batch: 8,
             forced_tokens: None,
+            japanese_dictionary: PathBuf::from("models/text/unidic-lite"),
         }
     }
 }
@@ -85,6 +88,7 @@ impl SynthesizerConfig {
             cpu_threads: cfg.cpu_threads,
             max_batch: cfg.max_batch,
             forced_tokens: None,
+            japanese_dictionary: cfg.japanese_dictionary.clone(),
         }
     }
 }
@@ -112,6 +116,21 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
+/// Installs the text front-end's dictionaries (process-wide). A missing directory leaves its
+/// language approximate, with one warning; one that is there but broken stops the start.
+fn load_text_dictionaries(cfg: &SynthesizerConfig) -> Result<()> {
+    let dir = &cfg.japanese_dictionary;
+    if dir.is_dir() {
+        text::ja::configure(dir).with_context(|| format!("engine.japanese_dictionary = {}", dir.display()))?;
+    } else {
+        tracing::warn!(
+            "engine.japanese_dictionary: {} is missing (run tools/fetch_text_data); Japanese romaji are approximate",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 fn model_file(dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     if path.is_file() {
@@ -134,6 +153,7 @@ impl Synthesizer {
             };
             tch::set_num_threads(threads as i32);
         }
+        load_text_dictionaries(cfg)?;
         let dir = &cfg.model_dir;
         let config_path = model_file(dir, "config.json")?;
         let model_path = model_file(dir, "model.pth")?;

@@ -36,6 +36,13 @@ fn load_fixture(name: &str) -> Fixture {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
+/// Installs the dictionaries the reference's cleaners use (fetched by tools/fetch_text_data).
+/// Missing data fails the test: without it Japanese is only approximated.
+fn configure_dictionaries() {
+    let dir = root().join("models/text/unidic-lite");
+    xttsd::xtts::text::ja::configure(&dir).unwrap_or_else(|e| panic!("{e:#}"));
+}
+
 fn vocab() -> Option<TextFrontend> {
     let path = root().join("tests/fixtures/tiny/model/vocab.json");
     Path::exists(&path).then(|| TextFrontend::from_file(&path).expect("tiny vocab loads"))
@@ -71,6 +78,7 @@ fn compare(case: &Case, frontend: Option<&TextFrontend>) -> Option<String> {
 /// Compares every case of a fixture, prints a per-language tally, fails on any unexpected
 /// difference.
 fn check_fixture(name: &str, frontend: Option<&TextFrontend>) {
+    configure_dictionaries();
     let fixture = load_fixture(name);
     // lang -> (exact, known mismatches, total)
     let mut tally: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
@@ -155,4 +163,39 @@ fn every_chunk_starts_with_the_language_token() {
     assert_ne!(en[0][0], zh[0][0]);
     assert!(frontend.has_language_token("zh-cn"));
     assert!(!frontend.has_language_token("xx"));
+}
+
+/// One-off bulk comparison of the Japanese front-end with the reference on the set written by
+/// `tools/reference/ja_bulk.py` (real sentences and random character mixes): prints the match
+/// rate and the first differences. Run with `-- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn japanese_bulk_comparison() {
+    #[derive(Deserialize)]
+    struct Line {
+        text: String,
+        cleaned: Option<String>,
+    }
+    configure_dictionaries();
+    let path = std::env::var("JA_BULK").map_or_else(|_| root().join("target/ja_bulk.jsonl"), PathBuf::from);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e} (run tools/reference/ja_bulk.py)", path.display()));
+    let (mut exact, mut total) = (0, 0);
+    let mut differences = Vec::new();
+    for line in text.lines() {
+        let line: Line = serde_json::from_str(line).expect("bulk line parses");
+        total += 1;
+        let ours = clean(&line.text, "ja").ok();
+        if ours == line.cleaned {
+            exact += 1;
+        } else if differences.len() < 20 {
+            differences.push(format!("{:?}\n  ours: {ours:?}\n   ref: {:?}", line.text, line.cleaned));
+        }
+    }
+    eprintln!("{}", differences.join("\n"));
+    eprintln!(
+        "japanese bulk: {exact}/{total} exact ({:.2}%)",
+        100.0 * exact as f64 / total as f64
+    );
+    assert!(total > 0, "{} is empty", path.display());
 }

@@ -2,7 +2,7 @@
 //! splitting, reproducing the reference `VoiceBpeTokenizer` and `Xtts.inference` steps.
 
 mod cleaners;
-mod ja;
+pub mod ja;
 mod ko;
 mod numbers;
 mod pystr;
