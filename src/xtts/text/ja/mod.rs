@@ -10,13 +10,13 @@
 
 mod kana;
 mod mecab;
+mod normalize;
 mod words;
 
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
-use tokenizers::NormalizedString;
 
 use super::pystr;
 use mecab::Tagger;
@@ -57,7 +57,7 @@ pub fn romanize(text: &str) -> Result<String> {
     let Some(tagger) = TAGGER.get() else {
         return Ok(pystr::lower(&approximate(text)));
     };
-    let text = normalize(text);
+    let text = normalize::normalize(text);
     let words = {
         // A panic while parsing leaves MeCab's state rebuilt by the next parse: the lock stays usable.
         let mut tagger = tagger.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,23 +66,6 @@ pub fn romanize(text: &str) -> Result<String> {
     .context("splitting Japanese text into words")?;
     let roma = words::romanize(&words)?;
     Ok(pystr::lower(pystr::strip(&roma)))
-}
-
-/// NFKC (full-width letters and digits to ASCII, half-width kana to full width), then the
-/// curly quotes that the reference's width conversion turns into ASCII.
-fn normalize(text: &str) -> String {
-    let mut normalized = NormalizedString::from(text);
-    normalized.nfkc();
-    normalized
-        .get()
-        .chars()
-        .map(|c| match c {
-            '\u{2018}' => '`',
-            '\u{2019}' => '\'',
-            '\u{201d}' => '"',
-            _ => c,
-        })
-        .collect()
 }
 
 /// Without a dictionary: each run of kana romanised on its own, everything else unchanged.
@@ -165,15 +148,13 @@ mod tests {
         assert_eq!(roma("안녕"), "??");
         assert_eq!(roma("bob's cat"), "bob's cat");
         assert_eq!(roma("１２３"), "123");
+        // Digits of other scripts stay as they are; other unknown characters become "?".
+        assert_eq!(roma("弁٣"), "ben٣");
+        assert_eq!(roma("弁ß"), "ben ?");
     }
 
     #[test]
     fn nul_ends_the_text_as_in_c() {
         assert_eq!(roma("ねこ\0いぬ"), roma("ねこ"));
-    }
-
-    #[test]
-    fn normalisation_widens_half_width_kana() {
-        assert_eq!(normalize("ｶﾞｯｺｳ’"), "ガッコウ'");
     }
 }
