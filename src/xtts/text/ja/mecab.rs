@@ -2,9 +2,10 @@
 //! splits Japanese text into words, each with the dictionary's features.
 //!
 //! A minimal `extern "C"` binding of the C API (open, parse to nodes, error text, close);
-//! build.rs links `-lmecab`. The `mecab` crate on crates.io is unmaintained and copies each
-//! node's text up to the end of the input instead of its own length; `mecab-sys` compiles
-//! its own MeCab from bundled C++ sources, a second copy of what the system package ships.
+//! build.rs links `-lmecab`. The crates.io bindings fit worse: `mecab` (mecab-rs 0.1) is an
+//! old wrapper that still points at Travis CI and googlecode downloads, and `mecab-sys`
+//! compiles a second MeCab from bundled C++ sources on every clean build. Four functions and
+//! one struct are all the front-end needs.
 
 use std::ffi::{c_char, c_int, c_long, c_uint, c_ushort, c_void, CStr, CString};
 use std::path::Path;
@@ -91,16 +92,86 @@ unsafe impl Send for Tagger {}
 /// The files MeCab reads from a compiled dictionary directory.
 const DICTIONARY_FILES: [&str; 5] = ["sys.dic", "matrix.bin", "char.bin", "unk.dic", "dicrc"];
 
+/// Checks that each file of the dictionary is there and that the binary ones have the
+/// header of MeCab's formats, so that a truncated or foreign file is named (MeCab itself
+/// reports no reason through its C API).
+fn check_files(dir: &Path) -> Result<()> {
+    for name in DICTIONARY_FILES {
+        let path = dir.join(name);
+        if !path.is_file() {
+            bail!("MeCab dictionary {}: missing {name}", dir.display());
+        }
+        let problem = match name {
+            "sys.dic" | "unk.dic" => check_lexicon(&path)?,
+            "matrix.bin" => check_sized(&path, 4, |h| 4 + 2 * u64::from(u16le(h, 0)) * u64::from(u16le(h, 2)))?,
+            // Category count, 32-byte category names, then one u32 per BMP character but U+FFFF.
+            "char.bin" => check_sized(&path, 4, |h| 4 + 32 * u64::from(u32le(h, 0)) + 4 * 0xffff)?,
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            bail!("MeCab dictionary file {} is not usable: {problem}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// A compiled lexicon starts with its size XORed with a magic number, then version 102.
+fn check_lexicon(path: &Path) -> Result<Option<String>> {
+    let (header, len) = read_header(path, 8)?;
+    let Some(header) = header else {
+        return Ok(Some(format!("{len} bytes is too short")));
+    };
+    let stated = u32le(&header, 0) ^ 0xef71_8f77;
+    let version = u32le(&header, 4);
+    Ok(if u64::from(stated) != len {
+        Some(format!("its header states {stated} bytes but it has {len}"))
+    } else if version != 102 {
+        Some(format!("format version {version}, expected 102"))
+    } else {
+        None
+    })
+}
+
+/// A file whose size follows from its first `header_len` bytes.
+fn check_sized(path: &Path, header_len: usize, expected: impl Fn(&[u8]) -> u64) -> Result<Option<String>> {
+    let (header, len) = read_header(path, header_len)?;
+    Ok(match header {
+        None => Some(format!("{len} bytes is too short")),
+        Some(h) if expected(&h) != len => Some(format!("its header implies {} bytes but it has {len}", expected(&h))),
+        Some(_) => None,
+    })
+}
+
+/// The first `n` bytes of the file (None when shorter) and its length.
+fn read_header(path: &Path, n: usize) -> Result<(Option<Vec<u8>>, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if len < n as u64 {
+        return Ok((None, len));
+    }
+    let mut header = vec![0; n];
+    file.read_exact(&mut header)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok((Some(header), len))
+}
+
+fn u16le(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32le(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
 impl Tagger {
     /// Opens the compiled dictionary in `dir`. Its own `mecabrc` is used when present, so no
     /// system-wide MeCab configuration is read.
     pub fn open(dir: &Path) -> Result<Self> {
-        for name in DICTIONARY_FILES {
-            let path = dir.join(name);
-            if !path.is_file() {
-                bail!("MeCab dictionary {}: missing {name}", dir.display());
-            }
-        }
+        check_files(dir)?;
         let rc = dir.join("mecabrc");
         let rc = if rc.is_file() {
             rc
@@ -116,8 +187,9 @@ impl Tagger {
         // SAFETY: argv points at NUL-terminated strings that outlive the call; MeCab copies them.
         let raw = unsafe { mecab_new(argv.len() as c_int, argv.as_mut_ptr()) };
         if raw.is_null() {
+            // The binary files passed their header checks: what is left is mostly dicrc.
             bail!(
-                "MeCab cannot open the dictionary {}: {}",
+                "MeCab cannot open the dictionary {} (is dicrc intact?): {}",
                 dir.display(),
                 last_error(raw)
             );
@@ -227,13 +299,54 @@ mod tests {
         assert!(err.contains("missing sys.dic"), "{err}");
     }
 
-    #[test]
-    fn broken_dictionary_is_an_error() {
+    /// The fetched dictionary seen through links in a temporary folder, with
+    /// `broken` overwritten.
+    fn dictionary_with_broken(broken: &str, content: &[u8]) -> tempfile::TempDir {
+        let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/text/unidic-lite");
         let dir = tempfile::tempdir().unwrap();
-        for name in DICTIONARY_FILES {
-            std::fs::write(dir.path().join(name), b"not a dictionary").unwrap();
+        for name in DICTIONARY_FILES.iter().chain(&["mecabrc"]) {
+            let from = real.join(name);
+            assert!(
+                from.is_file(),
+                "{} is missing: run tools/fetch_text_data",
+                from.display()
+            );
+            std::os::unix::fs::symlink(&from, dir.path().join(name)).unwrap();
         }
+        std::fs::remove_file(dir.path().join(broken)).unwrap();
+        std::fs::write(dir.path().join(broken), content).unwrap();
+        dir
+    }
+
+    #[test]
+    fn broken_files_are_named() {
+        for name in ["sys.dic", "matrix.bin", "char.bin", "unk.dic"] {
+            let dir = dictionary_with_broken(name, b"not a dictionary file");
+            let err = Tagger::open(dir.path()).err().unwrap().to_string();
+            assert!(err.contains(&format!("{name} is not usable")), "{err}");
+        }
+        let dir = dictionary_with_broken("char.bin", b"");
+        let err = Tagger::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("0 bytes is too short"), "{err}");
+    }
+
+    #[test]
+    fn broken_dicrc_is_an_error() {
+        let dir = dictionary_with_broken("dicrc", b"not a configuration\n");
         let err = Tagger::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("MeCab cannot open"), "{err}");
+    }
+
+    #[test]
+    fn intact_dictionary_splits_words() {
+        let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/text/unidic-lite");
+        let mut tagger = Tagger::open(&real).unwrap();
+        let words = tagger.parse("猫 と犬").unwrap();
+        let surfaces: Vec<&str> = words.iter().map(|w| w.surface.as_str()).collect();
+        assert_eq!(surfaces, ["猫", "と", "犬"]);
+        assert!(words[1].space_before && !words[2].space_before);
+        assert_eq!(words[0].feature(17), Some("ネコ"));
+        assert!(!words[0].unknown);
+        assert!(tagger.parse("").unwrap().is_empty());
     }
 }
