@@ -13,35 +13,45 @@ mod mecab;
 mod normalize;
 mod words;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::pystr;
 use mecab::Tagger;
 
-/// The process-wide word splitter, installed once by [`configure`].
-static TAGGER: OnceLock<Mutex<Tagger>> = OnceLock::new();
+/// The process-wide word splitter and the directory its dictionary came from, installed once
+/// by [`configure`].
+static TAGGER: OnceLock<(PathBuf, Mutex<Tagger>)> = OnceLock::new();
 
 /// Loads the compiled MeCab dictionary in `dir` (unidic-lite's `dicdir`, fetched by
 /// `tools/fetch_text_data` into `models/text/unidic-lite`) for every later [`romanize`].
-/// A missing or broken dictionary is an error naming the file. Once a dictionary is installed,
-/// later calls keep it and return Ok.
+/// A missing or broken dictionary is an error naming the file. The dictionary stays for the
+/// life of the process: configuring the same directory again is a no-op, another one an error.
 pub fn configure(dir: &Path) -> Result<()> {
-    if TAGGER.get().is_some() {
-        return Ok(());
-    }
     if !dir.is_dir() {
-        anyhow::bail!(
+        bail!(
             "Japanese dictionary {} is missing; run tools/fetch_text_data",
             dir.display()
         );
     }
-    let tagger = Tagger::open(dir)?;
-    // Two threads configuring at once: the first one stored wins, the other tagger is dropped.
-    let _ = TAGGER.set(Mutex::new(tagger));
-    Ok(())
+    let canonical = dir
+        .canonicalize()
+        .with_context(|| format!("Japanese dictionary {}", dir.display()))?;
+    if TAGGER.get().is_none() {
+        let tagger = Tagger::open(dir)?;
+        // Two threads configuring at once: the first one stored wins, the other is dropped.
+        let _ = TAGGER.set((canonical.clone(), Mutex::new(tagger)));
+    }
+    match TAGGER.get() {
+        Some((loaded, _)) if *loaded != canonical => bail!(
+            "Japanese dictionary {} requested, but {} is already loaded",
+            dir.display(),
+            loaded.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Whether [`configure`] installed a dictionary (else romaji are approximate).
@@ -54,7 +64,7 @@ pub fn romanize(text: &str) -> Result<String> {
     if text.is_empty() {
         return Ok(String::new());
     }
-    let Some(tagger) = TAGGER.get() else {
+    let Some((_, tagger)) = TAGGER.get() else {
         return Ok(pystr::lower(&approximate(text)));
     };
     let text = normalize::normalize(text);
@@ -117,14 +127,22 @@ mod tests {
 
     #[test]
     fn missing_dictionary_is_an_error_naming_the_fetch_script() {
-        // Only checked before anything is installed: a loaded dictionary is kept.
-        if is_configured() {
-            return;
-        }
         let err = configure(Path::new("/nonexistent/unidic-lite"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("tools/fetch_text_data"), "{err}");
+    }
+
+    #[test]
+    fn a_second_dictionary_is_refused() {
+        dictionary();
+        // The same directory by another spelling is the same dictionary.
+        let same = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/text/../text/unidic-lite");
+        configure(&same).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let err = configure(other.path()).unwrap_err().to_string();
+        assert!(err.contains("already loaded"), "{err}");
+        assert!(is_configured());
     }
 
     #[test]
