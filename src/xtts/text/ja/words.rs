@@ -41,6 +41,15 @@ struct Token {
     space: bool,
 }
 
+impl Token {
+    fn new(text: impl Into<String>, space: bool) -> Self {
+        Self {
+            text: text.into(),
+            space,
+        }
+    }
+}
+
 /// The romaji of `words` (MeCab's split of normalised text), before lowercasing.
 pub fn romanize(words: &[Word]) -> Result<String> {
     let mut out: Vec<Token> = Vec::with_capacity(words.len());
@@ -54,10 +63,7 @@ pub fn romanize(words: &[Word]) -> Result<String> {
             if let Some(prev) = out.last_mut() {
                 prev.space = false;
             }
-            out.push(Token {
-                text: "'".into(),
-                space: false,
-            });
+            out.push(Token::new("'", false));
             continue;
         }
         let roma = word_romaji(word)?;
@@ -74,29 +80,20 @@ pub fn romanize(words: &[Word]) -> Result<String> {
             if let Some(prev) = out.last_mut() {
                 prev.space = true;
             }
-            out.push(Token {
-                text: roma,
-                space: false,
-            });
+            out.push(Token::new(roma, false));
             continue;
         }
         if roma == "/" {
-            out.push(Token {
-                text: roma,
-                space: false,
-            });
+            out.push(Token::new(roma, false));
             continue;
         }
         // Between ASCII words, keep the spacing of the input.
         if let Some(n) = next.filter(|n| word.surface.is_ascii() && n.surface.is_ascii()) {
-            out.push(Token {
-                text: word.surface.clone(),
-                space: n.space_before,
-            });
+            out.push(Token::new(word.surface.as_str(), n.space_before));
             continue;
         }
         let space = space_after(word, next, foreign && roma.ends_with('-'));
-        out.push(Token { text: roma, space });
+        out.push(Token::new(roma, space));
     }
     // A っ with no word after it has nothing to double.
     let mut text = String::new();
