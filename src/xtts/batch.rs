@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::gpt::{Gpt, GptConfig, KvStore};
 use super::model::StopReason;
-use super::sampling::{Sampler, SamplingParams};
+use super::sampling::{sample_rows, Sampler, SamplingParams};
 
 /// Conditioning latents the perceiver resampler emits per voice (spec 3).
 pub const COND_LATENTS: i64 = 32;
@@ -300,7 +300,7 @@ impl<'m> BatchDecoder<'m> {
             codes: 0,
             last_code: cfg.start_audio_token,
         });
-        let token = self.pick(slot, latent);
+        let token = self.pick(&[slot], &latent).map(|mut t| t.remove(0));
         self.stats.prefills += 1;
         self.stats.prefill_ms += started.elapsed().as_secs_f64() * 1e3;
         token
@@ -328,16 +328,13 @@ impl<'m> BatchDecoder<'m> {
         self.cache.begin_decode(slots)?;
         let latents = self.gpt.forward_store(&mut self.cache, &embeds).last();
         self.cache.end_step(slots);
-        let mut tokens = Vec::with_capacity(slots.len());
-        for (b, &slot) in slots.iter().enumerate() {
-            match self.pick(slot, latents.narrow(0, b as i64, 1)) {
-                Ok(token) => tokens.push(token),
-                Err(e) => {
-                    self.release(slot);
-                    return Err(e.context(format!("sampling slot {slot}")));
-                }
+        let tokens = match self.pick(slots, &latents) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                slots.iter().for_each(|&slot| self.release(slot));
+                return Err(e.context("sampling"));
             }
-        }
+        };
         self.stats.steps += 1;
         self.stats.rows += slots.len() as u64;
         self.stats.step_ms += started.elapsed().as_secs_f64() * 1e3;
@@ -354,56 +351,84 @@ impl<'m> BatchDecoder<'m> {
 
     /// Embeddings [B, 1, D] of one code per row, each at its own audio position.
     fn code_embeddings(&self, codes: &[i64], positions: &[i64]) -> Result<Tensor> {
-        let rows = codes
-            .iter()
-            .zip(positions)
-            .map(|(&code, &pos)| {
-                self.gpt
-                    .audio_embeddings(&Tensor::from_slice(&[code]).view([1, 1]), pos)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::cat(&rows, 0))
+        self.gpt.audio_embeddings_rows(codes, positions)
     }
 
-    /// Chooses the next code of `slot` from its latent ([1, D]) and records it.
-    fn pick(&mut self, slot: usize, latent: Tensor) -> Result<Token> {
+    /// Chooses the next code of each of `slots` from its latent (row b of `latents`, [B, D])
+    /// and records it. One logits matmul and one sampling pass for the whole batch.
+    fn pick(&mut self, slots: &[usize], latents: &Tensor) -> Result<Vec<Token>> {
         let cfg = self.gpt.config();
         let (stop, max_new) = (cfg.stop_audio_token, cfg.max_new_tokens as usize);
-        let row = self.rows[slot].as_mut().expect("picking for an active slot");
-        let n = row.codes + 1;
-        let code = match row.forced_tokens {
-            Some(t) if n >= t => stop,
-            Some(_) => {
-                let logits = self.gpt.mel_logits(&latent).reshape([-1]);
-                let _ = logits.narrow(0, stop, 1).fill_(f64::NEG_INFINITY);
-                let mut code = row.sampler.next(&logits, &row.history)?;
-                if code == stop {
-                    // Only possible when every other code was masked away by top-k/top-p.
-                    code = logits.argmax(-1, false).int64_value(&[]);
-                }
-                code
+        let logits = self.gpt.mel_logits(latents);
+        let mut rows = Vec::with_capacity(slots.len());
+        for (slot, row) in self.rows.iter_mut().enumerate() {
+            if let Some(b) = slots.iter().position(|&s| s == slot) {
+                rows.push((b, row.as_mut()));
             }
-            None => row.sampler.next(&self.gpt.mel_logits(&latent), &row.history)?,
-        };
-        row.codes = n;
-        row.history.push(code);
-        row.last_code = code;
-        self.stats.tokens += 1;
-        let finished = if code == stop {
-            Some(StopReason::StopToken)
-        } else if n >= max_new {
-            Some(StopReason::MaxTokens)
-        } else {
-            None
-        };
-        if finished.is_some() {
-            self.release(slot);
         }
-        Ok(Token {
-            slot,
-            code,
-            latent,
-            finished,
-        })
+        rows.sort_by_key(|(b, _)| *b);
+        let mut rows = rows
+            .into_iter()
+            .map(|(b, row)| row.with_context(|| format!("slot {} is not generating", slots[b])))
+            .collect::<Result<Vec<&mut Row>>>()?;
+        if rows.len() != slots.len() {
+            bail!("slots {slots:?}: some do not exist or repeat");
+        }
+        // Forced lengths: the stop code is masked until the last code, which is the stop code.
+        let forced_stop: Vec<bool> = rows
+            .iter()
+            .map(|r| r.forced_tokens.is_some_and(|t| r.codes + 1 >= t))
+            .collect();
+        let no_stop: Vec<bool> = rows
+            .iter()
+            .zip(&forced_stop)
+            .map(|(r, &last)| r.forced_tokens.is_some() && !last)
+            .collect();
+        if no_stop.iter().any(|&m| m) {
+            let mask = Tensor::from_slice(&no_stop).to_device(logits.device()).view([-1, 1]);
+            let _ = logits.narrow(1, stop, 1).masked_fill_(&mask, f64::NEG_INFINITY);
+        }
+        let sampled = {
+            let (mut samplers, histories): (Vec<&mut Sampler>, Vec<&[i64]>) = rows
+                .iter_mut()
+                .map(|r| {
+                    let Row { sampler, history, .. } = &mut **r;
+                    (sampler, history.as_slice())
+                })
+                .unzip();
+            sample_rows(&mut samplers, &histories, &logits)?
+        };
+        let mut tokens = Vec::with_capacity(slots.len());
+        let mut finished_slots = Vec::new();
+        for (b, row) in rows.into_iter().enumerate() {
+            let mut code = if forced_stop[b] { stop } else { sampled[b] };
+            if no_stop[b] && code == stop {
+                // Only possible when every other code was masked away by top-k/top-p.
+                code = logits.get(b as i64).argmax(-1, false).int64_value(&[]);
+            }
+            let n = row.codes + 1;
+            row.codes = n;
+            row.history.push(code);
+            row.last_code = code;
+            let finished = if code == stop {
+                Some(StopReason::StopToken)
+            } else if n >= max_new {
+                Some(StopReason::MaxTokens)
+            } else {
+                None
+            };
+            if finished.is_some() {
+                finished_slots.push(slots[b]);
+            }
+            tokens.push(Token {
+                slot: slots[b],
+                code,
+                latent: latents.narrow(0, b as i64, 1),
+                finished,
+            });
+        }
+        self.stats.tokens += tokens.len() as u64;
+        finished_slots.into_iter().for_each(|slot| self.release(slot));
+        Ok(tokens)
     }
 }

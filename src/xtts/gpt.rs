@@ -447,6 +447,23 @@ impl Gpt {
         Ok(emb + self.mel_pos_embedding.narrow(0, first_position, t).unsqueeze(0))
     }
 
+    /// Embeddings [B, 1, D] of one audio code per row, row b at audio position `positions[b]`:
+    /// two gathers for the whole batch.
+    pub fn audio_embeddings_rows(&self, codes: &[i64], positions: &[i64]) -> Result<Tensor> {
+        if codes.len() != positions.len() {
+            bail!("{} codes for {} positions", codes.len(), positions.len());
+        }
+        let last = self.cfg.mel_positions;
+        if let Some(bad) = positions.iter().find(|&&p| p < 0 || p >= last) {
+            bail!("audio position {bad} exceeds the {last} learned positions");
+        }
+        let dev = self.device();
+        let codes = Tensor::from_slice(codes).to_device(dev);
+        let positions = Tensor::from_slice(positions).to_device(dev);
+        let emb = self.mel_embedding.index_select(0, &codes) + self.mel_pos_embedding.index_select(0, &positions);
+        Ok(emb.unsqueeze(1))
+    }
+
     /// Runs `embeds` ([B, T, D]) after what `cache` holds, storing their keys and values.
     /// `valid` ([B, T] bool) marks padding in a batched, left-padded prefill; None = all real.
     pub fn forward_cached(&self, cache: &mut KvCache, embeds: &Tensor, valid: Option<&Tensor>) -> Result<GptOutput> {
