@@ -341,9 +341,11 @@ impl SpeechBackend for Synthesizer {
         };
         loop {
             batch.drop_cancelled(&mut decoder);
-            // Admit waiting requests while slots are free; block only when idle.
-            while decoder.free_slots() > 0 {
-                let next = if batch.active.is_empty() {
+            // Admit waiting requests while slots are free; block only when idle. Their
+            // prefills run together.
+            let mut new = Vec::new();
+            while decoder.free_slots() > new.len() {
+                let next = if batch.active.is_empty() && new.is_empty() {
                     match jobs.wait() {
                         Some(job) => job,
                         None => return,
@@ -362,9 +364,14 @@ impl SpeechBackend for Synthesizer {
                     .get(&next.req.voice, encoder, conditioning)
                     .and_then(|voice| Ok((text.encode_sentences(&next.req.text, &next.req.lang, true)?, voice)));
                 match prepared {
-                    Ok((sentences, voice)) => batch.admit(&mut decoder, next, sentences, voice),
+                    Ok((sentences, voice)) => new.push((next, sentences, voice)),
                     Err(e) => next.finish(Err(e)),
                 }
+                Metrics::add(&METRICS.busy_us, started.elapsed().as_micros() as u64);
+            }
+            if !new.is_empty() {
+                let started = Instant::now();
+                batch.admit(&mut decoder, new);
                 Metrics::add(&METRICS.busy_us, started.elapsed().as_micros() as u64);
             }
             let started = Instant::now();
@@ -512,22 +519,26 @@ impl Batcher<'_, '_> {
         s.codes >= self.cfg.stream.first_chunk_tokens || !s.job.req.options.plays_in.is_zero()
     }
 
-    fn admit(&mut self, decoder: &mut BatchDecoder, job: Job, sentences: Vec<Vec<i64>>, voice: Arc<Voice>) {
-        if sentences.is_empty() {
-            return job.finish(Ok(()));
+    /// Starts new requests, their first prefills run as one batch.
+    fn admit(&mut self, decoder: &mut BatchDecoder, new: Vec<(Job, Vec<Vec<i64>>, Arc<Voice>)>) {
+        let mut starting = Vec::new();
+        for (job, sentences, voice) in new {
+            if sentences.is_empty() {
+                job.finish(Ok(()));
+                continue;
+            }
+            starting.push(Speaking {
+                job,
+                sentences,
+                sentence: 0,
+                voice,
+                slot: 0,
+                id: 0,
+                codes: 0,
+            });
         }
-        let speaking = Speaking {
-            job,
-            sentences,
-            sentence: 0,
-            voice,
-            slot: 0,
-            id: 0,
-            codes: 0,
-        };
-        if let Some(s) = self.start_sentence(decoder, speaking) {
-            self.active.push(s);
-        }
+        let started = self.start_sentences(decoder, starting);
+        self.active.extend(started);
     }
 
     fn row_options(&self, opts: &SpeechOptions, sentence: usize) -> RowOptions {
@@ -542,13 +553,41 @@ impl Batcher<'_, '_> {
 
     /// Prefills the request's sentence `s.sentence` and handles its first code. None when the
     /// request is over.
-    fn start_sentence(&mut self, decoder: &mut BatchDecoder, mut s: Speaking) -> Option<Speaking> {
-        let opts = self.row_options(&s.job.req.options, s.sentence);
-        let first = self
-            .model
-            .gpt()
-            .prefix_embeddings(&s.voice.gpt_cond_latent, &s.sentences[s.sentence])
-            .and_then(|prefix| decoder.admit(&prefix, &opts));
+    fn start_sentence(&mut self, decoder: &mut BatchDecoder, s: Speaking) -> Option<Speaking> {
+        self.start_sentences(decoder, vec![s]).pop()
+    }
+
+    /// Prefills each request's sentence `s.sentence`, all in one batch, and hands on their first
+    /// codes; returns the requests still speaking.
+    fn start_sentences(&mut self, decoder: &mut BatchDecoder, speaking: Vec<Speaking>) -> Vec<Speaking> {
+        let mut ready = Vec::new();
+        for s in speaking {
+            let opts = self.row_options(&s.job.req.options, s.sentence);
+            let prefix = self
+                .model
+                .gpt()
+                .prefix_embeddings(&s.voice.gpt_cond_latent, &s.sentences[s.sentence]);
+            match prefix {
+                Ok(prefix) => ready.push((s, prefix, opts)),
+                Err(e) => self.vocode(VocoderWork::Finish {
+                    sink: s.job.sink(),
+                    result: Err(e),
+                }),
+            }
+        }
+        let requests: Vec<(&Tensor, &RowOptions)> = ready.iter().map(|(_, p, o)| (p, o)).collect();
+        let firsts = decoder.admit_many(&requests);
+        let mut still = Vec::new();
+        for ((s, _, _), first) in ready.into_iter().zip(firsts) {
+            if let Some(s) = self.start_with(decoder, s, first) {
+                still.push(s);
+            }
+        }
+        still
+    }
+
+    /// Hands on a sentence's first code (or its failure).
+    fn start_with(&mut self, decoder: &mut BatchDecoder, mut s: Speaking, first: Result<Token>) -> Option<Speaking> {
         let first = match first {
             Ok(first) => first,
             Err(e) => {

@@ -27,8 +27,14 @@ pub fn slot_capacity(cfg: &GptConfig) -> i64 {
 
 /// What the step under way writes.
 enum SlotStep {
-    /// `t` positions of one slot, from its start.
-    Prefill { slot: i64, t: i64, mask: Tensor },
+    /// `t` positions of each of `slots` from their start (rows shorter than `t` are padded at
+    /// the end: causal masking keeps their real positions from seeing the padding).
+    Prefill {
+        slots: Tensor,
+        lens: Vec<(usize, i64)>,
+        t: i64,
+        mask: Tensor,
+    },
     /// One position for each of `rows`, at `positions`; keys are read over `span` positions.
     /// `run`: the rows are the consecutive slots `start..start + n`, read as a view, not a copy.
     Decode {
@@ -86,18 +92,24 @@ impl SlotCache {
         self.lens[slot] = 0;
     }
 
-    /// Prepares a prefill of `t` positions into an empty `slot`.
-    fn begin_prefill(&mut self, slot: usize, t: i64) -> Result<()> {
-        if self.lens[slot] != 0 {
-            bail!("slot {slot} is not empty");
+    /// Prepares a prefill of `lens[i].1` positions into each empty slot `lens[i].0`, run as one
+    /// batch padded to the longest.
+    fn begin_prefill(&mut self, lens: &[(usize, i64)]) -> Result<()> {
+        for &(slot, t) in lens {
+            if self.lens[slot] != 0 {
+                bail!("slot {slot} is not empty");
+            }
+            if t > self.capacity {
+                bail!("prefill of {t} positions exceeds the slot capacity {}", self.capacity);
+            }
         }
-        if t > self.capacity {
-            bail!("prefill of {t} positions exceeds the slot capacity {}", self.capacity);
-        }
+        let t = lens.iter().map(|&(_, t)| t).max().unwrap_or(0);
         let device = self.keys[0].device();
         let mask = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
+        let slots: Vec<i64> = lens.iter().map(|&(s, _)| s as i64).collect();
         self.step = Some(SlotStep::Prefill {
-            slot: slot as i64,
+            slots: Tensor::from_slice(&slots).to_device(device),
+            lens: lens.to_vec(),
             t,
             mask,
         });
@@ -141,7 +153,7 @@ impl SlotCache {
     /// Commits the step once every layer has written it.
     fn end_step(&mut self, rows: &[usize]) {
         match self.step.take() {
-            Some(SlotStep::Prefill { slot, t, .. }) => self.lens[slot as usize] = t,
+            Some(SlotStep::Prefill { lens, .. }) => lens.into_iter().for_each(|(slot, t)| self.lens[slot] = t),
             Some(SlotStep::Decode { .. }) => rows.iter().for_each(|&s| self.lens[s] += 1),
             None => {}
         }
@@ -151,12 +163,11 @@ impl SlotCache {
 impl KvStore for SlotCache {
     fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor, Option<Tensor>) {
         match self.step.as_ref().expect("a slot step was begun") {
-            SlotStep::Prefill { slot, t, mask } => {
-                let mut keys = self.keys[layer].narrow(0, *slot, 1).narrow(2, 0, *t);
-                let mut values = self.values[layer].narrow(0, *slot, 1).narrow(2, 0, *t);
-                keys.copy_(k);
-                values.copy_(v);
-                (keys, values, Some(mask.shallow_clone()))
+            SlotStep::Prefill { slots, t, mask, .. } => {
+                // The rows attend only to their own new positions: to k and v themselves.
+                let _ = self.keys[layer].narrow(2, 0, *t).index_copy_(0, slots, k);
+                let _ = self.values[layer].narrow(2, 0, *t).index_copy_(0, slots, v);
+                (k.shallow_clone(), v.shallow_clone(), Some(mask.shallow_clone()))
             }
             SlotStep::Decode {
                 rows,
@@ -270,40 +281,128 @@ impl<'m> BatchDecoder<'m> {
     /// Starts a generation from `prefix` ([1, P, D], conditioning + text): runs its prefill in
     /// a free slot and returns its first code. Fails when no slot is free or it cannot fit.
     pub fn admit(&mut self, prefix: &Tensor, opts: &RowOptions) -> Result<Token> {
+        self.admit_many(&[(prefix, opts)]).remove(0)
+    }
+
+    /// Starts several generations with their prefills run as one batch; one result per request,
+    /// in order. A request that cannot start (no free slot, too long, bad options) fails alone.
+    pub fn admit_many(&mut self, requests: &[(&Tensor, &RowOptions)]) -> Vec<Result<Token>> {
         let _guard = tch::no_grad_guard();
-        let slot = self
-            .rows
-            .iter()
-            .position(Option::is_none)
-            .context("no free decoding slot")?;
-        let cfg = self.gpt.config();
-        let (_, p, _) = prefix.size3().context("prefix must be [1, P, D]")?;
-        if p + 1 + cfg.max_new_tokens > self.cache.capacity() {
-            bail!(
-                "a prefix of {p} positions leaves no room for {} codes in a slot of {}",
-                cfg.max_new_tokens,
-                self.cache.capacity()
-            );
-        }
         let started = Instant::now();
-        let sampler = Sampler::new(&opts.params)?;
+        let cfg = self.gpt.config();
+        let mut free = (0..self.rows.len()).filter(|&s| self.rows[s].is_none());
+        let mut results: Vec<Option<Result<Token>>> = Vec::with_capacity(requests.len());
+        // (request index, slot, prefill length, sampler)
+        let mut starting = Vec::new();
+        for (i, (prefix, opts)) in requests.iter().enumerate() {
+            let checked = (|| {
+                let (_, p, _) = prefix.size3().context("prefix must be [1, P, D]")?;
+                if p + 1 + cfg.max_new_tokens > self.cache.capacity() {
+                    bail!(
+                        "a prefix of {p} positions leaves no room for {} codes in a slot of {}",
+                        cfg.max_new_tokens,
+                        self.cache.capacity()
+                    );
+                }
+                let sampler = Sampler::new(&opts.params)?;
+                let slot = free.next().context("no free decoding slot")?;
+                Ok((slot, p + 1, sampler))
+            })();
+            match checked {
+                Ok((slot, t, sampler)) => {
+                    starting.push((i, slot, t, sampler));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        if !starting.is_empty() {
+            match self.prefill(requests, &starting) {
+                Ok(latents) => {
+                    let slots: Vec<usize> = starting.iter().map(|s| s.1).collect();
+                    for (i, slot, _, sampler) in starting.drain(..) {
+                        let opts = requests[i].1;
+                        self.rows[slot] = Some(Row {
+                            sampler,
+                            forced_tokens: opts.forced_tokens.map(|t| t.clamp(1, cfg.max_new_tokens as usize)),
+                            history: vec![1, cfg.start_audio_token],
+                            codes: 0,
+                            last_code: cfg.start_audio_token,
+                        });
+                    }
+                    match self.pick(&slots, &latents) {
+                        Ok(tokens) => {
+                            let mut tokens = tokens.into_iter();
+                            for r in results.iter_mut().filter(|r| r.is_none()) {
+                                *r = tokens.next().map(Ok);
+                            }
+                        }
+                        Err(e) => {
+                            slots.iter().for_each(|&s| self.release(s));
+                            let reason = format!("{e:#}");
+                            for r in results.iter_mut().filter(|r| r.is_none()) {
+                                *r = Some(Err(anyhow::anyhow!("sampling the first code: {reason}")));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    for (_, slot, _, _) in &starting {
+                        self.cache.clear(*slot);
+                    }
+                    for r in results.iter_mut().filter(|r| r.is_none()) {
+                        *r = Some(Err(anyhow::anyhow!("prefill failed: {reason}")));
+                    }
+                }
+            }
+            self.stats.prefills += 1;
+            self.stats.prefill_ms += started.elapsed().as_secs_f64() * 1e3;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("request was not started"))))
+            .collect()
+    }
+
+    /// Runs the prefills of `starting` (request index, slot, length) as one padded batch and
+    /// returns each one's last latent, [N, D].
+    fn prefill(
+        &mut self,
+        requests: &[(&Tensor, &RowOptions)],
+        starting: &[(usize, usize, i64, Sampler)],
+    ) -> Result<Tensor> {
+        let cfg = self.gpt.config();
+        let device = self.gpt.device();
+        let longest = starting.iter().map(|s| s.2).max().unwrap_or(0);
         let start = self.code_embeddings(&[cfg.start_audio_token], &[0])?;
-        let embeds = Tensor::cat(&[prefix.to_device(self.gpt.device()), start], 1);
-        self.cache.clear(slot);
-        self.cache.begin_prefill(slot, p + 1)?;
-        let latent = self.gpt.forward_store(&mut self.cache, &embeds).last();
-        self.cache.end_step(&[slot]);
-        self.rows[slot] = Some(Row {
-            sampler,
-            forced_tokens: opts.forced_tokens.map(|t| t.clamp(1, cfg.max_new_tokens as usize)),
-            history: vec![1, cfg.start_audio_token],
-            codes: 0,
-            last_code: cfg.start_audio_token,
-        });
-        let token = self.pick(&[slot], &latent).map(|mut t| t.remove(0));
-        self.stats.prefills += 1;
-        self.stats.prefill_ms += started.elapsed().as_secs_f64() * 1e3;
-        token
+        let rows = starting
+            .iter()
+            .map(|&(i, _, t, _)| {
+                let parts = [requests[i].0.to_device(device), start.shallow_clone()];
+                let row = Tensor::cat(&parts, 1);
+                if t < longest {
+                    let pad = Tensor::zeros([1, longest - t, cfg.dim], (row.kind(), device));
+                    Tensor::cat(&[row, pad], 1)
+                } else {
+                    row
+                }
+            })
+            .collect::<Vec<_>>();
+        let embeds = Tensor::cat(&rows, 0);
+        let lens: Vec<(usize, i64)> = starting.iter().map(|&(_, slot, t, _)| (slot, t)).collect();
+        for &(slot, _) in &lens {
+            self.cache.clear(slot);
+        }
+        self.cache.begin_prefill(&lens)?;
+        let latents = self.gpt.forward_store(&mut self.cache, &embeds).latents;
+        self.cache.end_step(&[]);
+        let last: Vec<i64> = lens.iter().map(|&(_, t)| t - 1).collect();
+        let last = Tensor::from_slice(&last)
+            .to_device(device)
+            .view([-1, 1, 1])
+            .expand([-1, 1, cfg.dim], false);
+        Ok(latents.gather(1, &last, false).squeeze_dim(1))
     }
 
     /// Runs one decode step for the given active slots together; one token per slot.
