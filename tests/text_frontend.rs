@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 use serde::Deserialize;
-use xttsd::xtts::text::{clean, TextFrontend};
+use xttsd::xtts::text::{clean, zh, TextFrontend};
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -30,7 +31,20 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Installs the fetched dictionaries the reference's readings need. Missing data is a
+/// failure, not a skip: the cases below are only exact with it.
+fn configure_dictionaries() {
+    static CONFIGURED: Once = Once::new();
+    CONFIGURED.call_once(|| {
+        let dir = root().join(zh::DEFAULT_DIR);
+        zh::configure(&dir).unwrap_or_else(|e| {
+            panic!("Chinese pinyin tables: {e:#}\nrun tools/fetch_text_data to fetch them")
+        });
+    });
+}
+
 fn load_fixture(name: &str) -> Fixture {
+    configure_dictionaries();
     let path = root().join("tests/fixtures/text").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
