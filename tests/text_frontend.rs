@@ -37,9 +37,8 @@ fn configure_dictionaries() {
     static CONFIGURED: Once = Once::new();
     CONFIGURED.call_once(|| {
         let dir = root().join(zh::DEFAULT_DIR);
-        zh::configure(&dir).unwrap_or_else(|e| {
-            panic!("Chinese pinyin tables: {e:#}\nrun tools/fetch_text_data to fetch them")
-        });
+        zh::configure(&dir)
+            .unwrap_or_else(|e| panic!("Chinese pinyin tables: {e:#}\nrun tools/fetch_text_data to fetch them"));
     });
 }
 
@@ -199,13 +198,19 @@ fn zh_bulk_matches_reference() {
         if pinyin == case.pinyin {
             entry.0 += 1;
         } else {
-            differences.push(format!("pinyin {:?}\n  ours {pinyin:?}\n   ref {:?}", case.text, case.pinyin));
+            differences.push(format!(
+                "pinyin {:?}\n  ours {pinyin:?}\n   ref {:?}",
+                case.text, case.pinyin
+            ));
         }
         let cleaned = clean(&case.text, "zh-cn").ok();
         if cleaned == case.cleaned {
             entry.1 += 1;
         } else {
-            differences.push(format!("cleaned {:?}\n  ours {cleaned:?}\n   ref {:?}", case.text, case.cleaned));
+            differences.push(format!(
+                "cleaned {:?}\n  ours {cleaned:?}\n   ref {:?}",
+                case.text, case.cleaned
+            ));
         }
     }
     for (source, (pinyin, cleaned, total)) in &tally {
@@ -214,5 +219,9 @@ fn zh_bulk_matches_reference() {
     for d in differences.iter().take(20) {
         eprintln!("{d}");
     }
-    assert!(differences.is_empty(), "{} differences from the reference", differences.len());
+    assert!(
+        differences.is_empty(),
+        "{} differences from the reference",
+        differences.len()
+    );
 }

@@ -146,8 +146,7 @@ fn parse_phrases(json: &str) -> Result<HashMap<String, Vec<String>>> {
 mod tests {
     use super::*;
 
-    const CHARACTERS: &str =
-        r#"{"20013": "zhōng,zhòng", "22269": "guó", "20154": "rén", "30340": "de,dí,dì", "37325": "zhòng,chóng", "24198": "qìng"}"#;
+    const CHARACTERS: &str = r#"{"20013": "zhōng,zhòng", "22269": "guó", "20154": "rén", "30340": "de,dí,dì", "37325": "zhòng,chóng", "24198": "qìng"}"#;
     const PHRASES: &str = r#"{"中国": [["zhōng"], ["guó"]], "重庆": [["chóng"], ["qìng"]]}"#;
 
     fn dict() -> PinyinDictionary {
@@ -172,7 +171,9 @@ mod tests {
     fn broken_data_is_rejected_with_its_reason() {
         let err = PinyinDictionary::from_json(r#"{"x": "a"}"#, "{}").err().unwrap();
         assert!(format!("{err:#}").contains("decimal code point"), "{err:#}");
-        let err = PinyinDictionary::from_json("{}", r#"{"中国": [["zhōng"]]}"#).err().unwrap();
+        let err = PinyinDictionary::from_json("{}", r#"{"中国": [["zhōng"]]}"#)
+            .err()
+            .unwrap();
         assert!(format!("{err:#}").contains("1 readings for 2 characters"), "{err:#}");
         let err = PinyinDictionary::from_json("{}", r#"{"中": [[]]}"#).err().unwrap();
         assert!(format!("{err:#}").contains("no reading"), "{err:#}");
@@ -182,7 +183,9 @@ mod tests {
 
     #[test]
     fn missing_directory_names_the_file() {
-        let err = PinyinDictionary::load(Path::new("/nonexistent/pypinyin")).err().unwrap();
+        let err = PinyinDictionary::load(Path::new("/nonexistent/pypinyin"))
+            .err()
+            .unwrap();
         assert!(format!("{err:#}").contains("pinyin_dict.json"), "{err:#}");
     }
 }

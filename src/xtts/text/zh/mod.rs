@@ -67,3 +67,25 @@ pub fn to_pinyin(text: &str) -> String {
         None => approximate::to_pinyin(text),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_directory_is_not_an_error() {
+        assert!(!configure_if_present(Path::new("/nonexistent/models/text/pypinyin")).unwrap());
+    }
+
+    #[test]
+    fn broken_directory_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(dictionary::CHARACTERS_FILE), "{}").unwrap();
+        std::fs::write(dir.path().join(dictionary::PHRASES_FILE), "{\"中国\": 1}").unwrap();
+        let err = PinyinDictionary::load(dir.path()).err().unwrap();
+        assert!(format!("{err:#}").contains("phrases_dict.json"), "{err:#}");
+        std::fs::remove_file(dir.path().join(dictionary::CHARACTERS_FILE)).unwrap();
+        let err = PinyinDictionary::load(dir.path()).err().unwrap();
+        assert!(format!("{err:#}").contains("pinyin_dict.json: cannot read"), "{err:#}");
+    }
+}
