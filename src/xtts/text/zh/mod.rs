@@ -55,11 +55,6 @@ pub fn configure_if_present(dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// Whether the reference's dictionary data is in use.
-pub fn is_configured() -> bool {
-    DICTIONARY.get().is_some()
-}
-
 /// Hanzi to TONE3 pinyin; every other character passes through unchanged.
 pub fn to_pinyin(text: &str) -> String {
     match DICTIONARY.get() {
