@@ -51,6 +51,9 @@ pub struct EngineConfig {
     /// `windowed` (constant vocoder cost per chunk) or `reference` (bit-compatible with
     /// the reference's inference_stream, cost grows with the utterance).
     pub stream_mode: String,
+    /// pypinyin's pinyin tables (`tools/fetch_text_data`); missing: Chinese is read
+    /// character by character, approximately.
+    pub chinese_dictionary: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +128,7 @@ impl Default for EngineConfig {
             stream_chunk_tokens: 20,
             first_chunk_tokens: 8,
             stream_mode: "windowed".into(),
+            chinese_dictionary: PathBuf::from("models/text/pypinyin"),
         }
     }
 }

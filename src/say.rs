@@ -45,6 +45,9 @@ pub struct Args {
     /// Streaming mode for the timings: windowed | reference.
     #[arg(long, default_value = "windowed")]
     pub stream_mode: String,
+    /// pypinyin's pinyin tables for Chinese (tools/fetch_text_data).
+    #[arg(long, default_value = "models/text/pypinyin")]
+    pub chinese_dictionary: PathBuf,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -67,6 +70,7 @@ pub fn run(args: Args) -> Result<()> {
             "reference" => StreamOptions::reference(),
             other => bail!("unknown --stream-mode '{other}': use windowed or reference"),
         },
+        chinese_dictionary: args.chinese_dictionary.clone(),
         ..SynthesizerConfig::default()
     };
     let mut synth = Synthesizer::load(&cfg)?;

@@ -40,6 +40,8 @@ pub struct SynthesizerConfig {
     pub max_batch: usize,
     /// Every sentence gets exactly this many codes (benchmarks with synthetic models).
     pub forced_tokens: Option<usize>,
+    /// pypinyin's pinyin tables; when missing, Chinese is read approximately.
+    pub chinese_dictionary: PathBuf,
 }
 
 impl Default for SynthesizerConfig {
@@ -53,6 +55,7 @@ impl Default for SynthesizerConfig {
             cpu_threads: 0,
             max_batch: 8,
             forced_tokens: None,
+            chinese_dictionary: PathBuf::from(text::zh::DEFAULT_DIR),
         }
     }
 }
@@ -85,6 +88,7 @@ impl SynthesizerConfig {
             cpu_threads: cfg.cpu_threads,
             max_batch: cfg.max_batch,
             forced_tokens: None,
+            chinese_dictionary: cfg.chinese_dictionary.clone(),
         }
     }
 }
@@ -134,6 +138,7 @@ impl Synthesizer {
             };
             tch::set_num_threads(threads as i32);
         }
+        text::zh::configure_if_present(&cfg.chinese_dictionary)?;
         let dir = &cfg.model_dir;
         let config_path = model_file(dir, "config.json")?;
         let model_path = model_file(dir, "model.pth")?;
