@@ -42,6 +42,8 @@ pub struct SynthesizerConfig {
     pub forced_tokens: Option<usize>,
     /// pypinyin's pinyin tables; when missing, Chinese is read approximately.
     pub chinese_dictionary: PathBuf,
+    /// The GPT's float type: `float32` (parity), `bfloat16` or `float16`.
+    pub gpt_dtype: String,
 }
 
 impl Default for SynthesizerConfig {
@@ -56,6 +58,7 @@ impl Default for SynthesizerConfig {
             max_batch: 8,
             forced_tokens: None,
             chinese_dictionary: PathBuf::from(text::zh::DEFAULT_DIR),
+            gpt_dtype: "float32".into(),
         }
     }
 }
@@ -89,6 +92,7 @@ impl SynthesizerConfig {
             max_batch: cfg.max_batch,
             forced_tokens: None,
             chinese_dictionary: cfg.chinese_dictionary.clone(),
+            gpt_dtype: cfg.gpt_dtype.clone(),
         }
     }
 }
@@ -113,6 +117,16 @@ pub fn parse_device(name: &str) -> Result<Device> {
         "cuda" => bail!("device 'cuda' requested but libtorch sees no usable CUDA device"),
         "auto" => Ok(Device::cuda_if_available()),
         other => bail!("unknown device '{other}': use auto, cpu or cuda"),
+    }
+}
+
+/// The GPT float types xttsd runs.
+pub fn parse_dtype(name: &str) -> Result<tch::Kind> {
+    match name {
+        "float32" => Ok(tch::Kind::Float),
+        "bfloat16" => Ok(tch::Kind::BFloat16),
+        "float16" => Ok(tch::Kind::Half),
+        other => bail!("unknown GPT dtype '{other}': use float32, bfloat16 or float16"),
     }
 }
 
@@ -149,7 +163,7 @@ impl Synthesizer {
         let weights = Weights::new(load_model_state(&model_path)?, &model_path, device);
         let encoder =
             VoiceEncoder::new(&weights, &config).with_context(|| format!("loading {}", model_path.display()))?;
-        let model = Xtts::from_weights(config.clone(), &weights, vocab)
+        let model = Xtts::from_weights(config.clone(), &weights, vocab, parse_dtype(&cfg.gpt_dtype)?)
             .with_context(|| format!("loading {}", model_path.display()))?;
         let vocoder = {
             let _guard = tch::no_grad_guard();

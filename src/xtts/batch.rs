@@ -57,9 +57,9 @@ pub struct SlotCache {
 }
 
 impl SlotCache {
-    pub fn new(cfg: &GptConfig, slots: usize, capacity: i64, device: Device) -> Self {
+    pub fn new(cfg: &GptConfig, slots: usize, capacity: i64, (kind, device): (Kind, Device)) -> Self {
         let shape = [slots as i64, cfg.heads, capacity, cfg.dim / cfg.heads];
-        let zeros = || Tensor::zeros(shape, (Kind::Float, device));
+        let zeros = || Tensor::zeros(shape, (kind, device));
         Self {
             keys: (0..cfg.layers).map(|_| zeros()).collect(),
             values: (0..cfg.layers).map(|_| zeros()).collect(),
@@ -84,7 +84,11 @@ impl SlotCache {
 
     /// Bytes held by keys and values.
     pub fn bytes(&self) -> i64 {
-        self.keys.iter().chain(&self.values).map(|t| t.numel() as i64 * 4).sum()
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as i64)
+            .sum()
     }
 
     /// Empties a slot for a new sequence (its old contents are masked, never read).
@@ -248,7 +252,7 @@ impl<'m> BatchDecoder<'m> {
             bail!("max_batch must be at least 1");
         }
         let cfg = gpt.config();
-        let cache = SlotCache::new(cfg, max_batch, slot_capacity(cfg), gpt.device());
+        let cache = SlotCache::new(cfg, max_batch, slot_capacity(cfg), (gpt.kind(), gpt.device()));
         Ok(Self {
             gpt,
             cache,
