@@ -51,6 +51,11 @@ pub struct EngineConfig {
     /// `windowed` (constant vocoder cost per chunk) or `reference` (bit-compatible with
     /// the reference's inference_stream, cost grows with the utterance).
     pub stream_mode: String,
+    /// pypinyin's pinyin tables (`tools/fetch_text_data`); missing: Chinese is read
+    /// character by character, approximately.
+    pub chinese_dictionary: PathBuf,
+    /// The GPT's float type: `float32` (what parity is proven in), `bfloat16` or `float16`.
+    pub gpt_dtype: String,
     /// unidic-lite's compiled MeCab dictionary (`tools/fetch_text_data`); without it Japanese
     /// romaji are approximate.
     pub japanese_dictionary: PathBuf,
@@ -128,6 +133,8 @@ impl Default for EngineConfig {
             stream_chunk_tokens: 20,
             first_chunk_tokens: 8,
             stream_mode: "windowed".into(),
+            gpt_dtype: "float32".into(),
+            chinese_dictionary: PathBuf::from("models/text/pypinyin"),
             japanese_dictionary: PathBuf::from("models/text/unidic-lite"),
         }
     }
@@ -227,6 +234,7 @@ impl Config {
         );
         anyhow::ensure!(self.engine.queue_limit > 0, "engine.queue_limit must be at least 1");
         anyhow::ensure!(self.engine.max_batch > 0, "engine.max_batch must be at least 1");
+        crate::synth::parse_dtype(&self.engine.gpt_dtype).context("engine.gpt_dtype")?;
         let e = &self.engine;
         let configured = crate::engine::SpeechOptions {
             temperature: Some(e.temperature),

@@ -48,6 +48,12 @@ pub struct Args {
     /// Streaming mode for the timings: windowed | reference.
     #[arg(long, default_value = "windowed")]
     pub stream_mode: String,
+    /// pypinyin's pinyin tables for Chinese (tools/fetch_text_data).
+    #[arg(long, default_value = "models/text/pypinyin")]
+    pub chinese_dictionary: PathBuf,
+    /// The GPT's float type: float32 | bfloat16 | float16.
+    #[arg(long, default_value = "float32")]
+    pub gpt_dtype: String,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -71,6 +77,8 @@ pub fn run(args: Args) -> Result<()> {
             "reference" => StreamOptions::reference(),
             other => bail!("unknown --stream-mode '{other}': use windowed or reference"),
         },
+        chinese_dictionary: args.chinese_dictionary.clone(),
+        gpt_dtype: args.gpt_dtype.clone(),
         ..SynthesizerConfig::default()
     };
     let mut synth = Synthesizer::load(&cfg)?;

@@ -40,6 +40,10 @@ pub struct SynthesizerConfig {
     pub max_batch: usize,
     /// Every sentence gets exactly this many codes (benchmarks with synthetic models).
     pub forced_tokens: Option<usize>,
+    /// pypinyin's pinyin tables; when missing, Chinese is read approximately.
+    pub chinese_dictionary: PathBuf,
+    /// The GPT's float type: `float32` (parity), `bfloat16` or `float16`.
+    pub gpt_dtype: String,
     /// The Japanese front-end's MeCab dictionary (optional: approximate romaji without it).
     pub japanese_dictionary: PathBuf,
 }
@@ -55,7 +59,9 @@ impl Default for SynthesizerConfig {
             cpu_threads: 0,
             max_batch: 8,
             forced_tokens: None,
-            japanese_dictionary: PathBuf::from("models/text/unidic-lite"),
+            chinese_dictionary: PathBuf::from(text::zh::DEFAULT_DIR),
+            gpt_dtype: "float32".into(),
+            japanese_dictionary: PathBuf::from(text::ja::DEFAULT_DIR),
         }
     }
 }
@@ -88,6 +94,8 @@ impl SynthesizerConfig {
             cpu_threads: cfg.cpu_threads,
             max_batch: cfg.max_batch,
             forced_tokens: None,
+            chinese_dictionary: cfg.chinese_dictionary.clone(),
+            gpt_dtype: cfg.gpt_dtype.clone(),
             japanese_dictionary: cfg.japanese_dictionary.clone(),
         }
     }
@@ -116,19 +124,14 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
-/// Installs the text front-end's dictionaries (process-wide). A missing directory leaves its
-/// language approximate, with one warning; one that is there but broken stops the start.
-fn load_text_dictionaries(cfg: &SynthesizerConfig) -> Result<()> {
-    let dir = &cfg.japanese_dictionary;
-    if dir.is_dir() {
-        text::ja::configure(dir).with_context(|| format!("engine.japanese_dictionary = {}", dir.display()))?;
-    } else {
-        tracing::warn!(
-            "engine.japanese_dictionary: {} is missing (run tools/fetch_text_data); Japanese romaji are approximate",
-            dir.display()
-        );
+/// The GPT float types xttsd runs.
+pub fn parse_dtype(name: &str) -> Result<tch::Kind> {
+    match name {
+        "float32" => Ok(tch::Kind::Float),
+        "bfloat16" => Ok(tch::Kind::BFloat16),
+        "float16" => Ok(tch::Kind::Half),
+        other => bail!("unknown GPT dtype '{other}': use float32, bfloat16 or float16"),
     }
-    Ok(())
 }
 
 fn model_file(dir: &Path, name: &str) -> Result<PathBuf> {
@@ -153,7 +156,8 @@ impl Synthesizer {
             };
             tch::set_num_threads(threads as i32);
         }
-        load_text_dictionaries(cfg)?;
+        text::zh::configure_if_present(&cfg.chinese_dictionary)?;
+        text::ja::configure_if_present(&cfg.japanese_dictionary)?;
         let dir = &cfg.model_dir;
         let config_path = model_file(dir, "config.json")?;
         let model_path = model_file(dir, "model.pth")?;
@@ -164,7 +168,7 @@ impl Synthesizer {
         let weights = Weights::new(load_model_state(&model_path)?, &model_path, device);
         let encoder =
             VoiceEncoder::new(&weights, &config).with_context(|| format!("loading {}", model_path.display()))?;
-        let model = Xtts::from_weights(config.clone(), &weights, vocab)
+        let model = Xtts::from_weights(config.clone(), &weights, vocab, parse_dtype(&cfg.gpt_dtype)?)
             .with_context(|| format!("loading {}", model_path.display()))?;
         let vocoder = {
             let _guard = tch::no_grad_guard();
@@ -361,9 +365,11 @@ impl SpeechBackend for Synthesizer {
         };
         loop {
             batch.drop_cancelled(&mut decoder);
-            // Admit waiting requests while slots are free; block only when idle.
-            while decoder.free_slots() > 0 {
-                let next = if batch.active.is_empty() {
+            // Admit waiting requests while slots are free; block only when idle. Their
+            // prefills run together.
+            let mut new = Vec::new();
+            while decoder.free_slots() > new.len() {
+                let next = if batch.active.is_empty() && new.is_empty() {
                     match jobs.wait() {
                         Some(job) => job,
                         None => return,
@@ -382,9 +388,14 @@ impl SpeechBackend for Synthesizer {
                     .get(&next.req.voice, encoder, conditioning)
                     .and_then(|voice| Ok((text.encode_sentences(&next.req.text, &next.req.lang, true)?, voice)));
                 match prepared {
-                    Ok((sentences, voice)) => batch.admit(&mut decoder, next, sentences, voice),
+                    Ok((sentences, voice)) => new.push((next, sentences, voice)),
                     Err(e) => next.finish(Err(e)),
                 }
+                Metrics::add(&METRICS.busy_us, started.elapsed().as_micros() as u64);
+            }
+            if !new.is_empty() {
+                let started = Instant::now();
+                batch.admit(&mut decoder, new);
                 Metrics::add(&METRICS.busy_us, started.elapsed().as_micros() as u64);
             }
             let started = Instant::now();
@@ -532,22 +543,26 @@ impl Batcher<'_, '_> {
         s.codes >= self.cfg.stream.first_chunk_tokens || !s.job.req.options.plays_in.is_zero()
     }
 
-    fn admit(&mut self, decoder: &mut BatchDecoder, job: Job, sentences: Vec<Vec<i64>>, voice: Arc<Voice>) {
-        if sentences.is_empty() {
-            return job.finish(Ok(()));
+    /// Starts new requests, their first prefills run as one batch.
+    fn admit(&mut self, decoder: &mut BatchDecoder, new: Vec<(Job, Vec<Vec<i64>>, Arc<Voice>)>) {
+        let mut starting = Vec::new();
+        for (job, sentences, voice) in new {
+            if sentences.is_empty() {
+                job.finish(Ok(()));
+                continue;
+            }
+            starting.push(Speaking {
+                job,
+                sentences,
+                sentence: 0,
+                voice,
+                slot: 0,
+                id: 0,
+                codes: 0,
+            });
         }
-        let speaking = Speaking {
-            job,
-            sentences,
-            sentence: 0,
-            voice,
-            slot: 0,
-            id: 0,
-            codes: 0,
-        };
-        if let Some(s) = self.start_sentence(decoder, speaking) {
-            self.active.push(s);
-        }
+        let started = self.start_sentences(decoder, starting);
+        self.active.extend(started);
     }
 
     fn row_options(&self, opts: &SpeechOptions, sentence: usize) -> RowOptions {
@@ -562,13 +577,41 @@ impl Batcher<'_, '_> {
 
     /// Prefills the request's sentence `s.sentence` and handles its first code. None when the
     /// request is over.
-    fn start_sentence(&mut self, decoder: &mut BatchDecoder, mut s: Speaking) -> Option<Speaking> {
-        let opts = self.row_options(&s.job.req.options, s.sentence);
-        let first = self
-            .model
-            .gpt()
-            .prefix_embeddings(&s.voice.gpt_cond_latent, &s.sentences[s.sentence])
-            .and_then(|prefix| decoder.admit(&prefix, &opts));
+    fn start_sentence(&mut self, decoder: &mut BatchDecoder, s: Speaking) -> Option<Speaking> {
+        self.start_sentences(decoder, vec![s]).pop()
+    }
+
+    /// Prefills each request's sentence `s.sentence`, all in one batch, and hands on their first
+    /// codes; returns the requests still speaking.
+    fn start_sentences(&mut self, decoder: &mut BatchDecoder, speaking: Vec<Speaking>) -> Vec<Speaking> {
+        let mut ready = Vec::new();
+        for s in speaking {
+            let opts = self.row_options(&s.job.req.options, s.sentence);
+            let prefix = self
+                .model
+                .gpt()
+                .prefix_embeddings(&s.voice.gpt_cond_latent, &s.sentences[s.sentence]);
+            match prefix {
+                Ok(prefix) => ready.push((s, prefix, opts)),
+                Err(e) => self.vocode(VocoderWork::Finish {
+                    sink: s.job.sink(),
+                    result: Err(e),
+                }),
+            }
+        }
+        let requests: Vec<(&Tensor, &RowOptions)> = ready.iter().map(|(_, p, o)| (p, o)).collect();
+        let firsts = decoder.admit_many(&requests);
+        let mut still = Vec::new();
+        for ((s, _, _), first) in ready.into_iter().zip(firsts) {
+            if let Some(s) = self.start_with(decoder, s, first) {
+                still.push(s);
+            }
+        }
+        still
+    }
+
+    /// Hands on a sentence's first code (or its failure).
+    fn start_with(&mut self, decoder: &mut BatchDecoder, mut s: Speaking, first: Result<Token>) -> Option<Speaking> {
         let first = match first {
             Ok(first) => first,
             Err(e) => {

@@ -28,8 +28,8 @@ fn greedy() -> RowOptions {
     }
 }
 
-/// Runs `texts` through one decoder: text `i` joins after `joins[i]` steps of the others.
-/// Returns every text's codes.
+/// Runs `texts` through one decoder: text `i` joins after `joins[i]` steps of the others
+/// (texts joining at the same step are prefilled together). Returns every text's codes.
 fn decode_batched(model: &Xtts, voice: &Voice, texts: &[Vec<i64>], joins: &[usize], max_batch: usize) -> Vec<Vec<i64>> {
     let mut decoder = BatchDecoder::new(model.gpt(), max_batch).unwrap();
     let mut codes: Vec<Vec<i64>> = vec![Vec::new(); texts.len()];
@@ -37,17 +37,23 @@ fn decode_batched(model: &Xtts, voice: &Voice, texts: &[Vec<i64>], joins: &[usiz
     let mut admitted = vec![false; texts.len()];
     let mut step = 0;
     loop {
-        for i in 0..texts.len() {
-            if !admitted[i] && joins[i] <= step {
-                admitted[i] = true;
-                let prefix = model
+        let joining: Vec<usize> = (0..texts.len()).filter(|&i| !admitted[i] && joins[i] <= step).collect();
+        let prefixes: Vec<Tensor> = joining
+            .iter()
+            .map(|&i| {
+                model
                     .gpt()
                     .prefix_embeddings(&voice.gpt_cond_latent, &texts[i])
-                    .unwrap();
-                let token = decoder.admit(&prefix, &greedy()).unwrap();
-                codes[i].push(token.code);
-                slot_of[i] = token.finished.is_none().then_some(token.slot);
-            }
+                    .unwrap()
+            })
+            .collect();
+        let opts = greedy();
+        let requests: Vec<(&Tensor, &RowOptions)> = prefixes.iter().map(|p| (p, &opts)).collect();
+        for (&i, token) in joining.iter().zip(decoder.admit_many(&requests)) {
+            let token = token.unwrap();
+            admitted[i] = true;
+            codes[i].push(token.code);
+            slot_of[i] = token.finished.is_none().then_some(token.slot);
         }
         let slots: Vec<usize> = slot_of.iter().flatten().copied().collect();
         if slots.is_empty() && admitted.iter().all(|&a| a) {
@@ -101,8 +107,47 @@ fn codes_in_a_batch_equal_codes_alone() {
     for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
         assert_eq!(a, b, "text {i} decoded differently in a batch");
     }
+    // Prefilled together: three prefix lengths padded into one prefill.
+    let prefilled_together = decode_batched(&model, &voice, &texts, &[0, 0, 0], 3);
+    for (i, (a, b)) in alone.iter().zip(&prefilled_together).enumerate() {
+        assert_eq!(a, b, "text {i} decoded differently after a batched prefill");
+    }
     // The rows must really have overlapped for the check to mean anything.
     assert!(alone.iter().all(|c| c.len() > 11), "generations too short to overlap");
+}
+
+/// In a batch of admissions, a request that cannot start fails alone.
+#[test]
+fn batched_admission_fails_per_request() {
+    let model = tiny_model();
+    let voice = golden_voice("single").unwrap();
+    let mut decoder = BatchDecoder::new(model.gpt(), 2).unwrap();
+    let short = model.gpt().prefix_embeddings(&voice.gpt_cond_latent, &[5, 6]).unwrap();
+    let long = model
+        .gpt()
+        .prefix_embeddings(&voice.gpt_cond_latent, &[7, 8, 9, 10, 11])
+        .unwrap();
+    let flat = Tensor::zeros([4], (tch::Kind::Float, Device::Cpu));
+    let opts = greedy();
+    let results = decoder.admit_many(&[(&flat, &opts), (&short, &opts), (&long, &opts), (&short, &opts)]);
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
+        .collect();
+    assert!(
+        results[0].is_err() && errors[0].contains("prefix must be [1, P, D]"),
+        "{errors:?}"
+    );
+    assert!(results[1].is_ok() && results[2].is_ok());
+    assert!(errors[1].contains("no free decoding slot"), "{errors:?}");
+    assert_eq!(decoder.free_slots(), 0);
+    // The two that started decode as they would alone.
+    let alone = |prefix: &Tensor| {
+        let mut d = BatchDecoder::new(model.gpt(), 1).unwrap();
+        d.admit(prefix, &opts).unwrap().code
+    };
+    assert_eq!(results[1].as_ref().unwrap().code, alone(&short));
+    assert_eq!(results[2].as_ref().unwrap().code, alone(&long));
 }
 
 #[test]

@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 use serde::Deserialize;
-use xttsd::xtts::text::{clean, TextFrontend};
+use xttsd::xtts::text::{clean, ja, zh, TextFrontend};
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -30,17 +31,24 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Installs the fetched dictionaries the reference's readings need. Missing data is a
+/// failure, not a skip: the cases below are only exact with it.
+fn configure_dictionaries() {
+    static CONFIGURED: Once = Once::new();
+    CONFIGURED.call_once(|| {
+        let dir = root().join(zh::DEFAULT_DIR);
+        zh::configure(&dir)
+            .unwrap_or_else(|e| panic!("Chinese pinyin tables: {e:#}\nrun tools/fetch_text_data to fetch them"));
+        let dir = root().join(ja::DEFAULT_DIR);
+        ja::configure(&dir).unwrap_or_else(|e| panic!("Japanese dictionary: {e:#}"));
+    });
+}
+
 fn load_fixture(name: &str) -> Fixture {
+    configure_dictionaries();
     let path = root().join("tests/fixtures/text").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
-}
-
-/// Installs the dictionaries the reference's cleaners use (fetched by tools/fetch_text_data).
-/// Missing data fails the test: without it Japanese is only approximated.
-fn configure_dictionaries() {
-    let dir = root().join("models/text/unidic-lite");
-    xttsd::xtts::text::ja::configure(&dir).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 fn vocab() -> Option<TextFrontend> {
@@ -78,7 +86,6 @@ fn compare(case: &Case, frontend: Option<&TextFrontend>) -> Option<String> {
 /// Compares every case of a fixture, prints a per-language tally, fails on any unexpected
 /// difference.
 fn check_fixture(name: &str, frontend: Option<&TextFrontend>) {
-    configure_dictionaries();
     let fixture = load_fixture(name);
     // lang -> (exact, known mismatches, total)
     let mut tally: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
@@ -163,6 +170,62 @@ fn every_chunk_starts_with_the_language_token() {
     assert_ne!(en[0][0], zh[0][0]);
     assert!(frontend.has_language_token("zh-cn"));
     assert!(!frontend.has_language_token("xx"));
+}
+
+#[derive(Deserialize)]
+struct BulkCase {
+    source: String,
+    text: String,
+    pinyin: String,
+    cleaned: Option<String>,
+}
+
+/// One-off bulk comparison on thousands of sentences written by
+/// `tools/reference/zh_bulk.py` (default `target/zh_bulk.json`, or `XTTSD_ZH_BULK`):
+/// the bare pinyin reading and the full cleaning, with the match rate per source.
+#[test]
+#[ignore = "needs target/zh_bulk.json from tools/reference/zh_bulk.py"]
+fn zh_bulk_matches_reference() {
+    configure_dictionaries();
+    let path = std::env::var_os("XTTSD_ZH_BULK").map_or_else(|| root().join("target/zh_bulk.json"), PathBuf::from);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let cases: Vec<BulkCase> = serde_json::from_str(&text).expect("bulk cases parse");
+    // source -> (pinyin exact, cleaned exact, total)
+    let mut tally: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    let mut differences = Vec::new();
+    for case in &cases {
+        let entry = tally.entry(case.source.as_str()).or_default();
+        entry.2 += 1;
+        let pinyin = zh::to_pinyin(&case.text);
+        if pinyin == case.pinyin {
+            entry.0 += 1;
+        } else {
+            differences.push(format!(
+                "pinyin {:?}\n  ours {pinyin:?}\n   ref {:?}",
+                case.text, case.pinyin
+            ));
+        }
+        let cleaned = clean(&case.text, "zh-cn").ok();
+        if cleaned == case.cleaned {
+            entry.1 += 1;
+        } else {
+            differences.push(format!(
+                "cleaned {:?}\n  ours {cleaned:?}\n   ref {:?}",
+                case.text, case.cleaned
+            ));
+        }
+    }
+    for (source, (pinyin, cleaned, total)) in &tally {
+        eprintln!("{source:>7}: pinyin {pinyin}/{total} exact, cleaned {cleaned}/{total} exact");
+    }
+    for d in differences.iter().take(20) {
+        eprintln!("{d}");
+    }
+    assert!(
+        differences.is_empty(),
+        "{} differences from the reference",
+        differences.len()
+    );
 }
 
 /// One-off bulk comparison of the Japanese front-end with the reference on the set written by

@@ -71,6 +71,9 @@ pub struct Args {
     /// libtorch CPU threads.
     #[arg(long, default_value_t = 1)]
     pub threads: i32,
+    /// The GPT's float type: float32 | bfloat16 | float16.
+    #[arg(long, default_value = "float32")]
+    pub gpt_dtype: String,
     /// After the rounds, time the reference implementation (coqui-tts `inference_stream`) on the
     /// same model, voice, sentences, `--tokens`, device and threads, and compare it with the
     /// one-call round (run even when `--calls` lacks 1).
@@ -90,6 +93,7 @@ pub struct Round {
     pub calls: usize,
     pub max_batch: usize,
     pub device: String,
+    pub gpt_dtype: String,
     pub wall_s: f64,
     /// First speech frame at the socket, from connecting, over the calls.
     pub ttfa_p50_ms: f64,
@@ -152,6 +156,7 @@ pub fn run(args: Args) -> Result<()> {
     config.engine.speakers_dir = speakers.path().to_path_buf();
     config.engine.device = args.device.clone();
     config.engine.max_batch = args.max_batch;
+    config.engine.gpt_dtype = args.gpt_dtype.clone();
     config.engine.default_voice = "bench".into();
     let mut synth_cfg = SynthesizerConfig::from_engine(&config.engine);
     synth_cfg.forced_tokens = args.tokens;
@@ -253,7 +258,8 @@ pub struct Capacity {
 fn decoder_capacity(args: &Args) -> Result<Vec<Capacity>> {
     let device = crate::synth::parse_device(&args.device)?;
     tch::set_num_threads(args.threads);
-    let model = crate::xtts::model::Xtts::load(&args.model, device)?;
+    let kind = crate::synth::parse_dtype(&args.gpt_dtype)?;
+    let model = crate::xtts::model::Xtts::load_as(&args.model, device, kind)?;
     let gpt = model.gpt();
     let cfg = gpt.config();
     let cond = tch::Tensor::zeros(
@@ -392,6 +398,7 @@ async fn run_round(services: &Arc<Services>, addr: &str, n: usize, args: &Args) 
         calls: n,
         max_batch: args.max_batch,
         device: args.device.clone(),
+        gpt_dtype: args.gpt_dtype.clone(),
         wall_s,
         ttfa_p50_ms: percentile(&ttfa, 50.0),
         ttfa_p95_ms: percentile(&ttfa, 95.0),

@@ -228,6 +228,7 @@ mod tests {
             calls: 1,
             max_batch: 8,
             device: "cpu".into(),
+            gpt_dtype: "float32".into(),
             wall_s: 6.0,
             ttfa_p50_ms,
             ttfa_p95_ms,

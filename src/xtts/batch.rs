@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::gpt::{Gpt, GptConfig, KvStore};
 use super::model::StopReason;
-use super::sampling::{Sampler, SamplingParams};
+use super::sampling::{sample_rows, Sampler, SamplingParams};
 
 /// Conditioning latents the perceiver resampler emits per voice (spec 3).
 pub const COND_LATENTS: i64 = 32;
@@ -27,8 +27,14 @@ pub fn slot_capacity(cfg: &GptConfig) -> i64 {
 
 /// What the step under way writes.
 enum SlotStep {
-    /// `t` positions of one slot, from its start.
-    Prefill { slot: i64, t: i64, mask: Tensor },
+    /// `t` positions of each of `slots` from their start (rows shorter than `t` are padded at
+    /// the end: causal masking keeps their real positions from seeing the padding).
+    Prefill {
+        slots: Tensor,
+        lens: Vec<(usize, i64)>,
+        t: i64,
+        mask: Tensor,
+    },
     /// One position for each of `rows`, at `positions`; keys are read over `span` positions.
     /// `run`: the rows are the consecutive slots `start..start + n`, read as a view, not a copy.
     Decode {
@@ -51,9 +57,9 @@ pub struct SlotCache {
 }
 
 impl SlotCache {
-    pub fn new(cfg: &GptConfig, slots: usize, capacity: i64, device: Device) -> Self {
+    pub fn new(cfg: &GptConfig, slots: usize, capacity: i64, (kind, device): (Kind, Device)) -> Self {
         let shape = [slots as i64, cfg.heads, capacity, cfg.dim / cfg.heads];
-        let zeros = || Tensor::zeros(shape, (Kind::Float, device));
+        let zeros = || Tensor::zeros(shape, (kind, device));
         Self {
             keys: (0..cfg.layers).map(|_| zeros()).collect(),
             values: (0..cfg.layers).map(|_| zeros()).collect(),
@@ -78,7 +84,11 @@ impl SlotCache {
 
     /// Bytes held by keys and values.
     pub fn bytes(&self) -> i64 {
-        self.keys.iter().chain(&self.values).map(|t| t.numel() as i64 * 4).sum()
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as i64)
+            .sum()
     }
 
     /// Empties a slot for a new sequence (its old contents are masked, never read).
@@ -86,18 +96,24 @@ impl SlotCache {
         self.lens[slot] = 0;
     }
 
-    /// Prepares a prefill of `t` positions into an empty `slot`.
-    fn begin_prefill(&mut self, slot: usize, t: i64) -> Result<()> {
-        if self.lens[slot] != 0 {
-            bail!("slot {slot} is not empty");
+    /// Prepares a prefill of `lens[i].1` positions into each empty slot `lens[i].0`, run as one
+    /// batch padded to the longest.
+    fn begin_prefill(&mut self, lens: &[(usize, i64)]) -> Result<()> {
+        for &(slot, t) in lens {
+            if self.lens[slot] != 0 {
+                bail!("slot {slot} is not empty");
+            }
+            if t > self.capacity {
+                bail!("prefill of {t} positions exceeds the slot capacity {}", self.capacity);
+            }
         }
-        if t > self.capacity {
-            bail!("prefill of {t} positions exceeds the slot capacity {}", self.capacity);
-        }
+        let t = lens.iter().map(|&(_, t)| t).max().unwrap_or(0);
         let device = self.keys[0].device();
         let mask = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
+        let slots: Vec<i64> = lens.iter().map(|&(s, _)| s as i64).collect();
         self.step = Some(SlotStep::Prefill {
-            slot: slot as i64,
+            slots: Tensor::from_slice(&slots).to_device(device),
+            lens: lens.to_vec(),
             t,
             mask,
         });
@@ -141,7 +157,7 @@ impl SlotCache {
     /// Commits the step once every layer has written it.
     fn end_step(&mut self, rows: &[usize]) {
         match self.step.take() {
-            Some(SlotStep::Prefill { slot, t, .. }) => self.lens[slot as usize] = t,
+            Some(SlotStep::Prefill { lens, .. }) => lens.into_iter().for_each(|(slot, t)| self.lens[slot] = t),
             Some(SlotStep::Decode { .. }) => rows.iter().for_each(|&s| self.lens[s] += 1),
             None => {}
         }
@@ -151,12 +167,11 @@ impl SlotCache {
 impl KvStore for SlotCache {
     fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor, Option<Tensor>) {
         match self.step.as_ref().expect("a slot step was begun") {
-            SlotStep::Prefill { slot, t, mask } => {
-                let mut keys = self.keys[layer].narrow(0, *slot, 1).narrow(2, 0, *t);
-                let mut values = self.values[layer].narrow(0, *slot, 1).narrow(2, 0, *t);
-                keys.copy_(k);
-                values.copy_(v);
-                (keys, values, Some(mask.shallow_clone()))
+            SlotStep::Prefill { slots, t, mask, .. } => {
+                // The rows attend only to their own new positions: to k and v themselves.
+                let _ = self.keys[layer].narrow(2, 0, *t).index_copy_(0, slots, k);
+                let _ = self.values[layer].narrow(2, 0, *t).index_copy_(0, slots, v);
+                (k.shallow_clone(), v.shallow_clone(), Some(mask.shallow_clone()))
             }
             SlotStep::Decode {
                 rows,
@@ -237,7 +252,7 @@ impl<'m> BatchDecoder<'m> {
             bail!("max_batch must be at least 1");
         }
         let cfg = gpt.config();
-        let cache = SlotCache::new(cfg, max_batch, slot_capacity(cfg), gpt.device());
+        let cache = SlotCache::new(cfg, max_batch, slot_capacity(cfg), (gpt.kind(), gpt.device()));
         Ok(Self {
             gpt,
             cache,
@@ -270,40 +285,128 @@ impl<'m> BatchDecoder<'m> {
     /// Starts a generation from `prefix` ([1, P, D], conditioning + text): runs its prefill in
     /// a free slot and returns its first code. Fails when no slot is free or it cannot fit.
     pub fn admit(&mut self, prefix: &Tensor, opts: &RowOptions) -> Result<Token> {
+        self.admit_many(&[(prefix, opts)]).remove(0)
+    }
+
+    /// Starts several generations with their prefills run as one batch; one result per request,
+    /// in order. A request that cannot start (no free slot, too long, bad options) fails alone.
+    pub fn admit_many(&mut self, requests: &[(&Tensor, &RowOptions)]) -> Vec<Result<Token>> {
         let _guard = tch::no_grad_guard();
-        let slot = self
-            .rows
-            .iter()
-            .position(Option::is_none)
-            .context("no free decoding slot")?;
-        let cfg = self.gpt.config();
-        let (_, p, _) = prefix.size3().context("prefix must be [1, P, D]")?;
-        if p + 1 + cfg.max_new_tokens > self.cache.capacity() {
-            bail!(
-                "a prefix of {p} positions leaves no room for {} codes in a slot of {}",
-                cfg.max_new_tokens,
-                self.cache.capacity()
-            );
-        }
         let started = Instant::now();
-        let sampler = Sampler::new(&opts.params)?;
+        let cfg = self.gpt.config();
+        let mut free = (0..self.rows.len()).filter(|&s| self.rows[s].is_none());
+        let mut results: Vec<Option<Result<Token>>> = Vec::with_capacity(requests.len());
+        // (request index, slot, prefill length, sampler)
+        let mut starting = Vec::new();
+        for (i, (prefix, opts)) in requests.iter().enumerate() {
+            let checked = (|| {
+                let (_, p, _) = prefix.size3().context("prefix must be [1, P, D]")?;
+                if p + 1 + cfg.max_new_tokens > self.cache.capacity() {
+                    bail!(
+                        "a prefix of {p} positions leaves no room for {} codes in a slot of {}",
+                        cfg.max_new_tokens,
+                        self.cache.capacity()
+                    );
+                }
+                let sampler = Sampler::new(&opts.params)?;
+                let slot = free.next().context("no free decoding slot")?;
+                Ok((slot, p + 1, sampler))
+            })();
+            match checked {
+                Ok((slot, t, sampler)) => {
+                    starting.push((i, slot, t, sampler));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        if !starting.is_empty() {
+            match self.prefill(requests, &starting) {
+                Ok(latents) => {
+                    let slots: Vec<usize> = starting.iter().map(|s| s.1).collect();
+                    for (i, slot, _, sampler) in starting.drain(..) {
+                        let opts = requests[i].1;
+                        self.rows[slot] = Some(Row {
+                            sampler,
+                            forced_tokens: opts.forced_tokens.map(|t| t.clamp(1, cfg.max_new_tokens as usize)),
+                            history: vec![1, cfg.start_audio_token],
+                            codes: 0,
+                            last_code: cfg.start_audio_token,
+                        });
+                    }
+                    match self.pick(&slots, &latents) {
+                        Ok(tokens) => {
+                            let mut tokens = tokens.into_iter();
+                            for r in results.iter_mut().filter(|r| r.is_none()) {
+                                *r = tokens.next().map(Ok);
+                            }
+                        }
+                        Err(e) => {
+                            slots.iter().for_each(|&s| self.release(s));
+                            let reason = format!("{e:#}");
+                            for r in results.iter_mut().filter(|r| r.is_none()) {
+                                *r = Some(Err(anyhow::anyhow!("sampling the first code: {reason}")));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    for (_, slot, _, _) in &starting {
+                        self.cache.clear(*slot);
+                    }
+                    for r in results.iter_mut().filter(|r| r.is_none()) {
+                        *r = Some(Err(anyhow::anyhow!("prefill failed: {reason}")));
+                    }
+                }
+            }
+            self.stats.prefills += 1;
+            self.stats.prefill_ms += started.elapsed().as_secs_f64() * 1e3;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("request was not started"))))
+            .collect()
+    }
+
+    /// Runs the prefills of `starting` (request index, slot, length) as one padded batch and
+    /// returns each one's last latent, [N, D].
+    fn prefill(
+        &mut self,
+        requests: &[(&Tensor, &RowOptions)],
+        starting: &[(usize, usize, i64, Sampler)],
+    ) -> Result<Tensor> {
+        let cfg = self.gpt.config();
+        let device = self.gpt.device();
+        let longest = starting.iter().map(|s| s.2).max().unwrap_or(0);
         let start = self.code_embeddings(&[cfg.start_audio_token], &[0])?;
-        let embeds = Tensor::cat(&[prefix.to_device(self.gpt.device()), start], 1);
-        self.cache.clear(slot);
-        self.cache.begin_prefill(slot, p + 1)?;
-        let latent = self.gpt.forward_store(&mut self.cache, &embeds).last();
-        self.cache.end_step(&[slot]);
-        self.rows[slot] = Some(Row {
-            sampler,
-            forced_tokens: opts.forced_tokens.map(|t| t.clamp(1, cfg.max_new_tokens as usize)),
-            history: vec![1, cfg.start_audio_token],
-            codes: 0,
-            last_code: cfg.start_audio_token,
-        });
-        let token = self.pick(slot, latent);
-        self.stats.prefills += 1;
-        self.stats.prefill_ms += started.elapsed().as_secs_f64() * 1e3;
-        token
+        let rows = starting
+            .iter()
+            .map(|&(i, _, t, _)| {
+                let parts = [requests[i].0.to_device(device), start.shallow_clone()];
+                let row = Tensor::cat(&parts, 1);
+                if t < longest {
+                    let pad = Tensor::zeros([1, longest - t, cfg.dim], (row.kind(), device));
+                    Tensor::cat(&[row, pad], 1)
+                } else {
+                    row
+                }
+            })
+            .collect::<Vec<_>>();
+        let embeds = Tensor::cat(&rows, 0);
+        let lens: Vec<(usize, i64)> = starting.iter().map(|&(_, slot, t, _)| (slot, t)).collect();
+        for &(slot, _) in &lens {
+            self.cache.clear(slot);
+        }
+        self.cache.begin_prefill(&lens)?;
+        let latents = self.gpt.forward_store(&mut self.cache, &embeds).latents;
+        self.cache.end_step(&[]);
+        let last: Vec<i64> = lens.iter().map(|&(_, t)| t - 1).collect();
+        let last = Tensor::from_slice(&last)
+            .to_device(device)
+            .view([-1, 1, 1])
+            .expand([-1, 1, cfg.dim], false);
+        Ok(latents.gather(1, &last, false).squeeze_dim(1))
     }
 
     /// Runs one decode step for the given active slots together; one token per slot.
@@ -328,16 +431,13 @@ impl<'m> BatchDecoder<'m> {
         self.cache.begin_decode(slots)?;
         let latents = self.gpt.forward_store(&mut self.cache, &embeds).last();
         self.cache.end_step(slots);
-        let mut tokens = Vec::with_capacity(slots.len());
-        for (b, &slot) in slots.iter().enumerate() {
-            match self.pick(slot, latents.narrow(0, b as i64, 1)) {
-                Ok(token) => tokens.push(token),
-                Err(e) => {
-                    self.release(slot);
-                    return Err(e.context(format!("sampling slot {slot}")));
-                }
+        let tokens = match self.pick(slots, &latents) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                slots.iter().for_each(|&slot| self.release(slot));
+                return Err(e.context("sampling"));
             }
-        }
+        };
         self.stats.steps += 1;
         self.stats.rows += slots.len() as u64;
         self.stats.step_ms += started.elapsed().as_secs_f64() * 1e3;
@@ -354,56 +454,84 @@ impl<'m> BatchDecoder<'m> {
 
     /// Embeddings [B, 1, D] of one code per row, each at its own audio position.
     fn code_embeddings(&self, codes: &[i64], positions: &[i64]) -> Result<Tensor> {
-        let rows = codes
-            .iter()
-            .zip(positions)
-            .map(|(&code, &pos)| {
-                self.gpt
-                    .audio_embeddings(&Tensor::from_slice(&[code]).view([1, 1]), pos)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::cat(&rows, 0))
+        self.gpt.audio_embeddings_rows(codes, positions)
     }
 
-    /// Chooses the next code of `slot` from its latent ([1, D]) and records it.
-    fn pick(&mut self, slot: usize, latent: Tensor) -> Result<Token> {
+    /// Chooses the next code of each of `slots` from its latent (row b of `latents`, [B, D])
+    /// and records it. One logits matmul and one sampling pass for the whole batch.
+    fn pick(&mut self, slots: &[usize], latents: &Tensor) -> Result<Vec<Token>> {
         let cfg = self.gpt.config();
         let (stop, max_new) = (cfg.stop_audio_token, cfg.max_new_tokens as usize);
-        let row = self.rows[slot].as_mut().expect("picking for an active slot");
-        let n = row.codes + 1;
-        let code = match row.forced_tokens {
-            Some(t) if n >= t => stop,
-            Some(_) => {
-                let logits = self.gpt.mel_logits(&latent).reshape([-1]);
-                let _ = logits.narrow(0, stop, 1).fill_(f64::NEG_INFINITY);
-                let mut code = row.sampler.next(&logits, &row.history)?;
-                if code == stop {
-                    // Only possible when every other code was masked away by top-k/top-p.
-                    code = logits.argmax(-1, false).int64_value(&[]);
-                }
-                code
+        let logits = self.gpt.mel_logits(latents);
+        let mut rows = Vec::with_capacity(slots.len());
+        for (slot, row) in self.rows.iter_mut().enumerate() {
+            if let Some(b) = slots.iter().position(|&s| s == slot) {
+                rows.push((b, row.as_mut()));
             }
-            None => row.sampler.next(&self.gpt.mel_logits(&latent), &row.history)?,
-        };
-        row.codes = n;
-        row.history.push(code);
-        row.last_code = code;
-        self.stats.tokens += 1;
-        let finished = if code == stop {
-            Some(StopReason::StopToken)
-        } else if n >= max_new {
-            Some(StopReason::MaxTokens)
-        } else {
-            None
-        };
-        if finished.is_some() {
-            self.release(slot);
         }
-        Ok(Token {
-            slot,
-            code,
-            latent,
-            finished,
-        })
+        rows.sort_by_key(|(b, _)| *b);
+        let mut rows = rows
+            .into_iter()
+            .map(|(b, row)| row.with_context(|| format!("slot {} is not generating", slots[b])))
+            .collect::<Result<Vec<&mut Row>>>()?;
+        if rows.len() != slots.len() {
+            bail!("slots {slots:?}: some do not exist or repeat");
+        }
+        // Forced lengths: the stop code is masked until the last code, which is the stop code.
+        let forced_stop: Vec<bool> = rows
+            .iter()
+            .map(|r| r.forced_tokens.is_some_and(|t| r.codes + 1 >= t))
+            .collect();
+        let no_stop: Vec<bool> = rows
+            .iter()
+            .zip(&forced_stop)
+            .map(|(r, &last)| r.forced_tokens.is_some() && !last)
+            .collect();
+        if no_stop.iter().any(|&m| m) {
+            let mask = Tensor::from_slice(&no_stop).to_device(logits.device()).view([-1, 1]);
+            let _ = logits.narrow(1, stop, 1).masked_fill_(&mask, f64::NEG_INFINITY);
+        }
+        let sampled = {
+            let (mut samplers, histories): (Vec<&mut Sampler>, Vec<&[i64]>) = rows
+                .iter_mut()
+                .map(|r| {
+                    let Row { sampler, history, .. } = &mut **r;
+                    (sampler, history.as_slice())
+                })
+                .unzip();
+            sample_rows(&mut samplers, &histories, &logits)?
+        };
+        let mut tokens = Vec::with_capacity(slots.len());
+        let mut finished_slots = Vec::new();
+        for (b, row) in rows.into_iter().enumerate() {
+            let mut code = if forced_stop[b] { stop } else { sampled[b] };
+            if no_stop[b] && code == stop {
+                // Only possible when every other code was masked away by top-k/top-p.
+                code = logits.get(b as i64).argmax(-1, false).int64_value(&[]);
+            }
+            let n = row.codes + 1;
+            row.codes = n;
+            row.history.push(code);
+            row.last_code = code;
+            let finished = if code == stop {
+                Some(StopReason::StopToken)
+            } else if n >= max_new {
+                Some(StopReason::MaxTokens)
+            } else {
+                None
+            };
+            if finished.is_some() {
+                finished_slots.push(slots[b]);
+            }
+            tokens.push(Token {
+                slot: slots[b],
+                code,
+                latent: latents.narrow(0, b as i64, 1),
+                finished,
+            });
+        }
+        self.stats.tokens += tokens.len() as u64;
+        finished_slots.into_iter().for_each(|slot| self.release(slot));
+        Ok(tokens)
     }
 }

@@ -165,6 +165,8 @@ pub struct Weights {
     tensors: StateDict,
     source: String,
     device: Device,
+    /// The float type handed out (float32 unless a reduced-precision copy was asked for).
+    kind: Kind,
 }
 
 impl Weights {
@@ -173,6 +175,7 @@ impl Weights {
             tensors,
             source: source.display().to_string(),
             device,
+            kind: Kind::Float,
         }
     }
 
@@ -184,13 +187,28 @@ impl Weights {
         self.tensors.contains_key(name)
     }
 
-    /// The tensor `name`, float32, on the inference device.
+    /// The same tensors handed out as `kind` (for a reduced-precision GPT); the data is shared
+    /// until a tensor is taken.
+    pub fn with_kind(&self, kind: Kind) -> Weights {
+        Weights {
+            tensors: self
+                .tensors
+                .iter()
+                .map(|(k, t)| (k.clone(), t.shallow_clone()))
+                .collect(),
+            source: self.source.clone(),
+            device: self.device,
+            kind,
+        }
+    }
+
+    /// The tensor `name`, as float32 (or the kind of [`Self::with_kind`]), on the inference device.
     pub fn get(&self, name: &str) -> Result<Tensor> {
         let t = self
             .tensors
             .get(name)
             .ok_or_else(|| anyhow!("{}: missing tensor '{name}'", self.source))?;
-        Ok(t.to_kind(Kind::Float).to_device(self.device))
+        Ok(t.to_kind(self.kind).to_device(self.device))
     }
 
     /// The tensor `name`, checked against the expected shape.

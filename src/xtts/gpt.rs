@@ -176,13 +176,15 @@ impl Attention {
 /// [B, H, Tq, Tk] (None: every key). Masked scores get the lowest finite float rather than -inf,
 /// so a padding query that may see nothing yields finite garbage instead of NaN (which would
 /// leak through its keys/values).
+/// Scores and softmax run in float32 whatever the model's type (a reduced-precision model
+/// keeps its weights and cache in that type, not its attention weights).
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Tensor {
     let head_dim = q.size()[3] as f64;
-    let mut scores = q.matmul(&k.transpose(-1, -2)) / head_dim.sqrt();
+    let mut scores = q.matmul(&k.transpose(-1, -2)).to_kind(Kind::Float) / head_dim.sqrt();
     if let Some(mask) = mask {
         scores = scores.masked_fill(&mask.logical_not(), f32::MIN as f64);
     }
-    scores.softmax(-1, Kind::Float).matmul(v)
+    scores.softmax(-1, Kind::Float).to_kind(v.kind()).matmul(v)
 }
 
 struct Mlp {
@@ -246,10 +248,10 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(cfg: &GptConfig, batch: i64, capacity: i64, device: Device) -> Self {
+    pub fn new(cfg: &GptConfig, batch: i64, capacity: i64, (kind, device): (Kind, Device)) -> Self {
         let head_dim = cfg.dim / cfg.heads;
         let shape = [batch, cfg.heads, capacity, head_dim];
-        let zeros = || Tensor::zeros(shape, (Kind::Float, device));
+        let zeros = || Tensor::zeros(shape, (kind, device));
         Self {
             keys: (0..cfg.layers).map(|_| zeros()).collect(),
             values: (0..cfg.layers).map(|_| zeros()).collect(),
@@ -398,6 +400,11 @@ impl Gpt {
         self.mel_head_weight.device()
     }
 
+    /// The float type of the weights, the key/value cache and the activations.
+    pub fn kind(&self) -> Kind {
+        self.mel_head_weight.kind()
+    }
+
     /// The conditioning + text prefix `[cond(32), text_emb(Nt + 2)]`, [1, 32 + Nt + 2, D].
     /// `text_tokens` are the encoded ids without `[START]`/`[STOP]`, which are added here.
     pub fn prefix_embeddings(&self, cond_latent: &Tensor, text_tokens: &[i64]) -> Result<Tensor> {
@@ -427,7 +434,7 @@ impl Gpt {
         let dev = self.device();
         let ids = Tensor::from_slice(&ids).to_device(dev);
         let text = self.text_embedding.index_select(0, &ids) + self.text_pos_embedding.narrow(0, 0, n);
-        let cond = cond_latent.to_device(dev).to_kind(Kind::Float);
+        let cond = cond_latent.to_device(dev).to_kind(self.kind());
         Ok(Tensor::cat(&[cond, text.unsqueeze(0)], 1))
     }
 
@@ -445,6 +452,23 @@ impl Gpt {
         let flat = codes.reshape([-1]).to_device(self.device());
         let emb = self.mel_embedding.index_select(0, &flat).view([b, t, self.cfg.dim]);
         Ok(emb + self.mel_pos_embedding.narrow(0, first_position, t).unsqueeze(0))
+    }
+
+    /// Embeddings [B, 1, D] of one audio code per row, row b at audio position `positions[b]`:
+    /// two gathers for the whole batch.
+    pub fn audio_embeddings_rows(&self, codes: &[i64], positions: &[i64]) -> Result<Tensor> {
+        if codes.len() != positions.len() {
+            bail!("{} codes for {} positions", codes.len(), positions.len());
+        }
+        let last = self.cfg.mel_positions;
+        if let Some(bad) = positions.iter().find(|&&p| p < 0 || p >= last) {
+            bail!("audio position {bad} exceeds the {last} learned positions");
+        }
+        let dev = self.device();
+        let codes = Tensor::from_slice(codes).to_device(dev);
+        let positions = Tensor::from_slice(positions).to_device(dev);
+        let emb = self.mel_embedding.index_select(0, &codes) + self.mel_pos_embedding.index_select(0, &positions);
+        Ok(emb.unsqueeze(1))
     }
 
     /// Runs `embeds` ([B, T, D]) after what `cache` holds, storing their keys and values.
@@ -479,7 +503,7 @@ impl Gpt {
             h = block.forward(&h, KvSource::Cache(&mut *store, i));
         }
         GptOutput {
-            latents: self.final_norm.forward(&self.ln_f.forward(&h)),
+            latents: self.final_norm.forward(&self.ln_f.forward(&h)).to_kind(Kind::Float),
         }
     }
 
@@ -494,13 +518,14 @@ impl Gpt {
             h = block.forward(&h, KvSource::None);
         }
         Ok(GptOutput {
-            latents: self.final_norm.forward(&self.ln_f.forward(&h)),
+            latents: self.final_norm.forward(&self.ln_f.forward(&h)).to_kind(Kind::Float),
         })
     }
 
     /// Audio-code logits for latents [.., D], float32.
     pub fn mel_logits(&self, latents: &Tensor) -> Tensor {
-        latents.matmul(&self.mel_head_weight.tr()) + &self.mel_head_bias
+        let logits = latents.to_kind(self.kind()).matmul(&self.mel_head_weight.tr()) + &self.mel_head_bias;
+        logits.to_kind(Kind::Float)
     }
 
     /// A cache large enough for one generation from a prefix of `prefix_len` positions:
@@ -510,7 +535,7 @@ impl Gpt {
             &self.cfg,
             batch,
             prefix_len + 1 + self.cfg.max_new_tokens,
-            self.device(),
+            (self.kind(), self.device()),
         )
     }
 }
@@ -605,6 +630,46 @@ mod tests {
         assert!(diff < 1e-5, "cached vs full pass differ by {diff}");
     }
 
+    /// A reduced-precision GPT runs the same computation: its latents follow the float32 ones
+    /// closely (not exactly), its cache is in its own type, and its outputs are float32.
+    #[test]
+    fn reduced_precision_follows_float32() {
+        let cfg = tiny_cfg();
+        let weights = random_weights(&cfg);
+        let full = Gpt::new(&weights, cfg.clone()).unwrap();
+        let cond = Tensor::randn([1, 3, cfg.dim], (Kind::Float, Device::Cpu));
+        let codes = Tensor::from_slice(&[10i64, 2, 7, 7, 1]).view([1, 5]);
+        let run = |gpt: &Gpt| {
+            let prefix = gpt.prefix_embeddings(&cond, &[3, 4, 5]).unwrap();
+            let audio = gpt.audio_embeddings(&codes, 0).unwrap();
+            let mut cache = gpt.cache_for(1, prefix.size()[1]);
+            let out = gpt
+                .forward_cached(&mut cache, &Tensor::cat(&[&prefix, &audio], 1), None)
+                .unwrap()
+                .latents;
+            (out, cache.keys[0].kind())
+        };
+        let (reference, _) = run(&full);
+        for kind in [Kind::BFloat16, Kind::Half] {
+            let gpt = Gpt::new(&weights.with_kind(kind), cfg.clone()).unwrap();
+            assert_eq!(gpt.kind(), kind);
+            let (latents, cache_kind) = run(&gpt);
+            assert_eq!((latents.kind(), cache_kind), (Kind::Float, kind));
+            let err = max_diff(&latents, &reference) / reference.abs().max().double_value(&[]);
+            let a = latents.reshape([-1]);
+            let b = reference.reshape([-1]);
+            let corr = (&a * &b).sum(Kind::Double).double_value(&[])
+                / (a.norm().double_value(&[]) * b.norm().double_value(&[]));
+            assert!(
+                err < 0.05 && corr > 0.999,
+                "{kind:?}: relative error {err:.4}, correlation {corr:.6}"
+            );
+            assert!(err > 0.0, "{kind:?} computed in float32 after all");
+            assert_eq!(full.mel_logits(&reference).kind(), Kind::Float);
+            assert_eq!(gpt.mel_logits(&latents).kind(), Kind::Float);
+        }
+    }
+
     #[test]
     fn left_padded_batch_row_matches_single_row() {
         let cfg = tiny_cfg();
@@ -651,7 +716,7 @@ mod tests {
         );
         let codes = Tensor::from_slice(&[1i64]).view([1, 1]);
         assert!(gpt.audio_embeddings(&codes, cfg.mel_positions).is_err());
-        let mut cache = KvCache::new(&cfg, 1, 2, Device::Cpu);
+        let mut cache = KvCache::new(&cfg, 1, 2, (Kind::Float, Device::Cpu));
         let x = Tensor::zeros([1, 3, cfg.dim], (Kind::Float, Device::Cpu));
         let err = gpt.forward_cached(&mut cache, &x, None).err().unwrap().to_string();
         assert!(err.contains("overflow"), "{err}");

@@ -141,8 +141,13 @@ pub struct Xtts {
 }
 
 impl Xtts {
-    /// Loads `config.json`, `model.pth` and `vocab.json` from `dir` onto `device`.
+    /// Loads `config.json`, `model.pth` and `vocab.json` from `dir` onto `device`, in float32.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        Self::load_as(dir, device, Kind::Float)
+    }
+
+    /// [`Self::load`] with the GPT in `gpt_kind`.
+    pub fn load_as(dir: &Path, device: Device, gpt_kind: Kind) -> Result<Self> {
         let file = |name: &str| {
             let path = dir.join(name);
             if path.is_file() {
@@ -156,15 +161,18 @@ impl Xtts {
         let vocab = TextVocab::from_file(&vocab_path)?;
         let state = load_model_state(&model_path)?;
         let weights = Weights::new(state, &model_path, device);
-        Self::from_weights(config, &weights, vocab).with_context(|| format!("loading {}", model_path.display()))
+        Self::from_weights(config, &weights, vocab, gpt_kind)
+            .with_context(|| format!("loading {}", model_path.display()))
     }
 
     /// Builds the GPT and vocoder from already loaded weights (shared with other model parts).
-    pub fn from_weights(config: XttsConfig, weights: &Weights, vocab: TextVocab) -> Result<Self> {
+    /// The model from loaded weights; the GPT in `gpt_kind` (float32 for parity; bfloat16 or
+    /// float16 halve its memory reads), everything else in float32.
+    pub fn from_weights(config: XttsConfig, weights: &Weights, vocab: TextVocab, gpt_kind: Kind) -> Result<Self> {
         let _guard = tch::no_grad_guard();
         let gpt_cfg = GptConfig::from_config(&config, Some((vocab.num_tokens, vocab.start, vocab.stop)))?;
         Ok(Self {
-            gpt: Gpt::new(weights, gpt_cfg)?,
+            gpt: Gpt::new(&weights.with_kind(gpt_kind), gpt_cfg)?,
             hifigan: HifiGan::new(weights, &config)?,
             config,
         })

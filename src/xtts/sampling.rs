@@ -5,10 +5,10 @@
 //! the cumulative distribution), so concurrent requests never disturb each other's sequences
 //! and a fixed seed repeats run to run on any device.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::config::XttsConfig;
 
@@ -114,56 +114,130 @@ impl Sampler {
     /// The next code for `logits` ([V] or [1, V]) given the ids seen so far (`history`,
     /// distinct or not; see [`SamplingParams::repetition_penalty`]).
     pub fn next(&mut self, logits: &Tensor, history: &[i64]) -> Result<i64> {
-        let scores = process_logits(logits, history, &self.params)?;
-        if !self.params.do_sample {
-            return Ok(scores.argmax(-1, false).int64_value(&[]));
-        }
-        let probs = Vec::<f32>::try_from(scores.softmax(-1, Kind::Float).to_device(tch::Device::Cpu))?;
-        let u: f64 = self.rng.random();
-        draw(&probs, u)
+        let logits = logits.reshape([1, -1]);
+        Ok(sample_rows(&mut [self], &[history], &logits)?[0])
     }
+}
+
+/// The next code of every row of `logits` ([B, V]), row b with `samplers[b]` and
+/// `histories[b]`. The scores are processed on the logits' device in a few batched kernels and
+/// come back to the host once: per-row processing costs a launch and a sync per row.
+pub fn sample_rows(samplers: &mut [&mut Sampler], histories: &[&[i64]], logits: &Tensor) -> Result<Vec<i64>> {
+    let params: Vec<&SamplingParams> = samplers.iter().map(|s| &s.params).collect();
+    let scores = process_logits_rows(logits, histories, &params)?;
+    let greedy = scores.argmax(-1, false).to_device(Device::Cpu);
+    let probs = scores.softmax(-1, Kind::Float).to_device(Device::Cpu);
+    let vocab = scores.size()[1] as usize;
+    let probs = Vec::<f32>::try_from(probs.reshape([-1]))?;
+    let mut codes = Vec::with_capacity(samplers.len());
+    for (b, sampler) in samplers.iter_mut().enumerate() {
+        codes.push(if sampler.params.do_sample {
+            let u: f64 = sampler.rng.random();
+            draw(&probs[b * vocab..(b + 1) * vocab], u)?
+        } else {
+            greedy.int64_value(&[b as i64])
+        });
+    }
+    Ok(codes)
 }
 
 /// The processed scores ([V], float32) that greedy takes the argmax of, or that sampling
 /// turns into probabilities: HF's processor order.
 pub fn process_logits(logits: &Tensor, history: &[i64], p: &SamplingParams) -> Result<Tensor> {
-    let mut scores = logits.to_kind(Kind::Float).reshape([-1]);
-    let vocab = scores.size()[0];
+    Ok(process_logits_rows(&logits.reshape([1, -1]), &[history], &[p])?.reshape([-1]))
+}
+
+/// [`process_logits`] for every row of `logits` ([B, V]) with its own history and parameters.
+/// A parameter that disables a step for a row (penalty 1, temperature 1, top-k 0, top-p 1,
+/// greedy) leaves that row's scores exactly as they are.
+pub fn process_logits_rows(logits: &Tensor, histories: &[&[i64]], params: &[&SamplingParams]) -> Result<Tensor> {
+    let (rows, vocab) = logits.size2().context("logits must be [B, V]")?;
     if vocab == 0 {
         bail!("empty logits");
     }
-    if p.repetition_penalty != 1.0 && !history.is_empty() {
-        if let Some(bad) = history.iter().find(|&&id| id < 0 || id >= vocab) {
-            bail!("history id {bad} is outside the {vocab} logits");
-        }
-        let mut ids = history.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let idx = Tensor::from_slice(&ids).to_device(scores.device());
-        let seen = scores.gather(0, &idx, false);
-        let penalised = (&seen * p.repetition_penalty).where_self(&seen.lt(0.0), &(&seen / p.repetition_penalty));
-        scores = scores.scatter(0, &idx, &penalised);
+    if histories.len() as i64 != rows || params.len() as i64 != rows {
+        bail!(
+            "{rows} rows of logits, {} histories, {} parameter sets",
+            histories.len(),
+            params.len()
+        );
     }
-    if !p.do_sample {
+    let device = logits.device();
+    let column = |values: Vec<f32>| Tensor::from_slice(&values).to_device(device).view([rows, 1]);
+    let mut scores = logits.to_kind(Kind::Float);
+
+    // Repetition penalty over each row's distinct history ids.
+    let mut seen = vec![false; (rows * vocab) as usize];
+    for (b, history) in histories.iter().enumerate() {
+        if params[b].repetition_penalty == 1.0 {
+            continue;
+        }
+        for &id in history.iter() {
+            if id < 0 || id >= vocab {
+                bail!("history id {id} is outside the {vocab} logits");
+            }
+            seen[b * vocab as usize + id as usize] = true;
+        }
+    }
+    if seen.iter().any(|&s| s) {
+        let seen = Tensor::from_slice(&seen).to_device(device).view([rows, vocab]);
+        let penalty = column(params.iter().map(|p| p.repetition_penalty as f32).collect());
+        let penalised = (&scores * &penalty).where_self(&scores.lt(0.0), &(&scores / &penalty));
+        scores = penalised.where_self(&seen, &scores);
+    }
+    let sampling: Vec<bool> = params.iter().map(|p| p.do_sample).collect();
+    if !sampling.iter().any(|&s| s) {
         return Ok(scores);
     }
-    if p.temperature != 1.0 {
-        // Not in place: `scores` may still share the caller's logits.
-        scores = &scores / p.temperature;
+    // Greedy rows get neutral values below: their scores pass through unchanged.
+    let per_row = |f: &dyn Fn(&SamplingParams) -> f64, neutral: f64| -> Vec<f64> {
+        params
+            .iter()
+            .map(|p| if p.do_sample { f(p) } else { neutral })
+            .collect()
+    };
+
+    let temperature = per_row(&|p| p.temperature, 1.0);
+    if temperature.iter().any(|&t| t != 1.0) {
+        scores = &scores / column(temperature.iter().map(|&t| t as f32).collect());
     }
-    if p.top_k > 0 {
-        let k = p.top_k.min(vocab);
-        let (top, _) = scores.topk(k, -1, true, true);
-        let kth = top.narrow(0, k - 1, 1);
-        scores = scores.masked_fill(&scores.lt_tensor(&kth), f64::NEG_INFINITY);
+
+    // Top-k: keep scores at or above each row's k-th best (ties kept); k = 0 keeps all.
+    let top_k: Vec<i64> = per_row(&|p| p.top_k.min(vocab) as f64, 0.0)
+        .iter()
+        .map(|&k| k as i64)
+        .collect();
+    let widest = top_k.iter().copied().max().unwrap_or(0);
+    if widest > 0 {
+        let (top, _) = scores.topk(widest, -1, true, true);
+        let kth_index: Vec<i64> = top_k.iter().map(|&k| k.max(1) - 1).collect();
+        let kth = top.gather(
+            1,
+            &Tensor::from_slice(&kth_index).to_device(device).view([rows, 1]),
+            false,
+        );
+        let off = Tensor::from_slice(&top_k.iter().map(|&k| k == 0).collect::<Vec<_>>())
+            .to_device(device)
+            .view([rows, 1]);
+        let below = scores.lt_tensor(&kth).logical_and(&off.logical_not());
+        scores = scores.masked_fill(&below, f64::NEG_INFINITY);
     }
-    if p.top_p < 1.0 {
+
+    // Top-p: drop the least likely codes whose total stays within 1 - top_p; the most likely
+    // code always survives. top_p = 1 drops nothing.
+    let top_p = per_row(&|p| p.top_p, 1.0);
+    if top_p.iter().any(|&p| p < 1.0) {
         let (sorted, order) = scores.sort(-1, false);
         let cumulative = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
-        let drop_sorted = cumulative.le(1.0 - p.top_p);
-        // The most likely code always survives.
-        let _ = drop_sorted.narrow(0, vocab - 1, 1).fill_(0);
-        let drop = drop_sorted.scatter(0, &order, &drop_sorted);
+        let limit = Tensor::from_slice(&top_p.iter().map(|&p| 1.0 - p).collect::<Vec<f64>>())
+            .to_device(device)
+            .view([rows, 1]);
+        let kept_all = Tensor::from_slice(&top_p.iter().map(|&p| p >= 1.0).collect::<Vec<_>>())
+            .to_device(device)
+            .view([rows, 1]);
+        let drop_sorted = cumulative.le_tensor(&limit).logical_and(&kept_all.logical_not());
+        let _ = drop_sorted.narrow(1, vocab - 1, 1).fill_(0);
+        let drop = drop_sorted.scatter(1, &order, &drop_sorted);
         scores = scores.masked_fill(&drop, f64::NEG_INFINITY);
     }
     Ok(scores)
@@ -299,6 +373,63 @@ mod tests {
         };
         assert_eq!(run(11), run(11));
         assert_ne!(run(11), run(12));
+    }
+
+    /// Rows with different settings, processed together, give each row exactly what it gets
+    /// alone, and drawing them together draws what each sampler draws alone.
+    #[test]
+    fn batched_rows_equal_rows_alone() {
+        tch::manual_seed(5);
+        let logits = Tensor::randn([5, 60], (Kind::Float, tch::Device::Cpu)) * 3.0;
+        let params = [
+            SamplingParams {
+                seed: Some(1),
+                ..SamplingParams::default()
+            },
+            SamplingParams::greedy(2.0),
+            SamplingParams {
+                temperature: 1.3,
+                top_k: 0,
+                top_p: 0.5,
+                seed: Some(2),
+                ..SamplingParams::default()
+            },
+            SamplingParams {
+                top_k: 5,
+                top_p: 1.0,
+                repetition_penalty: 1.0,
+                seed: Some(3),
+                ..SamplingParams::default()
+            },
+            SamplingParams {
+                top_k: 200,
+                seed: Some(4),
+                ..SamplingParams::default()
+            },
+        ];
+        let histories: [&[i64]; 5] = [&[1, 7, 7, 9], &[3, 4], &[], &[0, 59], &[10]];
+        let refs: Vec<&SamplingParams> = params.iter().collect();
+        let together = process_logits_rows(&logits, &histories, &refs).unwrap();
+        for b in 0..5 {
+            let alone = process_logits(&logits.get(b as i64), histories[b], &params[b]).unwrap();
+            let (x, y) = (vals(&together.get(b as i64)), vals(&alone));
+            assert_eq!(x.len(), y.len());
+            for (i, (a, c)) in x.iter().zip(&y).enumerate() {
+                assert!(
+                    a == c || (a.is_infinite() && c.is_infinite()),
+                    "row {b} code {i}: {a} vs {c}"
+                );
+            }
+        }
+        let mut batch: Vec<Sampler> = params.iter().map(|p| Sampler::new(p).unwrap()).collect();
+        let mut single: Vec<Sampler> = params.iter().map(|p| Sampler::new(p).unwrap()).collect();
+        for _ in 0..20 {
+            let mut refs: Vec<&mut Sampler> = batch.iter_mut().collect();
+            let codes = sample_rows(&mut refs, &histories, &logits).unwrap();
+            for b in 0..5 {
+                assert_eq!(codes[b], single[b].next(&logits.get(b as i64), histories[b]).unwrap());
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod numbers;
 mod pystr;
 mod split;
 mod tokenizer;
-mod zh;
+pub mod zh;
 
 use anyhow::{bail, Result};
 

@@ -21,6 +21,10 @@ use anyhow::{bail, Context, Result};
 use super::pystr;
 use mecab::Tagger;
 
+/// The config key naming the dictionary directory, and its default.
+pub const CONFIG_KEY: &str = "engine.japanese_dictionary";
+pub const DEFAULT_DIR: &str = "models/text/unidic-lite";
+
 /// The process-wide word splitter and the directory its dictionary came from, installed once
 /// by [`configure`].
 static TAGGER: OnceLock<(PathBuf, Mutex<Tagger>)> = OnceLock::new();
@@ -52,6 +56,21 @@ pub fn configure(dir: &Path) -> Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+/// Configures the dictionary in `dir` when the directory exists; when it does not, warns
+/// that Japanese is romanised approximately and returns false.
+pub fn configure_if_present(dir: &Path) -> Result<bool> {
+    if !dir.exists() {
+        tracing::warn!(
+            "{CONFIG_KEY}: {} does not exist (run tools/fetch_text_data); \
+             Japanese is romanised approximately (kana only, kanji unread)",
+            dir.display()
+        );
+        return Ok(false);
+    }
+    configure(dir).with_context(|| format!("{CONFIG_KEY} = {}", dir.display()))?;
+    Ok(true)
 }
 
 /// Whether [`configure`] installed a dictionary (else romaji are approximate).
@@ -109,7 +128,7 @@ mod tests {
 
     /// The dictionary `tools/fetch_text_data` unpacks; tests need it.
     fn dictionary() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/text/unidic-lite");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_DIR);
         configure(&dir).unwrap_or_else(|e| panic!("{e:#} (run tools/fetch_text_data)"));
     }
 
@@ -131,6 +150,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tools/fetch_text_data"), "{err}");
+    }
+
+    #[test]
+    fn missing_directory_at_start_is_only_a_warning() {
+        assert!(!configure_if_present(Path::new("/nonexistent/unidic-lite")).unwrap());
+    }
+
+    #[test]
+    fn broken_directory_at_start_is_an_error_naming_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", configure_if_present(dir.path()).unwrap_err());
+        assert!(err.contains(CONFIG_KEY), "{err}");
+        // Either the missing file, or (once loaded) the dictionary already in use.
+        assert!(
+            err.contains("missing sys.dic") || err.contains("already loaded"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,5 @@
-//! Chinese: number normalisation into Chinese numerals (the reference's
-//! `zh_num2words.TextNorm()` with its default options), punctuation to ",", and Hanzi to
-//! tone-numbered pinyin (TONE3, neutral tone as 5).
+//! Chinese number normalisation into Chinese numerals (the reference's
+//! `zh_num2words.TextNorm()` with its default options), and punctuation to ",".
 //!
 //! The passes run in the reference's order, each finding its matches first and then
 //! replacing the first occurrence of every matched string, as the reference does: dates,
@@ -10,7 +9,6 @@
 use std::sync::LazyLock;
 
 use anyhow::{anyhow, Result};
-use pinyin::ToPinyin;
 use regex::{Captures, Regex};
 
 /// Money units that may follow an amount (亿 etc. alone also count, as in the reference).
@@ -261,26 +259,6 @@ pub fn normalize(text: &str) -> Result<String> {
         .chars()
         .map(|c| if PUNCTUATION.contains(c) { ',' } else { c })
         .collect())
-}
-
-/// Each Hanzi becomes its pinyin with the tone number at the end; other characters pass
-/// through unchanged. Readings are per character (the `pinyin` crate has no phrase
-/// table), so heteronyms can differ from the reference's per-phrase pypinyin readings.
-pub fn to_pinyin(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for (c, py) in text.chars().zip(text.to_pinyin()) {
-        match py {
-            Some(p) => {
-                let syllable = p.with_tone_num_end().replace('ü', "v");
-                out.push_str(&syllable);
-                if !syllable.ends_with(|c: char| c.is_ascii_digit()) {
-                    out.push('5');
-                }
-            }
-            None => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
