@@ -40,7 +40,7 @@ TORCH_DIR="$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))'
     echo "run.sh: python3 cannot import torch"
     exit 1
 }
-export LD_LIBRARY_PATH="$TORCH_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$TORCH_DIR/lib:$KIT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
     echo "kit commit: $(cat "$KIT/COMMIT" 2>/dev/null || echo unknown)"
     python3 -c 'import torch;print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")'
