@@ -58,10 +58,11 @@ fi
 # Voice caches are written next to the clip: keep them out of the kit.
 cp "$KIT/voice.wav" "$WORK/voice.wav"
 VOICE="$WORK/voice.wav"
+mkdir -p "$WORK/speakers" # say needs a voices folder; the clip is given as a file
 
 step "device check: xttsd say --device $DEVICE on the tiny model"
 # xttsd refuses --device cuda when libtorch sees no CUDA device, with a one-line reason.
-if ! timeout 60 "$KIT/xttsd" say --model "$KIT/tiny" --voice "$VOICE" --text "Hello there." \
+if ! timeout 60 "$KIT/xttsd" say --model "$KIT/tiny" --voice "$VOICE" --speakers "$WORK/speakers" --text "Hello there." \
     --out "$OUT/tiny.wav" --device "$DEVICE" >"$OUT/device_check.log" 2>&1; then
     tail -n 3 "$OUT/device_check.log"
     echo "run.sh: xttsd cannot use $DEVICE here; stopping"
@@ -77,7 +78,7 @@ step "model $MODEL (a random full-size checkpoint is made unless present)"
 
 step "xttsd say --device $DEVICE on $MODEL"
 # The random model rarely picks the stop code, so this speaks for up to 602 codes (28 s).
-timeout 90 "$KIT/xttsd" say --model "$MODEL" --voice "$VOICE" --lang en \
+timeout 90 "$KIT/xttsd" say --model "$MODEL" --voice "$VOICE" --speakers "$WORK/speakers" --lang en \
     --text "Thank you for calling, how can I help you today?" --seed 1 \
     --out "$OUT/say_full.wav" --device "$DEVICE" >"$OUT/say_full.log" 2>&1
 echo "say exit status: $?"
