@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::xtts::sampling::SamplingParams;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -140,6 +142,21 @@ impl Default for EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// The configured sampling, which every request starts from.
+    pub fn sampling(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            length_penalty: self.length_penalty,
+            do_sample: true,
+            seed: None,
+        }
+    }
+}
+
 impl Default for AudioSocketConfig {
     fn default() -> Self {
         Self {
@@ -235,18 +252,12 @@ impl Config {
         anyhow::ensure!(self.engine.queue_limit > 0, "engine.queue_limit must be at least 1");
         anyhow::ensure!(self.engine.max_batch > 0, "engine.max_batch must be at least 1");
         crate::synth::parse_dtype(&self.engine.gpt_dtype).context("engine.gpt_dtype")?;
-        let e = &self.engine;
-        let configured = crate::engine::SpeechOptions {
-            temperature: Some(e.temperature),
-            top_k: Some(e.top_k),
-            top_p: Some(e.top_p),
-            repetition_penalty: Some(e.repetition_penalty),
-            speed: Some(e.speed),
+        // The configured values pass the same checks as a request's own.
+        let speed = crate::engine::SpeechOptions {
+            speed: Some(self.engine.speed),
             ..Default::default()
         };
-        configured
-            .validate(&crate::xtts::sampling::SamplingParams::default())
-            .context("engine")?;
+        speed.validate(&self.engine.sampling()).context("engine")?;
         anyhow::ensure!(
             (1..=65_535).contains(&self.audiosocket.max_payload_bytes),
             "audiosocket.max_payload_bytes must be between 1 and 65535"

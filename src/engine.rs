@@ -106,6 +106,15 @@ impl SpeechOptions {
         }
     }
 
+    /// The sampling parameters of the request's sentence `sentence`: one seed per request, and
+    /// each sentence its own stream of it.
+    pub fn sentence_sampling(&self, base: &SamplingParams, sentence: usize) -> SamplingParams {
+        SamplingParams {
+            seed: self.seed.map(|s| s.wrapping_add(sentence as u64)),
+            ..self.sampling(base)
+        }
+    }
+
     /// Checks the overrides against `base`, naming the option at fault.
     pub fn validate(&self, base: &SamplingParams) -> Result<()> {
         if let Some(speed) = self.speed {

@@ -81,15 +81,7 @@ impl SynthesizerConfig {
             model_dir: cfg.model_dir.clone(),
             speakers_dir: cfg.speakers_dir.clone(),
             device: cfg.device.clone(),
-            sampling: SamplingParams {
-                temperature: cfg.temperature,
-                top_k: cfg.top_k,
-                top_p: cfg.top_p,
-                repetition_penalty: cfg.repetition_penalty,
-                length_penalty: cfg.length_penalty,
-                do_sample: true,
-                seed: None,
-            },
+            sampling: cfg.sampling(),
             stream,
             cpu_threads: cfg.cpu_threads,
             max_batch: cfg.max_batch,
@@ -256,12 +248,10 @@ impl Synthesizer {
     ) -> Result<()> {
         opts.validate(&self.cfg.sampling)?;
         let sentences = self.text.encode_sentences(text, lang, true)?;
-        let mut params = opts.sampling(&self.cfg.sampling);
-        let stream = self.stream_options(opts);
+        let stream = with_speed(&self.cfg.stream, opts.speed);
         let mut listening = true;
         for (i, tokens) in sentences.iter().enumerate() {
-            // One seed per request; each sentence gets its own stream of it.
-            params.seed = opts.seed.map(|s| s.wrapping_add(i as u64));
+            let params = opts.sentence_sampling(&self.cfg.sampling, i);
             let mut forward = |chunk: Vec<f32>| {
                 listening = emit(chunk);
                 listening
@@ -280,10 +270,6 @@ impl Synthesizer {
             }
         }
         Ok(())
-    }
-
-    fn stream_options(&self, opts: &SpeechOptions) -> StreamOptions {
-        with_speed(&self.cfg.stream, opts.speed)
     }
 
     /// A check of requests that needs no model: run on the caller's side before queueing.
@@ -566,11 +552,8 @@ impl Batcher<'_, '_> {
     }
 
     fn row_options(&self, opts: &SpeechOptions, sentence: usize) -> RowOptions {
-        let mut params = opts.sampling(&self.cfg.sampling);
-        // One seed per request; each sentence gets its own stream of it.
-        params.seed = opts.seed.map(|s| s.wrapping_add(sentence as u64));
         RowOptions {
-            params,
+            params: opts.sentence_sampling(&self.cfg.sampling, sentence),
             forced_tokens: self.cfg.forced_tokens,
         }
     }

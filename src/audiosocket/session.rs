@@ -392,31 +392,7 @@ impl Call {
         }
         Ok(())
     }
-}
 
-/// Feeds one engine event into a playback's frames.
-fn on_speech_event(p: &mut Playback, event: Option<SpeechEvent>, call_rate: u32, services: &SharedServices) {
-    let result = match event {
-        Some(SpeechEvent::Audio(chunk)) => push_chunk(p, &chunk, call_rate, services),
-        Some(SpeechEvent::Done) => finish_speech(p),
-        Some(SpeechEvent::Failed(why)) => {
-            p.failure = Some(why);
-            finish_speech(p)
-        }
-        None => {
-            p.failure = Some("engine stopped".into());
-            finish_speech(p)
-        }
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %format!("{e:#}"), "audio path failed");
-        p.failure = Some(format!("{e:#}"));
-        p.speech = None;
-        p.frames.clear();
-    }
-}
-
-impl Call {
     async fn on_dtmf(&mut self, digit: char) -> Step {
         tracing::debug!(%digit, "DTMF");
         if let Some(p) = self.current.as_ref() {
@@ -508,7 +484,30 @@ impl Call {
     }
 }
 
-/// The next event of the playing job's speech; never resolves when there is none.
+/// Feeds one engine event into a playback's frames.
+fn on_speech_event(p: &mut Playback, event: Option<SpeechEvent>, call_rate: u32, services: &SharedServices) {
+    let result = match event {
+        Some(SpeechEvent::Audio(chunk)) => push_chunk(p, &chunk, call_rate, services),
+        Some(SpeechEvent::Done) => finish_speech(p),
+        Some(SpeechEvent::Failed(why)) => {
+            p.failure = Some(why);
+            finish_speech(p)
+        }
+        None => {
+            p.failure = Some("engine stopped".into());
+            finish_speech(p)
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %format!("{e:#}"), "audio path failed");
+        p.failure = Some(format!("{e:#}"));
+        p.speech = None;
+        p.frames.clear();
+    }
+}
+
+/// The next event of a playback's speech (the playing one or the one asked ahead); never
+/// resolves when there is none.
 async fn next_speech_event(current: &mut Option<Playback>) -> Option<SpeechEvent> {
     match current.as_mut().and_then(|p| p.speech.as_mut()) {
         Some(speech) => speech.next().await,

@@ -379,7 +379,7 @@ impl<'m> BatchDecoder<'m> {
         let cfg = self.gpt.config();
         let device = self.gpt.device();
         let longest = starting.iter().map(|s| s.2).max().unwrap_or(0);
-        let start = self.code_embeddings(&[cfg.start_audio_token], &[0])?;
+        let start = self.gpt.audio_embeddings_rows(&[cfg.start_audio_token], &[0])?;
         let rows = starting
             .iter()
             .map(|&(i, _, t, _)| {
@@ -427,7 +427,7 @@ impl<'m> BatchDecoder<'m> {
             codes.push(row.last_code);
             positions.push(row.codes as i64);
         }
-        let embeds = self.code_embeddings(&codes, &positions)?;
+        let embeds = self.gpt.audio_embeddings_rows(&codes, &positions)?;
         self.cache.begin_decode(slots)?;
         let latents = self.gpt.forward_store(&mut self.cache, &embeds).last();
         self.cache.end_step(slots);
@@ -450,11 +450,6 @@ impl<'m> BatchDecoder<'m> {
             *row = None;
             self.cache.clear(slot);
         }
-    }
-
-    /// Embeddings [B, 1, D] of one code per row, each at its own audio position.
-    fn code_embeddings(&self, codes: &[i64], positions: &[i64]) -> Result<Tensor> {
-        self.gpt.audio_embeddings_rows(codes, positions)
     }
 
     /// Chooses the next code of each of `slots` from its latent (row b of `latents`, [B, D])
