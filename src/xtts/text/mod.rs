@@ -10,7 +10,7 @@ mod split;
 mod tokenizer;
 pub mod zh;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 pub use split::split_sentences;
 pub use tokenizer::TextFrontend;
@@ -79,6 +79,25 @@ pub fn clean(text: &str, lang: &str) -> Result<String> {
             })
         }
     }
+}
+
+/// Loads a language's data with `configure` when `dir` exists (an error names `key`); when it
+/// does not, warns once what the language falls back to and returns false.
+fn configure_if_present(
+    dir: &std::path::Path,
+    key: &str,
+    fallback: &str,
+    configure: impl FnOnce(&std::path::Path) -> Result<()>,
+) -> Result<bool> {
+    if !dir.exists() {
+        tracing::warn!(
+            "{key}: {} does not exist (run tools/fetch_text_data); {fallback}",
+            dir.display()
+        );
+        return Ok(false);
+    }
+    configure(dir).with_context(|| format!("{key} = {}", dir.display()))?;
+    Ok(true)
 }
 
 /// Fails with a clear message for text with nothing to say.

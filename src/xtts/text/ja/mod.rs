@@ -61,16 +61,12 @@ pub fn configure(dir: &Path) -> Result<()> {
 /// Configures the dictionary in `dir` when the directory exists; when it does not, warns
 /// that Japanese is romanised approximately and returns false.
 pub fn configure_if_present(dir: &Path) -> Result<bool> {
-    if !dir.exists() {
-        tracing::warn!(
-            "{CONFIG_KEY}: {} does not exist (run tools/fetch_text_data); \
-             Japanese is romanised approximately (kana only, kanji unread)",
-            dir.display()
-        );
-        return Ok(false);
-    }
-    configure(dir).with_context(|| format!("{CONFIG_KEY} = {}", dir.display()))?;
-    Ok(true)
+    super::configure_if_present(
+        dir,
+        CONFIG_KEY,
+        "Japanese is romanised approximately (kana only, kanji unread)",
+        configure,
+    )
 }
 
 /// Whether [`configure`] installed a dictionary (else romaji are approximate).

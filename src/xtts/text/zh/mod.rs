@@ -43,16 +43,12 @@ pub fn configure(dir: &Path) -> Result<()> {
 /// Configures the data from `dir` when the directory exists; when it does not, warns
 /// once that Chinese is read approximately and returns false.
 pub fn configure_if_present(dir: &Path) -> Result<bool> {
-    if !dir.exists() {
-        tracing::warn!(
-            "{CONFIG_KEY}: {} does not exist (run tools/fetch_text_data); \
-             Chinese is read character by character, which can differ from the reference",
-            dir.display()
-        );
-        return Ok(false);
-    }
-    configure(dir)?;
-    Ok(true)
+    super::configure_if_present(
+        dir,
+        CONFIG_KEY,
+        "Chinese is read character by character, which can differ from the reference",
+        configure,
+    )
 }
 
 /// Hanzi to TONE3 pinyin; every other character passes through unchanged.
