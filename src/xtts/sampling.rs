@@ -163,7 +163,10 @@ pub fn process_logits_rows(logits: &Tensor, histories: &[&[i64]], params: &[&Sam
         );
     }
     let device = logits.device();
-    let column = |values: Vec<f32>| Tensor::from_slice(&values).to_device(device).view([rows, 1]);
+    // One value per row, [B, 1]. Floats go as float32: the scalar the single-row kernels (and
+    // HF's processors) compare and divide with is rounded to float32 too.
+    let column = |values: &[f32]| Tensor::from_slice(values).to_device(device).view([rows, 1]);
+    let flags = |values: &[bool]| Tensor::from_slice(values).to_device(device).view([rows, 1]);
     let mut scores = logits.to_kind(Kind::Float);
 
     // Repetition penalty over each row's distinct history ids.
@@ -181,12 +184,12 @@ pub fn process_logits_rows(logits: &Tensor, histories: &[&[i64]], params: &[&Sam
     }
     if seen.iter().any(|&s| s) {
         let seen = Tensor::from_slice(&seen).to_device(device).view([rows, vocab]);
-        let penalty = column(params.iter().map(|p| p.repetition_penalty as f32).collect());
+        let penalty: Vec<f32> = params.iter().map(|p| p.repetition_penalty as f32).collect();
+        let penalty = column(&penalty);
         let penalised = (&scores * &penalty).where_self(&scores.lt(0.0), &(&scores / &penalty));
         scores = penalised.where_self(&seen, &scores);
     }
-    let sampling: Vec<bool> = params.iter().map(|p| p.do_sample).collect();
-    if !sampling.iter().any(|&s| s) {
+    if !params.iter().any(|p| p.do_sample) {
         return Ok(scores);
     }
     // Greedy rows get neutral values below: their scores pass through unchanged.
@@ -199,7 +202,8 @@ pub fn process_logits_rows(logits: &Tensor, histories: &[&[i64]], params: &[&Sam
 
     let temperature = per_row(&|p| p.temperature, 1.0);
     if temperature.iter().any(|&t| t != 1.0) {
-        scores = &scores / column(temperature.iter().map(|&t| t as f32).collect());
+        let temperature: Vec<f32> = temperature.iter().map(|&t| t as f32).collect();
+        scores = &scores / column(&temperature);
     }
 
     // Top-k: keep scores at or above each row's k-th best (ties kept); k = 0 keeps all.
@@ -211,15 +215,10 @@ pub fn process_logits_rows(logits: &Tensor, histories: &[&[i64]], params: &[&Sam
     if widest > 0 {
         let (top, _) = scores.topk(widest, -1, true, true);
         let kth_index: Vec<i64> = top_k.iter().map(|&k| k.max(1) - 1).collect();
-        let kth = top.gather(
-            1,
-            &Tensor::from_slice(&kth_index).to_device(device).view([rows, 1]),
-            false,
-        );
-        let off = Tensor::from_slice(&top_k.iter().map(|&k| k == 0).collect::<Vec<_>>())
-            .to_device(device)
-            .view([rows, 1]);
-        let below = scores.lt_tensor(&kth).logical_and(&off.logical_not());
+        let kth_index = Tensor::from_slice(&kth_index).to_device(device).view([rows, 1]);
+        let kth = top.gather(1, &kth_index, false);
+        let filtered: Vec<bool> = top_k.iter().map(|&k| k > 0).collect();
+        let below = scores.lt_tensor(&kth).logical_and(&flags(&filtered));
         scores = scores.masked_fill(&below, f64::NEG_INFINITY);
     }
 
@@ -229,13 +228,9 @@ pub fn process_logits_rows(logits: &Tensor, histories: &[&[i64]], params: &[&Sam
     if top_p.iter().any(|&p| p < 1.0) {
         let (sorted, order) = scores.sort(-1, false);
         let cumulative = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
-        let limit = Tensor::from_slice(&top_p.iter().map(|&p| 1.0 - p).collect::<Vec<f64>>())
-            .to_device(device)
-            .view([rows, 1]);
-        let kept_all = Tensor::from_slice(&top_p.iter().map(|&p| p >= 1.0).collect::<Vec<_>>())
-            .to_device(device)
-            .view([rows, 1]);
-        let drop_sorted = cumulative.le_tensor(&limit).logical_and(&kept_all.logical_not());
+        let limit: Vec<f32> = top_p.iter().map(|&p| (1.0 - p) as f32).collect();
+        let filtered: Vec<bool> = top_p.iter().map(|&p| p < 1.0).collect();
+        let drop_sorted = cumulative.le_tensor(&column(&limit)).logical_and(&flags(&filtered));
         let _ = drop_sorted.narrow(1, vocab - 1, 1).fill_(0);
         let drop = drop_sorted.scatter(1, &order, &drop_sorted);
         scores = scores.masked_fill(&drop, f64::NEG_INFINITY);
