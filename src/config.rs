@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::builtin_voice::BuiltinVoiceConfig;
+use crate::engine::FallbackPolicy;
 use crate::xtts::sampling::SamplingParams;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -18,6 +20,10 @@ pub struct Config {
     pub control: ControlConfig,
     pub audio: AudioConfig,
     pub test_call: TestCallConfig,
+    /// The built-in voice (eSpeak NG), which needs no model download.
+    pub builtin: BuiltinVoiceConfig,
+    /// When the built-in voice speaks instead of XTTS.
+    pub fallback: FallbackPolicy,
 }
 
 /// The model and how it samples. Sampling defaults follow the reference's

@@ -6,7 +6,9 @@
 //!   [`SpeechOptions`]) queues speech for that call; 202 `{"queued": true, "live": bool}`.
 //!   The call need not be connected yet (`live: false`): the speech waits for it.
 //!   Bad input gets 400 `{"error": "...", "field": "..."}`.
-//! * `GET /v1/health`: 200 with the engine's sample rate and the daemon's version.
+//! * `GET /v1/health`: 200 with the engine's sample rate, the daemon's version, and the
+//!   engines: `{"engine": "xtts", "state": "ready", "served": 12, "fallback": {"engine":
+//!   "builtin", ...}}` (the built-in voice alone while XTTS is absent).
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
@@ -142,6 +144,7 @@ async fn health(State(services): State<SharedServices>) -> Response {
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "sample_rate": services.engine.sample_rate(),
+        "engine": services.engine.status(),
     }))
     .into_response()
 }

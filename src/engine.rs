@@ -315,17 +315,76 @@ pub struct Engine {
     validate: Validator,
     sample_rate: u32,
     queue_limit: usize,
+    /// Which engine this is (`xtts`, `builtin`), as logs, health and the dialplan name it.
+    name: &'static str,
+    /// Requests this engine has accepted.
+    served: Arc<AtomicU64>,
+    /// The engine that stands in when this one cannot serve.
+    fallback: Option<Arc<Fallback>>,
+}
+
+/// When the built-in voice speaks instead of XTTS (`[fallback]` in config.toml).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FallbackPolicy {
+    /// The XTTS model is not installed (or the default voice has no clip).
+    pub when_absent: bool,
+    /// XTTS failed to load or its worker has stopped.
+    pub when_down: bool,
+    /// XTTS refuses for capacity: the caller hears the built-in voice instead of a busy result.
+    pub when_busy: bool,
+}
+
+impl Default for FallbackPolicy {
+    fn default() -> Self {
+        Self {
+            when_absent: true,
+            when_down: true,
+            when_busy: true,
+        }
+    }
+}
+
+struct Fallback {
+    engine: Engine,
+    policy: FallbackPolicy,
+    /// Voices the primary engine lacks that requests may still name (the default voice
+    /// before its clip is recorded): the fallback speaks them when `when_absent`.
+    absent_voices: Vec<String>,
+}
+
+/// What `/v1/health` tells of the engines.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineStatus {
+    pub engine: &'static str,
+    /// `ready`, or `down` once its worker has stopped.
+    pub state: &'static str,
+    pub served: u64,
+    pub fallback: Option<Box<EngineStatus>>,
 }
 
 /// A request's output: receive events until Done or Failed. Dropping it cancels.
 pub struct Speech {
     events: mpsc::UnboundedReceiver<SpeechEvent>,
+    engine: &'static str,
 }
 
 impl Speech {
     pub async fn next(&mut self) -> Option<SpeechEvent> {
         self.events.recv().await
     }
+
+    /// The engine that speaks it (`xtts`, `builtin`).
+    pub fn engine(&self) -> &'static str {
+        self.engine
+    }
+}
+
+/// Why a request went to the fallback engine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Detour {
+    Absent,
+    Down,
 }
 
 impl Engine {
@@ -367,6 +426,34 @@ impl Engine {
             validate,
             sample_rate,
             queue_limit,
+            name: "xtts",
+            served: Arc::new(AtomicU64::new(0)),
+            fallback: None,
+        })
+    }
+
+    /// The same engine under another name (`builtin` for the built-in voice).
+    pub fn named(mut self, name: &'static str) -> Engine {
+        self.name = name;
+        self
+    }
+
+    /// This engine, with `fallback` speaking whenever `policy` says so. The two must emit the
+    /// same sample rate.
+    pub fn with_fallback(self, fallback: Engine, policy: FallbackPolicy, absent_voices: Vec<String>) -> Result<Engine> {
+        anyhow::ensure!(
+            fallback.sample_rate == self.sample_rate,
+            "the fallback engine emits {} Hz, the engine {} Hz",
+            fallback.sample_rate,
+            self.sample_rate
+        );
+        Ok(Engine {
+            fallback: Some(Arc::new(Fallback {
+                engine: fallback,
+                policy,
+                absent_voices,
+            })),
+            ..self
         })
     }
 
@@ -374,35 +461,124 @@ impl Engine {
         self.sample_rate
     }
 
-    /// Checks a request (language, voice, text) without queueing it.
+    /// The engine's name: `xtts` or `builtin`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// False once the worker thread has stopped (it panicked, or could not start).
+    pub fn is_up(&self) -> bool {
+        !self.jobs.is_closed()
+    }
+
+    /// The engines' state and what each has served, for health checks.
+    pub fn status(&self) -> EngineStatus {
+        EngineStatus {
+            engine: self.name,
+            state: if self.is_up() { "ready" } else { "down" },
+            served: self.served.load(Ordering::Relaxed),
+            fallback: self.fallback.as_ref().map(|f| Box::new(f.engine.status())),
+        }
+    }
+
+    /// Whether this request goes straight to the fallback, and why.
+    fn detour(&self, req: &SpeechRequest) -> Option<(&Engine, Detour)> {
+        let fallback = self.fallback.as_deref()?;
+        if fallback.policy.when_down && !self.is_up() {
+            return Some((&fallback.engine, Detour::Down));
+        }
+        if fallback.policy.when_absent && fallback.absent_voices.contains(&req.voice) {
+            return Some((&fallback.engine, Detour::Absent));
+        }
+        None
+    }
+
+    /// The fallback, when the policy lets it take a request this engine refused as busy.
+    fn busy_fallback(&self) -> Option<&Engine> {
+        let fallback = self.fallback.as_deref()?;
+        fallback.policy.when_busy.then_some(&fallback.engine)
+    }
+
+    /// Checks a request (language, voice, text) without queueing it, against the engine that
+    /// would speak it.
     pub fn validate(&self, req: &SpeechRequest) -> Result<(), EngineError> {
+        if let Some((fallback, _)) = self.detour(req) {
+            return fallback.validate(req);
+        }
         (self.validate)(req).map_err(|e| EngineError::Invalid(format!("{e:#}")))
     }
 
     /// Queues a request, waiting at most `patience` for room in a full queue before it is
-    /// refused with [`EngineError::Busy`].
+    /// refused with [`EngineError::Busy`] (or handed to the fallback, as configured).
     pub async fn speak_within(&self, req: SpeechRequest, patience: Duration) -> Result<Speech, EngineError> {
+        if let Some((fallback, why)) = self.detour(&req) {
+            return fallback.speak_as_fallback(req, why);
+        }
         self.validate(&req)?;
+        let spare = self.busy_fallback().map(|_| req.clone());
         let (out, events) = mpsc::unbounded_channel();
-        self.jobs
-            .send_timeout(Job::new(req, out), patience)
-            .await
-            .map_err(|e| match e {
-                mpsc::error::SendTimeoutError::Timeout(_) => EngineError::Busy(self.queue_limit),
-                mpsc::error::SendTimeoutError::Closed(_) => EngineError::Stopped,
-            })?;
-        Ok(Speech { events })
+        let sent = self.jobs.send_timeout(Job::new(req, out), patience).await;
+        match sent {
+            Ok(()) => Ok(self.accepted(events)),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => self.refused_busy(spare),
+            Err(mpsc::error::SendTimeoutError::Closed(job)) => self.refused_down(job.req),
+        }
     }
 
-    /// Queues a request. Fails at once on invalid input or a full queue.
+    /// Queues a request. Fails at once on invalid input or a full queue (or hands it to the
+    /// fallback, as configured).
     pub fn speak(&self, req: SpeechRequest) -> Result<Speech, EngineError> {
+        if let Some((fallback, why)) = self.detour(&req) {
+            return fallback.speak_as_fallback(req, why);
+        }
         self.validate(&req)?;
+        let spare = self.busy_fallback().map(|_| req.clone());
         let (out, events) = mpsc::unbounded_channel();
-        self.jobs.try_send(Job::new(req, out)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EngineError::Busy(self.queue_limit),
-            mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
-        })?;
-        Ok(Speech { events })
+        match self.jobs.try_send(Job::new(req, out)) {
+            Ok(()) => Ok(self.accepted(events)),
+            Err(mpsc::error::TrySendError::Full(_)) => self.refused_busy(spare),
+            Err(mpsc::error::TrySendError::Closed(job)) => self.refused_down(job.req),
+        }
+    }
+
+    fn accepted(&self, events: mpsc::UnboundedReceiver<SpeechEvent>) -> Speech {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Speech {
+            events,
+            engine: self.name,
+        }
+    }
+
+    fn refused_busy(&self, spare: Option<SpeechRequest>) -> Result<Speech, EngineError> {
+        match (self.busy_fallback(), spare) {
+            (Some(fallback), Some(req)) => {
+                tracing::info!(
+                    engine = fallback.name,
+                    busy = self.name,
+                    "{} is busy: the built-in voice speaks",
+                    self.name
+                );
+                fallback.speak(req)
+            }
+            _ => Err(EngineError::Busy(self.queue_limit)),
+        }
+    }
+
+    fn refused_down(&self, req: SpeechRequest) -> Result<Speech, EngineError> {
+        match self.fallback.as_deref() {
+            Some(f) if f.policy.when_down => f.engine.speak_as_fallback(req, Detour::Down),
+            _ => Err(EngineError::Stopped),
+        }
+    }
+
+    /// Speaks a request another engine could not take.
+    fn speak_as_fallback(&self, req: SpeechRequest, why: Detour) -> Result<Speech, EngineError> {
+        let reason = match why {
+            Detour::Absent => "the voice or model is absent",
+            Detour::Down => "the engine is down",
+        };
+        tracing::info!(engine = self.name, voice = %req.voice, "{reason}: the built-in voice speaks");
+        self.speak(req)
     }
 }
 
@@ -414,6 +590,163 @@ fn serve_jobs<B: SpeechBackend>(mut backend: B, jobs: mpsc::Receiver<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Speaks a constant: one chunk of `level` per request.
+    struct Constant(f32);
+
+    impl SpeechBackend for Constant {
+        fn sample_rate(&self) -> u32 {
+            24_000
+        }
+        fn speak(&mut self, _: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
+            emit(vec![self.0; 240]);
+            Ok(())
+        }
+    }
+
+    /// Takes no job until `release` is dropped: its queue fills up.
+    struct Stalled(std::sync::mpsc::Receiver<()>);
+
+    impl SpeechBackend for Stalled {
+        fn sample_rate(&self) -> u32 {
+            24_000
+        }
+        fn speak(&mut self, _: &SpeechRequest, _: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
+            Ok(())
+        }
+        fn serve(&mut self, _: &mut JobQueue) {
+            let _ = self.0.recv();
+        }
+    }
+
+    /// Its worker stops at once, as a crashed engine's does.
+    struct Dead;
+
+    impl SpeechBackend for Dead {
+        fn sample_rate(&self) -> u32 {
+            24_000
+        }
+        fn speak(&mut self, _: &SpeechRequest, _: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
+            Ok(())
+        }
+        fn serve(&mut self, _: &mut JobQueue) {}
+    }
+
+    fn request(voice: &str) -> SpeechRequest {
+        SpeechRequest {
+            text: "hello".into(),
+            lang: "en".into(),
+            voice: voice.into(),
+            options: SpeechOptions::default(),
+        }
+    }
+
+    fn known_voice_only(req: &SpeechRequest) -> Result<()> {
+        anyhow::ensure!(req.voice == "anna", "unknown voice '{}'", req.voice);
+        Ok(())
+    }
+
+    fn builtin() -> Engine {
+        Engine::start(Constant(0.5), |_: &SpeechRequest| Ok(()), 8).named("builtin")
+    }
+
+    async fn first_level(mut speech: Speech) -> f32 {
+        match speech.next().await {
+            Some(SpeechEvent::Audio(chunk)) => chunk[0],
+            other => panic!("expected audio, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn busy_engine_hands_over_to_the_fallback_when_allowed() {
+        let (_release, stalled) = std::sync::mpsc::channel();
+        let primary = Engine::start(Stalled(stalled), known_voice_only, 1);
+        let queued = primary.speak(request("anna")).unwrap();
+        assert_eq!(queued.engine(), "xtts");
+        assert!(matches!(primary.speak(request("anna")), Err(EngineError::Busy(1))));
+
+        let policy = FallbackPolicy::default();
+        let engine = primary.clone().with_fallback(builtin(), policy, vec![]).unwrap();
+        let speech = engine.speak(request("anna")).unwrap();
+        assert_eq!(speech.engine(), "builtin");
+        assert_eq!(first_level(speech).await, 0.5);
+        let speech = engine
+            .speak_within(request("anna"), Duration::from_millis(20))
+            .await
+            .unwrap();
+        assert_eq!(speech.engine(), "builtin");
+
+        let never_when_busy = FallbackPolicy {
+            when_busy: false,
+            ..policy
+        };
+        let engine = primary.with_fallback(builtin(), never_when_busy, vec![]).unwrap();
+        assert!(matches!(engine.speak(request("anna")), Err(EngineError::Busy(1))));
+    }
+
+    #[tokio::test]
+    async fn stopped_engine_hands_over_to_the_fallback_when_allowed() {
+        let primary = Engine::start(Dead, known_voice_only, 4);
+        for _ in 0..200 {
+            if !primary.is_up() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!primary.is_up());
+        assert!(matches!(primary.speak(request("anna")), Err(EngineError::Stopped)));
+        let engine = primary
+            .clone()
+            .with_fallback(builtin(), FallbackPolicy::default(), vec![])
+            .unwrap();
+        // The built-in voice takes any voice name while it stands in.
+        engine.validate(&request("somebody")).unwrap();
+        let speech = engine.speak(request("somebody")).unwrap();
+        assert_eq!(speech.engine(), "builtin");
+        assert_eq!(first_level(speech).await, 0.5);
+        let status = engine.status();
+        assert_eq!((status.engine, status.state), ("xtts", "down"));
+        assert_eq!(status.fallback.unwrap().served, 1);
+
+        let never_when_down = FallbackPolicy {
+            when_down: false,
+            ..FallbackPolicy::default()
+        };
+        let engine = primary.with_fallback(builtin(), never_when_down, vec![]).unwrap();
+        assert!(matches!(engine.speak(request("anna")), Err(EngineError::Stopped)));
+    }
+
+    #[tokio::test]
+    async fn an_absent_default_voice_is_spoken_by_the_fallback_and_others_are_not() {
+        let primary = Engine::start(Constant(0.25), known_voice_only, 4);
+        let engine = primary
+            .with_fallback(builtin(), FallbackPolicy::default(), vec!["default".into()])
+            .unwrap();
+        let speech = engine.speak(request("default")).unwrap();
+        assert_eq!((speech.engine(), first_level(speech).await), ("builtin", 0.5));
+        let speech = engine.speak(request("anna")).unwrap();
+        assert_eq!((speech.engine(), first_level(speech).await), ("xtts", 0.25));
+        // Bad input stays bad input: an unknown voice is refused, not handed over.
+        assert!(matches!(engine.speak(request("nobody")), Err(EngineError::Invalid(_))));
+        let status = engine.status();
+        assert_eq!((status.served, status.fallback.unwrap().served), (1, 1));
+    }
+
+    #[test]
+    fn fallback_must_speak_at_the_same_rate() {
+        struct Slow;
+        impl SpeechBackend for Slow {
+            fn sample_rate(&self) -> u32 {
+                8_000
+            }
+            fn speak(&mut self, _: &SpeechRequest, _: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
+                Ok(())
+            }
+        }
+        let primary = Engine::start(Constant(0.1), |_: &SpeechRequest| Ok(()), 1);
+        let other = Engine::start(Slow, |_: &SpeechRequest| Ok(()), 1);
+        assert!(primary.with_fallback(other, FallbackPolicy::default(), vec![]).is_err());
+    }
 
     #[test]
     fn options_parse_from_text_and_name_the_bad_one() {

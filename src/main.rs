@@ -19,6 +19,8 @@ enum Command {
     Say(xttsd::say::Args),
     /// Call a running daemon as Asterisk would and record what comes back.
     Call(xttsd::client::Args),
+    /// Check the configuration, model, voices, language data, spool directory, ports and device.
+    Check(xttsd::check::Args),
     /// Load-test the daemon in-process: N concurrent calls over AudioSocket, latency and throughput.
     Bench(xttsd::bench::Args),
 }
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Command::Say(args) => xttsd::say::run(args),
         Command::Call(args) => xttsd::client::run(args),
         Command::Bench(args) => xttsd::bench::run(args),
+        Command::Check(args) => xttsd::check::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

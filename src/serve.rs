@@ -2,12 +2,15 @@
 //! FastAGI and control servers, and runs until SIGINT or SIGTERM.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
+use crate::builtin_voice::BuiltinVoice;
 use crate::calls::CallRegistry;
+use crate::check;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::synth::{Synthesizer, SynthesizerConfig};
@@ -30,22 +33,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let config = Config::from_file(&args.config)?;
-    let synth_cfg = SynthesizerConfig::from_engine(&config.engine);
-    let (default_voice, default_lang) = (
-        config.engine.default_voice.clone(),
-        config.engine.default_language.clone(),
-    );
-    let engine = Engine::spawn(
-        move || {
-            let mut synth = Synthesizer::load(&synth_cfg)?;
-            if let Err(e) = synth.warm_up(&default_voice, &default_lang) {
-                tracing::warn!("default voice '{default_voice}' is not usable yet: {e:#}");
-            }
-            let validator = synth.validator();
-            Ok((synth, validator))
-        },
-        config.engine.queue_limit,
-    )?;
+    let engine = start_engines(&config)?;
     let services = Arc::new(Services {
         config,
         engine,
@@ -53,6 +41,104 @@ pub fn run(args: Args) -> Result<()> {
     });
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(serve_all(services))
+}
+
+/// Starts XTTS and the built-in voice as `[fallback]` says: XTTS with the built-in voice
+/// standing in when it is down or busy, or the built-in voice alone while XTTS is absent.
+pub fn start_engines(config: &Config) -> Result<Engine> {
+    let policy = config.fallback;
+    let wanted = policy.when_absent || policy.when_down || policy.when_busy;
+    let builtin = if wanted { start_builtin_voice(config) } else { None };
+    let model_dir = &config.engine.model_dir;
+    let missing = check::missing_model_files(model_dir);
+    if !missing.is_empty() {
+        let why = format!(
+            "no XTTS model: {} lacks {}. {}",
+            model_dir.display(),
+            missing.join(", "),
+            check::download_hint(model_dir)
+        );
+        return match builtin {
+            Some(builtin) if policy.when_absent => {
+                tracing::warn!("{why}");
+                tracing::warn!("the built-in voice (eSpeak NG) answers every call until the model is installed");
+                Ok(builtin)
+            }
+            _ => Err(anyhow::anyhow!(why)),
+        };
+    }
+    let (xtts, default_voice_usable) = match start_xtts(config) {
+        Ok(started) => started,
+        Err(e) => {
+            return match builtin {
+                Some(builtin) if policy.when_down => {
+                    tracing::error!("XTTS failed to load: {e:#}");
+                    tracing::warn!("the built-in voice (eSpeak NG) answers every call");
+                    Ok(builtin)
+                }
+                _ => Err(e),
+            };
+        }
+    };
+    let Some(builtin) = builtin else {
+        return Ok(xtts);
+    };
+    let absent_voices = if default_voice_usable {
+        Vec::new()
+    } else {
+        let voice = &config.engine.default_voice;
+        tracing::warn!(
+            "the default voice '{voice}' has no clip ({}/{voice}.wav); the built-in voice speaks for it",
+            config.engine.speakers_dir.display()
+        );
+        vec![voice.clone()]
+    };
+    xtts.with_fallback(builtin, policy, absent_voices)
+}
+
+/// Loads XTTS on its worker thread and warms up the default voice; says whether that voice
+/// is usable.
+fn start_xtts(config: &Config) -> Result<(Engine, bool)> {
+    let synth_cfg = SynthesizerConfig::from_engine(&config.engine);
+    let (default_voice, default_lang) = (
+        config.engine.default_voice.clone(),
+        config.engine.default_language.clone(),
+    );
+    let usable = Arc::new(AtomicBool::new(false));
+    let usable_in_worker = usable.clone();
+    let engine = Engine::spawn(
+        move || {
+            let mut synth = Synthesizer::load(&synth_cfg)?;
+            match synth.warm_up(&default_voice, &default_lang) {
+                Ok(()) => usable_in_worker.store(true, Ordering::Relaxed),
+                Err(e) => tracing::warn!("default voice '{default_voice}' is not usable yet: {e:#}"),
+            }
+            let validator = synth.validator();
+            Ok((synth, validator))
+        },
+        config.engine.queue_limit,
+    )?;
+    Ok((engine, usable.load(Ordering::Relaxed)))
+}
+
+/// The built-in voice's engine, or None (logged) when eSpeak NG cannot run.
+fn start_builtin_voice(config: &Config) -> Option<Engine> {
+    let voice = match BuiltinVoice::new(&config.builtin) {
+        Ok(voice) => voice,
+        Err(e) => {
+            tracing::warn!("no built-in voice: {e:#}");
+            return None;
+        }
+    };
+    let validator = voice.validator();
+    let started = Engine::spawn(move || Ok((voice, validator)), config.engine.queue_limit);
+    match started {
+        Ok(engine) => Some(engine.named("builtin")),
+        Err(e) => {
+            tracing::warn!("no built-in voice: {e:#}");
+            None
+        }
+    }
 }
 
 /// Binds every configured listener, then serves until a shutdown signal.
