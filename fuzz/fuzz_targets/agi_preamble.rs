@@ -2,21 +2,9 @@
 //! the buffer never grows past the preamble limit without an error.
 #![no_main]
 
-use bytes::BytesMut;
-use libfuzzer_sys::fuzz_target;
-use tokio_util::codec::Decoder;
-use xttsd::agi::codec::PreambleDecoder;
+// Each target uses one of the shared checks.
+#[allow(dead_code)]
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&piece, stream)) = data.split_first() else { return };
-    let piece = piece as usize % 256 + 1;
-    let mut decoder = PreambleDecoder;
-    let mut buf = BytesMut::new();
-    for chunk in stream.chunks(piece) {
-        buf.extend_from_slice(chunk);
-        match decoder.decode(&mut buf) {
-            Ok(Some(_)) | Err(_) => return,
-            Ok(None) => assert!(buf.len() <= 64 * 1024 + piece, "{} bytes buffered", buf.len()),
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::agi_preamble(data));
