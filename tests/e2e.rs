@@ -51,7 +51,7 @@ fn start_daemon() -> Daemon {
          [audiosocket]\nlisten = \"127.0.0.1:{a}\"\n\
          [agi]\nlisten = \"127.0.0.1:{g}\"\naudiosocket_address = \"127.0.0.1:{a}\"\nspool_dir = {spool:?}\n\
          [control]\nlisten = \"127.0.0.1:{c}\"\n\
-         [test_call]\ngreeting = \"Hello, press a key.\"\n"
+         [test_call]\nenabled = true\ngreeting = \"Hello, press a key.\"\n"
     );
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config).unwrap();
