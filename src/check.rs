@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::builtin_voice::BuiltinVoice;
-use crate::config::Config;
+use crate::config::{AgiMode, Config};
 
 /// The released XTTS v2 files the daemon cannot run without.
 pub const MODEL_FILES: [&str; 3] = ["config.json", "model.pth", "vocab.json"];
@@ -354,7 +354,7 @@ fn check_language_data(config: &Config, report: &mut Report) {
 fn check_spool_dir(config: &Config, report: &mut Report) {
     let dir = &config.agi.spool_dir;
     // Stream mode only needs it when a request asks for mode=file.
-    let level = if config.agi.mode == "file" {
+    let level = if config.agi.mode == AgiMode::File {
         Level::Error
     } else {
         Level::Warning
@@ -382,25 +382,21 @@ fn check_spool_dir(config: &Config, report: &mut Report) {
 }
 
 fn check_ports(config: &Config, report: &mut Report) {
-    let mut listeners: Vec<(&str, String)> = vec![
-        ("audiosocket.listen", config.audiosocket.listen.to_string()),
-        ("agi.listen", config.agi.listen.to_string()),
+    let mut listeners: Vec<(&str, SocketAddr)> = vec![
+        ("audiosocket.listen", config.audiosocket.listen),
+        ("agi.listen", config.agi.listen),
     ];
-    if !config.control.listen.is_empty() {
-        listeners.push(("control.listen", config.control.listen.clone()));
+    if let Some(control) = config.control.listen {
+        listeners.push(("control.listen", control));
     }
     for (key, addr) in listeners {
-        let parsed: Result<SocketAddr, _> = addr.parse();
-        match parsed {
-            Err(e) => report.add(Level::Error, key, format!("'{addr}' is not an address: {e}")),
-            Ok(socket) => match TcpListener::bind(socket) {
-                Ok(_) => report.add(Level::Ok, key, format!("{addr} is free")),
-                Err(e) => report.add(
-                    Level::Error,
-                    key,
-                    format!("cannot listen on {addr}: {e} (is xttsd already running?)"),
-                ),
-            },
+        match TcpListener::bind(addr) {
+            Ok(_) => report.add(Level::Ok, key, format!("{addr} is free")),
+            Err(e) => report.add(
+                Level::Error,
+                key,
+                format!("cannot listen on {addr}: {e} (is xttsd already running?)"),
+            ),
         }
     }
 }

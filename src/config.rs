@@ -3,13 +3,23 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
 
 use crate::builtin_voice::BuiltinVoiceConfig;
+use crate::calls::CallLimits;
 use crate::engine::FallbackPolicy;
 use crate::xtts::sampling::SamplingParams;
+use crate::xtts::stream::StreamOptions;
+
+/// Largest frame the daemon sends: 20 ms of 48 kHz slin. A peer's payload limit below it would
+/// refuse our own audio format.
+pub const LARGEST_FRAME_BYTES: usize = 1920;
+/// Speech limited below this would be inaudible on a phone line.
+pub const LOWEST_PEAK_DBFS: f64 = -60.0;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,6 +34,79 @@ pub struct Config {
     pub builtin: BuiltinVoiceConfig,
     /// When the built-in voice speaks instead of XTTS.
     pub fallback: FallbackPolicy,
+    pub daemon: DaemonConfig,
+    pub limits: LimitsConfig,
+}
+
+/// How the process runs: drain, who may connect, logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// On SIGTERM, calls still speaking get this long to finish before they are ended.
+    pub drain_timeout_ms: u64,
+    /// Peers allowed to connect to any listener (CIDR); empty: everyone.
+    pub allow_from: Vec<IpNet>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Bounds on what peers can ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Longest text one request may ask to say, in characters.
+    pub max_text_chars: usize,
+    /// Speech requests one call may have waiting.
+    pub max_jobs_per_call: usize,
+    /// Speech requests waiting for calls that have not connected yet, all together.
+    pub max_pending_jobs: usize,
+    /// How long speech waits for its call to connect before it is dropped.
+    pub pending_ttl_ms: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_ms: 20_000,
+            allow_from: Vec::new(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl DaemonConfig {
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_text_chars: 2000,
+            max_jobs_per_call: 16,
+            max_pending_jobs: 1024,
+            pending_ttl_ms: 60_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn calls(&self) -> CallLimits {
+        CallLimits {
+            jobs_per_call: self.max_jobs_per_call,
+            pending_jobs: self.max_pending_jobs,
+            pending_ttl: Duration::from_millis(self.pending_ttl_ms),
+        }
+    }
 }
 
 /// The model and how it samples. Sampling defaults follow the reference's
@@ -79,6 +162,8 @@ pub struct AudioSocketConfig {
     pub payload_timeout_ms: u64,
     /// Largest message payload accepted from a peer, in bytes.
     pub max_payload_bytes: usize,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,20 +171,54 @@ pub struct AudioSocketConfig {
 pub struct AgiConfig {
     pub listen: SocketAddr,
     /// `stream` (EXEC AudioSocket back to this daemon) or `file` (spool files + STREAM FILE).
-    pub mode: String,
+    pub mode: AgiMode,
     /// host:port Asterisk must dial for `EXEC AudioSocket` in stream mode.
     pub audiosocket_address: String,
     /// Where file mode writes audio; must be readable by Asterisk.
     pub spool_dir: PathBuf,
     /// File mode format: `ulaw` (8 kHz µ-law) or `sln16` (16 kHz slin).
-    pub file_format: String,
+    pub file_format: SpoolFormat,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Longest wait for Asterisk's reply to a command (beyond the audio a command plays).
+    pub reply_timeout_ms: u64,
+}
+
+/// How AGI speech reaches the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgiMode {
+    Stream,
+    File,
+}
+
+/// The audio format of file mode's spool files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolFormat {
+    Ulaw,
+    Sln16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
-    /// HTTP control API; empty string disables it.
-    pub listen: String,
+    /// HTTP control API; an empty string disables it.
+    #[serde(deserialize_with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// `""` is None; anything else must be a socket address.
+fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("'{text}' is not host:port ({e})")))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,11 +230,14 @@ pub struct AudioConfig {
     pub fade_out_ms: u32,
 }
 
-/// What a call with no queued speech hears: a greeting, then its DTMF digits read back.
+/// What a call with no queued speech hears when test calls are on: a greeting, then its DTMF
+/// digits read back. Off by default: a real call must never hear it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TestCallConfig {
     pub enabled: bool,
+    /// Only calls whose UUID starts with this (lowercase hex) are test calls; empty: any.
+    pub uuid_prefix: String,
     pub greeting: String,
     pub voice: String,
     pub language: String,
@@ -170,6 +292,7 @@ impl Default for AudioSocketConfig {
             uuid_timeout_ms: 2000,
             payload_timeout_ms: 200,
             max_payload_bytes: 32_000,
+            max_connections: 512,
         }
     }
 }
@@ -178,10 +301,12 @@ impl Default for AgiConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:4573".parse().unwrap(),
-            mode: "stream".into(),
+            mode: AgiMode::Stream,
             audiosocket_address: "127.0.0.1:9092".into(),
             spool_dir: PathBuf::from("/var/spool/xttsd"),
-            file_format: "ulaw".into(),
+            file_format: SpoolFormat::Ulaw,
+            max_connections: 512,
+            reply_timeout_ms: 10_000,
         }
     }
 }
@@ -189,7 +314,8 @@ impl Default for AgiConfig {
 impl Default for ControlConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:9093".into(),
+            listen: Some("127.0.0.1:9093".parse().unwrap()),
+            max_connections: 64,
         }
     }
 }
@@ -206,7 +332,8 @@ impl Default for AudioConfig {
 impl Default for TestCallConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: false,
+            uuid_prefix: String::new(),
             greeting: "Hello, this is the x t t s test line. Press any keys and I will read them back.".into(),
             voice: String::new(),
             language: String::new(),
@@ -221,54 +348,84 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> Result<Self> {
-        let cfg: Config = toml::from_str(text)?;
+        let cfg: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.path(), e.inner().message()))?;
         cfg.check()?;
         Ok(cfg)
     }
 
+    /// Every value that would make calls fail fails the start, naming its key. (The default
+    /// voice and language need the model: `serve` checks them once it has loaded.)
     fn check(&self) -> Result<()> {
+        let engine = &self.engine;
         anyhow::ensure!(
-            matches!(self.engine.device.as_str(), "auto" | "cpu" | "cuda"),
+            matches!(engine.device.as_str(), "auto" | "cpu" | "cuda"),
             "engine.device must be auto, cpu or cuda, not '{}'",
-            self.engine.device
+            engine.device
         );
         anyhow::ensure!(
-            matches!(self.engine.stream_mode.as_str(), "windowed" | "reference"),
+            matches!(engine.stream_mode.as_str(), "windowed" | "reference"),
             "engine.stream_mode must be windowed or reference, not '{}'",
-            self.engine.stream_mode
+            engine.stream_mode
         );
         anyhow::ensure!(
-            matches!(self.agi.mode.as_str(), "stream" | "file"),
-            "agi.mode must be stream or file, not '{}'",
-            self.agi.mode
+            matches!(engine.gpt_dtype.as_str(), "float32" | "bfloat16" | "float16"),
+            "engine.gpt_dtype must be float32, bfloat16 or float16, not '{}'",
+            engine.gpt_dtype
         );
         anyhow::ensure!(
-            matches!(self.agi.file_format.as_str(), "ulaw" | "sln16"),
-            "agi.file_format must be ulaw or sln16, not '{}'",
-            self.agi.file_format
-        );
-        anyhow::ensure!(
-            self.engine.stream_chunk_tokens > 0,
+            engine.stream_chunk_tokens > 0,
             "engine.stream_chunk_tokens must be at least 1"
         );
         anyhow::ensure!(
-            self.engine.first_chunk_tokens > 0,
+            engine.first_chunk_tokens > 0,
             "engine.first_chunk_tokens must be at least 1"
         );
-        anyhow::ensure!(self.engine.queue_limit > 0, "engine.queue_limit must be at least 1");
-        anyhow::ensure!(self.engine.max_batch > 0, "engine.max_batch must be at least 1");
-        crate::synth::parse_dtype(&self.engine.gpt_dtype).context("engine.gpt_dtype")?;
+        if engine.stream_mode == "windowed" {
+            let holdback = StreamOptions::windowed().holdback;
+            anyhow::ensure!(
+                engine.first_chunk_tokens > holdback,
+                "engine.first_chunk_tokens must be above the streaming vocoder's hold-back of {holdback} tokens, got {}",
+                engine.first_chunk_tokens
+            );
+        }
+        anyhow::ensure!(engine.queue_limit > 0, "engine.queue_limit must be at least 1");
+        anyhow::ensure!(engine.max_batch > 0, "engine.max_batch must be at least 1");
         // The configured values pass the same checks as a request's own.
         let speed = crate::engine::SpeechOptions {
-            speed: Some(self.engine.speed),
+            speed: Some(engine.speed),
             ..Default::default()
         };
-        speed.validate(&self.engine.sampling()).context("engine")?;
+        speed.validate(&engine.sampling()).context("engine")?;
         anyhow::ensure!(
-            (1..=65_535).contains(&self.audiosocket.max_payload_bytes),
-            "audiosocket.max_payload_bytes must be between 1 and 65535"
+            (LARGEST_FRAME_BYTES..=65_535).contains(&self.audiosocket.max_payload_bytes),
+            "audiosocket.max_payload_bytes must be between {LARGEST_FRAME_BYTES} (a 20 ms frame at 48 kHz) and 65535, got {}",
+            self.audiosocket.max_payload_bytes
         );
-        anyhow::ensure!(self.audio.peak_dbfs <= 0.0, "audio.peak_dbfs must be at most 0");
+        anyhow::ensure!(
+            (LOWEST_PEAK_DBFS..=0.0).contains(&self.audio.peak_dbfs),
+            "audio.peak_dbfs must be between {LOWEST_PEAK_DBFS} and 0, got {}",
+            self.audio.peak_dbfs
+        );
+        anyhow::ensure!(
+            self.test_call
+                .uuid_prefix
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-'),
+            "test_call.uuid_prefix must be hex digits (the start of a UUID), got '{}'",
+            self.test_call.uuid_prefix
+        );
+        for (key, n) in [
+            ("audiosocket.max_connections", self.audiosocket.max_connections),
+            ("agi.max_connections", self.agi.max_connections),
+            ("control.max_connections", self.control.max_connections),
+            ("limits.max_text_chars", self.limits.max_text_chars),
+            ("limits.max_jobs_per_call", self.limits.max_jobs_per_call),
+            ("limits.max_pending_jobs", self.limits.max_pending_jobs),
+        ] {
+            anyhow::ensure!(n > 0, "{key} must be at least 1");
+        }
+        anyhow::ensure!(self.agi.reply_timeout_ms > 0, "agi.reply_timeout_ms must be at least 1");
         Ok(())
     }
 }
@@ -306,5 +463,47 @@ mod tests {
         assert!(format!("{err:#}").contains("speed must be between"), "{err:#}");
         let err = Config::from_toml("[engine]\ntop_p = 0.0\n").unwrap_err();
         assert!(format!("{err:#}").contains("top_p"), "{err:#}");
+    }
+
+    /// Values that passed the start and then failed every call.
+    #[test]
+    fn values_that_would_fail_calls_fail_the_start() {
+        for (toml, key) in [
+            ("[engine]\nfirst_chunk_tokens = 5\n", "engine.first_chunk_tokens"),
+            ("[engine]\nfirst_chunk_tokens = 3\n", "engine.first_chunk_tokens"),
+            (
+                "[audiosocket]\nmax_payload_bytes = 320\n",
+                "audiosocket.max_payload_bytes",
+            ),
+            ("[audio]\npeak_dbfs = -80.0\n", "audio.peak_dbfs"),
+            ("[engine]\ngpt_dtype = \"float64\"\n", "engine.gpt_dtype"),
+            ("[control]\nlisten = \"localhost\"\n", "listen"),
+            ("[daemon]\nallow_from = [\"10.0.0.300/8\"]\n", "allow_from"),
+            ("[agi]\nfile_format = \"mp3\"\n", "file_format"),
+            ("[limits]\nmax_text_chars = 0\n", "limits.max_text_chars"),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{toml}: {err:#}");
+        }
+        // The reference stream mode has no hold-back: a small first chunk is fine there.
+        Config::from_toml("[engine]\nstream_mode = \"reference\"\nfirst_chunk_tokens = 3\n").unwrap();
+    }
+
+    #[test]
+    fn typed_values_parse() {
+        let cfg = Config::from_toml(
+            "[control]\nlisten = \"\"\n[agi]\nmode = \"file\"\nfile_format = \"sln16\"\n\
+             [daemon]\nallow_from = [\"10.0.0.0/8\", \"::1/128\"]\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.control.listen, None);
+        assert_eq!((cfg.agi.mode, cfg.agi.file_format), (AgiMode::File, SpoolFormat::Sln16));
+        assert_eq!(cfg.daemon.allow_from.len(), 2);
+        assert_eq!(cfg.daemon.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn test_calls_are_off_unless_asked_for() {
+        assert!(!Config::default().test_call.enabled);
     }
 }

@@ -5,10 +5,19 @@
 //!   "options": {"speed": 0.9, "seed": 7, ...}}` (all but text optional; options are
 //!   [`SpeechOptions`]) queues speech for that call; 202 `{"queued": true, "live": bool}`.
 //!   The call need not be connected yet (`live: false`): the speech waits for it.
-//!   Bad input gets 400 `{"error": "...", "field": "..."}`.
-//! * `GET /v1/health`: 200 with the engine's sample rate, the daemon's version, and the
+//!   Bad input gets 400 `{"error": "...", "field": "..."}`; too much speech already waiting for
+//!   the call (or for calls in total) gets 429.
+//! * `GET /v1/health`: liveness, 200 with the engine's sample rate, the daemon's version, and the
 //!   engines: `{"engine": "xtts", "state": "ready", "served": 12, "fallback": {"engine":
 //!   "builtin", ...}}` (the built-in voice alone while XTTS is absent).
+//! * `GET /v1/ready`: readiness, 200 once the model is loaded and while the daemon takes calls;
+//!   503 while it drains.
+//! * `GET /metrics`: Prometheus metrics (OpenMetrics text).
+//!
+//! Other modules add their routes to [`router`].
+
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
@@ -19,12 +28,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
-use crate::calls::SpeakJob;
+use crate::calls::{check_voice_name, SpeakJob};
 use crate::engine::{SpeechOptions, SpeechRequest};
+use crate::listener::Gate;
+use crate::metrics::METRICS;
 use crate::serve::SharedServices;
+use crate::shutdown::Shutdown;
 
 /// Body of `POST /v1/calls/{uuid}/say`.
 #[derive(Debug, Deserialize)]
@@ -45,14 +59,84 @@ pub fn router(services: SharedServices) -> Router {
     Router::new()
         .route("/v1/calls/{uuid}/say", post(say))
         .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(services)
 }
 
-/// Serves the API until the listener fails.
+/// Serves the API until the drain begins, at most `control.max_connections` at once.
 pub async fn serve(listener: TcpListener, services: SharedServices) -> Result<()> {
-    axum::serve(listener, router(services))
+    let gated = GatedListener {
+        listener,
+        gate: services.gate("control", services.config.control.max_connections),
+        shutdown: services.shutdown.clone(),
+    };
+    let shutdown = services.shutdown.clone();
+    axum::serve(gated, router(services))
+        .with_graceful_shutdown(async move { shutdown.draining().await })
         .await
         .context("control API server failed")
+}
+
+/// The control listener behind the same gate as the others (connection limit, allow list,
+/// accept errors retried).
+struct GatedListener {
+    listener: TcpListener,
+    gate: Gate,
+    shutdown: Shutdown,
+}
+
+impl axum::serve::Listener for GatedListener {
+    type Io = Permitted;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Permitted, std::net::SocketAddr) {
+        match crate::listener::accept(&self.listener, &self.gate, &self.shutdown).await {
+            Some(a) => (
+                Permitted {
+                    stream: a.stream,
+                    _permit: a.permit,
+                },
+                a.peer,
+            ),
+            // Draining: the graceful shutdown stops the server; accept nothing more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection holding its listener's permit until it closes.
+pub struct Permitted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Permitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Permitted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 fn bad_request(field: &str, error: impl std::fmt::Display) -> Response {
@@ -80,19 +164,30 @@ async fn say(State(services): State<SharedServices>, Path(uuid): Path<String>, b
     if request.text.is_empty() {
         return bad_request("text", "text is empty");
     }
+    let (chars, limit) = (request.text.chars().count(), services.config.limits.max_text_chars);
+    if chars > limit {
+        return bad_request(
+            "text",
+            format!("text is {chars} characters long; at most {limit} may be said at once"),
+        );
+    }
+    if let Err(e) = check_voice_name(&request.voice) {
+        return bad_request("voice", e);
+    }
     if let Err(e) = services.engine.validate(&request) {
         return bad_request(blame(&services, &request), e);
     }
     let live = services.calls.is_live(&uuid);
-    services.calls.enqueue(
-        uuid,
-        SpeakJob {
-            request,
-            escape_digits: String::new(),
-            hangup_after: false,
-            done: None,
-        },
-    );
+    let job = SpeakJob {
+        request,
+        escape_digits: String::new(),
+        hangup_after: false,
+        done: None,
+    };
+    if let Err(e) = services.calls.enqueue(uuid, job) {
+        let body = json!({ "error": e.to_string(), "field": "uuid" });
+        return (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    }
     tracing::info!(%uuid, live, "speech queued over the control API");
     (StatusCode::ACCEPTED, Json(json!({ "queued": true, "live": live }))).into_response()
 }
@@ -147,4 +242,25 @@ async fn health(State(services): State<SharedServices>) -> Response {
         "engine": services.engine.status(),
     }))
     .into_response()
+}
+
+async fn ready(State(services): State<SharedServices>) -> Response {
+    // The services exist only once the model has loaded and the engine thread has started.
+    if services.shutdown.is_draining() {
+        let body = json!({ "status": "draining" });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(json!({ "status": "ready", "calls": services.calls.live_count() })).into_response()
+}
+
+async fn metrics(State(services): State<SharedServices>) -> Response {
+    let body = METRICS.render(services.calls.pending_count());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

@@ -1,4 +1,5 @@
 use clap::{Parser, Subcommand};
+use xttsd::config::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -25,12 +26,31 @@ enum Command {
     Bench(xttsd::bench::Args),
 }
 
-fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+/// Logs to stderr: coloured only on a terminal (journald and log files get plain text), or
+/// one JSON object per line for log shippers.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The daemon's own log format; a config that does not load is reported by `serve` itself.
+    let format = match &cli.command {
+        Command::Serve(args) => xttsd::config::Config::from_file(&args.config)
+            .map(|c| c.daemon.log_format)
+            .unwrap_or(LogFormat::Text),
+        _ => LogFormat::Text,
+    };
+    init_logging(format);
     let result = match cli.command {
         Command::Serve(args) => xttsd::serve::run(args),
         Command::Say(args) => xttsd::say::run(args),

@@ -1,9 +1,16 @@
 //! `xttsd serve`: the daemon. Loads the model, starts the engine worker, then the AudioSocket,
-//! FastAGI and control servers, and runs until SIGINT or SIGTERM.
+//! FastAGI and control servers, and runs until SIGINT or SIGTERM, which drain it: listeners stop
+//! accepting, speaking calls get `daemon.drain_timeout_ms` to finish, then every call still up
+//! is ended cleanly and the daemon exits once every connection task has ended. SIGHUP re-reads
+//! nothing that needs it: voices are looked up on disk at each request.
+//!
+//! Under systemd (`Type=notify`) it reports READY=1 once the model is loaded and every listener
+//! is bound, STOPPING=1 when the drain begins, and WATCHDOG=1 pings while it runs.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
@@ -12,7 +19,9 @@ use crate::builtin_voice::BuiltinVoice;
 use crate::calls::CallRegistry;
 use crate::check;
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, SpeechOptions, SpeechRequest};
+use crate::listener::Gate;
+use crate::shutdown::Shutdown;
 use crate::synth::{Synthesizer, SynthesizerConfig};
 
 /// What every server of the daemon shares.
@@ -20,9 +29,30 @@ pub struct Services {
     pub config: Config,
     pub engine: Engine,
     pub calls: CallRegistry,
+    /// Drain and end of every call; every connection task is tracked by it.
+    pub shutdown: Shutdown,
 }
 
 pub type SharedServices = Arc<Services>;
+
+impl Services {
+    /// The services of a daemon with this configuration and engine: a call registry bounded
+    /// by `[limits]`, and a shutdown not begun.
+    pub fn new(config: Config, engine: Engine) -> SharedServices {
+        let calls = CallRegistry::with_limits(config.limits.calls());
+        Arc::new(Services {
+            config,
+            engine,
+            calls,
+            shutdown: Shutdown::new(),
+        })
+    }
+
+    /// A listener's gate: its connection limit and the daemon's allow list.
+    pub fn gate(&self, name: &'static str, max_connections: usize) -> Gate {
+        Gate::new(name, max_connections, &self.config.daemon.allow_from)
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,11 +64,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let config = Config::from_file(&args.config)?;
     let engine = start_engines(&config)?;
-    let services = Arc::new(Services {
-        config,
-        engine,
-        calls: CallRegistry::new(),
-    });
+    check_defaults(&config, &engine)?;
+    let services = Services::new(config, engine);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(serve_all(services))
 }
@@ -141,37 +168,93 @@ fn start_builtin_voice(config: &Config) -> Option<Engine> {
     }
 }
 
-/// Binds every configured listener, then serves until a shutdown signal.
-pub async fn serve_all(services: SharedServices) -> Result<()> {
-    let cfg = &services.config;
-    let audiosocket = bind(&cfg.audiosocket.listen.to_string(), "audiosocket").await?;
-    let agi = bind(&cfg.agi.listen.to_string(), "agi").await?;
-    let control = match cfg.control.listen.as_str() {
-        "" => None,
-        addr => Some(bind(addr, "control").await?),
+/// The configured default voice and language, and the test call's, must be ones the loaded
+/// engine speaks: otherwise every call that relies on them would fail.
+pub fn check_defaults(config: &Config, engine: &Engine) -> Result<()> {
+    let probe = |voice: &str, lang: &str| {
+        engine.validate(&SpeechRequest {
+            text: "test".into(),
+            voice: voice.into(),
+            lang: lang.into(),
+            options: SpeechOptions::default(),
+        })
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::audiosocket::serve(audiosocket, services.clone()));
-    tasks.spawn(crate::agi::serve(agi, services.clone()));
-    if let Some(control) = control {
-        tasks.spawn(crate::control::serve(control, services.clone()));
-    }
-    tracing::info!("xttsd ready");
-    tokio::select! {
-        done = tasks.join_next() => {
-            // A server only returns on a fatal listener error.
-            match done {
-                Some(Ok(Err(e))) => return Err(e),
-                Some(Err(e)) => return Err(e.into()),
-                _ => {}
-            }
-        }
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+    let (voice, lang) = (&config.engine.default_voice, &config.engine.default_language);
+    probe(voice, &config.engine.default_language).context("engine.default_voice")?;
+    probe(voice, lang).context("engine.default_language")?;
+    let test = &config.test_call;
+    if test.enabled {
+        let pick = |own: &String, default: &String| if own.is_empty() { default.clone() } else { own.clone() };
+        probe(&pick(&test.voice, voice), lang).context("test_call.voice")?;
+        probe(voice, &pick(&test.language, lang)).context("test_call.language")?;
     }
     Ok(())
 }
 
-async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
+/// Binds every configured listener, then serves until a shutdown signal and drains.
+pub async fn serve_all(services: SharedServices) -> Result<()> {
+    let cfg = &services.config;
+    let audiosocket = bind(cfg.audiosocket.listen, "audiosocket").await?;
+    let agi = bind(cfg.agi.listen, "agi").await?;
+    let control = match cfg.control.listen {
+        None => None,
+        Some(addr) => Some(bind(addr, "control").await?),
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(crate::audiosocket::serve(audiosocket, services.clone()));
+    servers.spawn(crate::agi::serve(agi, services.clone()));
+    if let Some(control) = control {
+        servers.spawn(crate::control::serve(control, services.clone()));
+    }
+    let sweeper = {
+        let shutdown = services.shutdown.clone();
+        tokio::spawn(
+            services
+                .calls
+                .clone()
+                .sweep_every(Duration::from_secs(1), async move { shutdown.draining().await }),
+        )
+    };
+    let watchdog = tokio::spawn(watchdog());
+    tracing::info!("xttsd ready");
+    notify(&[sd_notify::NotifyState::Ready]);
+    wait_for_stop_signal().await;
+    let deadline = cfg.daemon.drain_timeout();
+    tracing::info!(calls = services.calls.live_count(), ?deadline, "draining");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    drain(&services, deadline).await;
+    // A second signal during the drain ends every call at once.
+    tokio::select! {
+        _ = services.shutdown.wait() => {}
+        _ = wait_for_stop_signal() => {
+            tracing::warn!("second signal: ending every call now");
+            services.shutdown.end_now();
+        }
+    }
+    // Calls end within a few seconds of the deadline (a write times out after 2 s); past
+    // that, exit anyway rather than hang the restart.
+    if tokio::time::timeout(Duration::from_secs(10), services.shutdown.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = services.shutdown.running(),
+            "connections still open after the drain; exiting"
+        );
+    }
+    while servers.join_next().await.is_some() {}
+    sweeper.abort();
+    watchdog.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Stops accepting and starts the deadline for the calls still up.
+pub async fn drain(services: &Services, deadline: Duration) {
+    services.shutdown.begin(deadline);
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("{what}: cannot listen on {addr}"))?;
@@ -179,11 +262,40 @@ async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
     Ok(listener)
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM; logs SIGHUP (voices are read from disk on use, so there is
+/// nothing to reload).
+async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => tracing::info!(
+                "SIGHUP: nothing to reload; voice clips are looked up in the speakers directory at each request"
+            ),
+        }
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Pings systemd's watchdog at half its interval while the runtime is responsive.
+async fn watchdog() {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return std::future::pending().await;
+    }
+    let mut timer = tokio::time::interval(Duration::from_micros(usec / 2));
+    loop {
+        timer.tick().await;
+        notify(&[sd_notify::NotifyState::Watchdog]);
     }
 }

@@ -11,8 +11,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use uuid::Uuid;
-use xttsd::calls::{CallRegistry, PlayOutcome};
-use xttsd::config::Config;
+use xttsd::calls::PlayOutcome;
+use xttsd::config::{AgiMode, Config, SpoolFormat};
 use xttsd::engine::{Engine, SpeechBackend, SpeechRequest};
 use xttsd::serve::{Services, SharedServices};
 
@@ -97,7 +97,10 @@ async fn start(mode: &str, chunk_delay: Duration) -> Daemon {
 async fn start_with(mode: &str, chunk_delay: Duration, adjust: impl FnOnce(&mut Config)) -> Daemon {
     let spool = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.agi.mode = mode.into();
+    config.agi.mode = match mode {
+        "file" => AgiMode::File,
+        _ => AgiMode::Stream,
+    };
     config.agi.spool_dir = spool.path().join("spool");
     adjust(&mut config);
     let log = Arc::new(Mutex::new(Log::default()));
@@ -105,11 +108,7 @@ async fn start_with(mode: &str, chunk_delay: Duration, adjust: impl FnOnce(&mut 
         log: log.clone(),
         chunk_delay,
     };
-    let services = Arc::new(Services {
-        config,
-        engine: Engine::start(backend, validate, 8),
-        calls: CallRegistry::new(),
-    });
+    let services = Services::new(config, Engine::start(backend, validate, 8));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(xttsd::agi::serve(listener, services.clone()));
@@ -294,6 +293,8 @@ async fn file_mode_plays_sentence_files_in_order_and_reports_success() {
             ("XTTS_DIGIT", ""),
             ("XTTS_DURATION", "6000"),
             ("XTTS_ERROR", ""),
+            ("XTTS_REASON", ""),
+            ("XTTS_ENGINE", "xtts"),
         ])
     );
     d.assert_spool_empties().await;
@@ -351,6 +352,8 @@ async fn escape_digit_stops_playback_and_synthesis() {
             ("XTTS_DIGIT", "2"),
             ("XTTS_DURATION", "500"),
             ("XTTS_ERROR", ""),
+            ("XTTS_REASON", ""),
+            ("XTTS_ENGINE", "xtts"),
         ])
     );
     d.assert_spool_empties().await;
@@ -361,7 +364,7 @@ async fn escape_digit_stops_playback_and_synthesis() {
 
 #[tokio::test]
 async fn control_stream_file_endpos_is_milliseconds_and_sln16_files() {
-    let d = start_with("file", Duration::ZERO, |c| c.agi.file_format = "sln16".into()).await;
+    let d = start_with("file", Duration::ZERO, |c| c.agi.file_format = SpoolFormat::Sln16).await;
     let mut a = Asterisk::call(&d, "say?control=1", &["One. Two."]).await;
     a.expect("ANSWER").await;
     a.send("200 result=0\n").await;
@@ -391,7 +394,20 @@ async fn hangup_mid_speech_stops_synthesis_removes_files_and_closes() {
         .await;
     // The caller hangs up during playback: HANGUP comes before the reply.
     a.send("HANGUP\n200 result=-1 endpos=1200\n").await;
-    a.assert_closed().await;
+    // Reported as a hangup (for the dialplan's h extension), with what was heard.
+    let (got, verbose) = a.results().await;
+    assert_eq!(verbose, None);
+    assert_eq!(
+        got,
+        vars(&[
+            ("XTTS_STATUS", "HANGUP"),
+            ("XTTS_DIGIT", ""),
+            ("XTTS_DURATION", "150"),
+            ("XTTS_ERROR", ""),
+            ("XTTS_REASON", ""),
+            ("XTTS_ENGINE", "xtts"),
+        ])
+    );
     d.assert_spool_empties().await;
     d.wait_for("second sentence cancelled", |log| log.cancelled == 1).await;
     let log = d.log.lock().unwrap();
@@ -408,19 +424,22 @@ async fn hangup_while_waiting_for_the_first_sentence() {
     a.send("200 result=0\n").await;
     d.wait_for("first sentence started", |log| log.started.len() == 1).await;
     a.send("HANGUP\n").await;
-    a.assert_closed().await;
+    let (got, _) = a.results().await;
+    assert_eq!(got[0], ("XTTS_STATUS".into(), "HANGUP".into()));
     d.wait_for("first sentence cancelled", |log| log.cancelled == 1).await;
     d.assert_spool_empties().await;
 }
 
 #[tokio::test]
-async fn dead_channel_reply_closes_without_results() {
+async fn dead_channel_reply_reports_a_hangup() {
     let d = start("file", Duration::ZERO).await;
     let mut a = Asterisk::call(&d, "say", &["Hi."]).await;
     a.expect("ANSWER").await;
     a.send("511 Command Not Permitted on a dead channel or intercept routine\n")
         .await;
-    a.assert_closed().await;
+    let (got, _) = a.results().await;
+    assert_eq!(got[0], ("XTTS_STATUS".into(), "HANGUP".into()));
+    assert!(d.log.lock().unwrap().started.is_empty());
 }
 
 #[tokio::test]
@@ -532,7 +551,7 @@ async fn stream_mode_parks_the_request_and_execs_audiosocket() {
     assert_eq!(address, "127.0.0.1:9092");
     let uuid = Uuid::parse_str(uuid).unwrap();
     // What the AudioSocket server does when Asterisk connects with that UUID.
-    let mut inbox = d.services.calls.attach(uuid);
+    let mut inbox = d.services.calls.attach(uuid).unwrap();
     assert!(inbox.had_pending);
     let job = inbox.jobs.try_recv().unwrap();
     assert_eq!(job.request.text, "Streamed words");
@@ -545,6 +564,8 @@ async fn stream_mode_parks_the_request_and_execs_audiosocket() {
             status: "INTERRUPTED",
             digit: Some('5'),
             played_ms: 1234,
+            failure: None,
+            engine: Some("builtin"),
         })
         .unwrap();
     a.send("200 result=0\n").await;
@@ -556,6 +577,8 @@ async fn stream_mode_parks_the_request_and_execs_audiosocket() {
             ("XTTS_DIGIT", "5"),
             ("XTTS_DURATION", "1234"),
             ("XTTS_ERROR", ""),
+            ("XTTS_REASON", ""),
+            ("XTTS_ENGINE", "builtin"),
         ])
     );
     // The engine itself is the AudioSocket side's business.
@@ -574,7 +597,7 @@ async fn stream_mode_audiosocket_failure_and_hangup() {
     assert!(verbose.unwrap().contains("AudioSocket"));
     assert_eq!(got[0].1, "FAILED");
     // The speech parked for that call is gone: a late connect would find nothing.
-    assert!(!d.services.calls.attach(uuid).had_pending);
+    assert!(!d.services.calls.attach(uuid).unwrap().had_pending);
 
     // Caller hangs up during the AudioSocket session: -1, then HANGUP.
     let mut a = Asterisk::call(&d, "say", &["Hi"]).await;
@@ -582,8 +605,10 @@ async fn stream_mode_audiosocket_failure_and_hangup() {
     a.send("200 result=0\n").await;
     let uuid = exec_uuid(&a.next().await.unwrap());
     a.send("HANGUP\n200 result=-1\n").await;
-    a.assert_closed().await;
-    assert!(!d.services.calls.attach(uuid).had_pending);
+    let (got, verbose) = a.results().await;
+    assert_eq!(verbose, None, "a hangup is no failure");
+    assert_eq!(got[0], ("XTTS_STATUS".into(), "HANGUP".into()));
+    assert!(!d.services.calls.attach(uuid).unwrap().had_pending);
 
     // No AudioSocket application: -2.
     let mut a = Asterisk::call(&d, "say", &["Hi"]).await;
@@ -593,7 +618,7 @@ async fn stream_mode_audiosocket_failure_and_hangup() {
     a.send("200 result=-2\n").await;
     let (got, _) = a.results().await;
     assert!(got[3].1.contains("app_audiosocket"), "{got:?}");
-    assert!(!d.services.calls.attach(uuid).had_pending);
+    assert!(!d.services.calls.attach(uuid).unwrap().had_pending);
     assert!(d.log.lock().unwrap().started.is_empty());
 }
 
@@ -632,6 +657,8 @@ async fn call_client_plays_file_mode_end_to_end() {
             ("XTTS_DIGIT", ""),
             ("XTTS_DURATION", "150"),
             ("XTTS_ERROR", ""),
+            ("XTTS_REASON", ""),
+            ("XTTS_ENGINE", "xtts"),
         ])
     );
     // 4 + 11 characters of 10 ms, heard at 8 kHz in 20 ms frames (the last one of a file
@@ -656,7 +683,7 @@ async fn call_client_dtmf_escapes_and_hangup_ends_the_session() {
     let mut opts = client(&d, "say", text);
     opts.hangup_after = Some(Duration::from_millis(300));
     let record = run_client(&opts).await;
-    assert!(record.variables.is_empty(), "{:?}", record.variables);
+    assert_eq!(record.variables[0], ("XTTS_STATUS".into(), "HANGUP".into()));
     assert!(record.audio.len() < text.len() * 80);
     d.assert_spool_empties().await;
 }
@@ -750,9 +777,11 @@ async fn stream_mode_caller_hangup_cancels_synthesis() {
     let mut opts = client(&d, "say", &text);
     opts.hangup_after = Some(Duration::from_millis(400));
     let record = run_client(&opts).await;
-    // Asterisk runs no more of the AGI for a hung-up channel; the daemon just closes.
-    assert!(record.variables.is_empty(), "{:?}", record.variables);
-    assert!(record.commands.iter().all(|c| !c.starts_with("SET VARIABLE")));
+    // Reported as a hangup, not a failure, with what was heard.
+    assert_eq!(record.variables[0], ("XTTS_STATUS".into(), "HANGUP".into()));
+    assert_eq!(record.variables[3], ("XTTS_ERROR".into(), "".into()));
+    let ms: u64 = record.variables[2].1.parse().unwrap();
+    assert!(ms > 0 && ms < 600, "XTTS_DURATION {ms}");
     assert!(
         record.pacing().voiced_frames > 0,
         "some speech was heard before the hangup"

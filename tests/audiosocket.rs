@@ -14,7 +14,7 @@ use tokio::time::{timeout, Instant};
 use uuid::Uuid;
 
 use xttsd::audiosocket::session::{self, SessionEnd};
-use xttsd::calls::{CallRegistry, PlayOutcome, SpeakJob};
+use xttsd::calls::{FailReason, PlayOutcome, SpeakJob};
 use xttsd::client::audiosocket::{run_leg, LegEnd, LegOptions, LegReport};
 use xttsd::config::Config;
 use xttsd::engine::{Engine, SpeechBackend, SpeechRequest};
@@ -113,11 +113,7 @@ fn test_config(test_call: bool) -> Config {
 fn services(config: Config) -> (SharedServices, Arc<Probe>) {
     let probe = Arc::new(Probe::default());
     let engine = Engine::start(ToneBackend { probe: probe.clone() }, validate, 8);
-    let services = Arc::new(Services {
-        config,
-        engine,
-        calls: CallRegistry::new(),
-    });
+    let services = Services::new(config, engine);
     (services, probe)
 }
 
@@ -358,7 +354,7 @@ async fn escape_digit_interrupts_and_cancels_synthesis() {
     let (addr, services, probe) = start_server(test_config(true)).await;
     let uuid = Uuid::new_v4();
     let (job, done) = job("long 3000 ms", "5#", false);
-    services.calls.enqueue(uuid, job);
+    services.calls.enqueue(uuid, job).unwrap();
     let opts = LegOptions {
         dtmf: "#".into(),
         ..hang_up_after(1000)
@@ -393,8 +389,8 @@ async fn queued_speech_follows_without_a_gap() {
     let uuid = Uuid::new_v4();
     let (first, first_done) = job("first 600 ms", "", false);
     let (second, second_done) = job("second late 400 ms", "", true);
-    services.calls.enqueue(uuid, first);
-    services.calls.enqueue(uuid, second);
+    services.calls.enqueue(uuid, first).unwrap();
+    services.calls.enqueue(uuid, second).unwrap();
     let leg = leg(addr, uuid, LegOptions::default()).await;
     assert_eq!(outcome(first_done).await.status, "SUCCESS");
     assert_eq!(outcome(second_done).await.status, "SUCCESS");
@@ -430,7 +426,7 @@ async fn caller_hangup_mid_speech_cancels_synthesis() {
     let (addr, services, probe) = start_server(test_config(true)).await;
     let uuid = Uuid::new_v4();
     let (job, done) = job("long 3000 ms", "", false);
-    services.calls.enqueue(uuid, job);
+    services.calls.enqueue(uuid, job).unwrap();
     let leg = leg(addr, uuid, hang_up_after(300)).await;
     assert!(leg.report.voiced_frames > 5, "{}", leg.report);
     let outcome = outcome(done).await;
@@ -447,8 +443,8 @@ async fn hangup_after_job_ends_the_session() {
     let uuid = Uuid::new_v4();
     let (first, first_done) = job("first 200 ms", "", false);
     let (last, last_done) = job("last 400 ms", "", true);
-    services.calls.enqueue(uuid, first);
-    services.calls.enqueue(uuid, last);
+    services.calls.enqueue(uuid, first).unwrap();
+    services.calls.enqueue(uuid, last).unwrap();
     let leg = leg(addr, uuid, hang_up_after(5000)).await;
     assert_eq!(leg.end, LegEnd::ServerHangup);
     assert_eq!(
@@ -456,7 +452,9 @@ async fn hangup_after_job_ends_the_session() {
         PlayOutcome {
             status: "SUCCESS",
             digit: None,
-            played_ms: 200
+            played_ms: 200,
+            failure: None,
+            engine: Some("xtts"),
         }
     );
     assert_eq!(
@@ -464,7 +462,9 @@ async fn hangup_after_job_ends_the_session() {
         PlayOutcome {
             status: "SUCCESS",
             digit: None,
-            played_ms: 400
+            played_ms: 400,
+            failure: None,
+            engine: Some("xtts"),
         }
     );
     assert_eq!(leg.report.voiced_frames, 30, "{}", leg.report);
@@ -486,8 +486,8 @@ async fn failed_and_refused_speech_is_reported_and_the_call_goes_on() {
         ..refused
     };
     let (failing, failing_done) = job("fail 1000 ms", "", false);
-    services.calls.enqueue(uuid, refused);
-    services.calls.enqueue(uuid, failing);
+    services.calls.enqueue(uuid, refused).unwrap();
+    services.calls.enqueue(uuid, failing).unwrap();
     let leg = leg(addr, uuid, hang_up_after(1000)).await;
     assert_eq!(outcome(refused_done).await.status, "FAILED");
     let failed = outcome(failing_done).await;
@@ -588,7 +588,7 @@ async fn slow_engine_underruns_are_filled_with_silence_and_counted() {
     let addr = listener.local_addr().unwrap();
     let uuid = Uuid::new_v4();
     let (job, done) = job("slow 400 ms", "", true);
-    services.calls.enqueue(uuid, job);
+    services.calls.enqueue(uuid, job).unwrap();
     let server = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         session::run(stream, services).await
@@ -607,4 +607,139 @@ async fn slow_engine_underruns_are_filled_with_silence_and_counted() {
     // Frames never stopped coming while the engine lagged.
     assert_paced(&leg);
     assert_eq!(leg.end, LegEnd::ServerHangup);
+}
+
+#[tokio::test]
+async fn calls_are_not_test_calls_unless_configured() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // The shipped default: a call with nothing queued hears silence, and the engine is idle.
+    let (addr, _services, probe) = start_server(Config::default()).await;
+    let quiet = leg(addr, Uuid::new_v4(), hang_up_after(600)).await;
+    assert_eq!(quiet.report.voiced_frames, 0, "{}", quiet.report);
+    assert!(probe.requests.lock().unwrap().is_empty());
+    // With a UUID prefix configured, only matching calls are test calls.
+    let mut config = test_config(true);
+    config.test_call.uuid_prefix = "7e57".into();
+    let (addr, _services, probe) = start_server(config).await;
+    let other = Uuid::parse_str("12345678-0000-4000-8000-000000000000").unwrap();
+    leg(addr, other, hang_up_after(400)).await;
+    assert!(probe.requests.lock().unwrap().is_empty());
+    let test = Uuid::parse_str("7e570000-0000-4000-8000-000000000000").unwrap();
+    let greeted = leg(addr, test, hang_up_after(800)).await;
+    assert!(greeted.report.voiced_frames > 0, "{}", greeted.report);
+}
+
+#[tokio::test]
+async fn speech_queued_for_a_test_call_ends_the_test_call() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut config = test_config(true);
+    config.test_call.greeting = "greeting 3000 ms".into();
+    let (addr, services, probe) = start_server(config).await;
+    let uuid = Uuid::new_v4();
+    let call = tokio::spawn(async move {
+        let opts = LegOptions {
+            dtmf: "12".into(),
+            ..hang_up_after(2000)
+        };
+        leg(addr, uuid, opts).await
+    });
+    eventually("greeting started", || probe.requests.lock().unwrap().len() == 1).await;
+    let (real, real_done) = job("real 300 ms", "", false);
+    services.calls.enqueue(uuid, real).unwrap();
+    assert_eq!(outcome(real_done).await.status, "SUCCESS");
+    let leg = call.await.unwrap();
+    let said = probe.requests.lock().unwrap().clone();
+    assert_eq!(
+        said,
+        vec!["greeting 3000 ms", "real 300 ms"],
+        "no digits read back after real speech"
+    );
+    // The greeting was cut off: 300 ms of real speech and less than 3 s in all.
+    assert!(leg.report.voiced_frames < 100, "{}", leg.report);
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_uuid_is_refused() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (addr, services, _probe) = start_server(test_config(false)).await;
+    let uuid = Uuid::new_v4();
+    let first = tokio::spawn(async move { leg(addr, uuid, hang_up_after(1500)).await });
+    eventually("first call connected", || services.calls.is_live(&uuid)).await;
+    // The duplicate gets a hangup message and is closed at once.
+    let mut dup = TcpStream::connect(addr).await.unwrap();
+    dup.write_all(&uuid_message(uuid)).await.unwrap();
+    let mut head = [0u8; 3];
+    timeout(Duration::from_secs(2), dup.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head, [0, 0, 0], "a hangup message");
+    read_until_closed(&mut dup).await;
+    // Speech queued afterwards still reaches the first call, which stays registered.
+    let (speech, done) = job("for the first 300 ms", "", false);
+    services.calls.enqueue(uuid, speech).unwrap();
+    assert_eq!(outcome(done).await.status, "SUCCESS");
+    assert!(services.calls.is_live(&uuid));
+    let first = first.await.unwrap();
+    assert_eq!(first.report.voiced_frames, 15, "{}", first.report);
+    eventually("first call detached", || !services.calls.is_live(&uuid)).await;
+}
+
+#[tokio::test]
+async fn drain_lets_speech_finish_then_hangs_up() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (addr, services, _probe) = start_server(test_config(false)).await;
+    let (speaking, idle) = (Uuid::new_v4(), Uuid::new_v4());
+    let (speech, done) = job("speech 600 ms", "", false);
+    services.calls.enqueue(speaking, speech).unwrap();
+    let a = tokio::spawn(async move { leg(addr, speaking, hang_up_after(5000)).await });
+    let b = tokio::spawn(async move { leg(addr, idle, hang_up_after(5000)).await });
+    eventually("both connected", || services.calls.live_count() == 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    services.shutdown.begin(Duration::from_secs(5));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(
+        outcome(done).await.status,
+        "SUCCESS",
+        "the speech under way was said whole"
+    );
+    assert_eq!(a.end, LegEnd::ServerHangup);
+    assert_eq!(a.report.voiced_frames, 30, "{}", a.report);
+    assert_eq!(b.end, LegEnd::ServerHangup, "an idle call is hung up at once");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    timeout(Duration::from_secs(2), services.shutdown.wait()).await.unwrap();
+    // Nothing new is accepted.
+    assert!(timeout(Duration::from_millis(500), async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(&uuid_message(Uuid::new_v4())).await.ok()?;
+        let mut b = [0u8; 1];
+        s.read(&mut b).await.ok().filter(|&n| n > 0)
+    })
+    .await
+    .map_or(true, |read| read.is_none()));
+}
+
+#[tokio::test]
+async fn drain_deadline_ends_long_speech_with_shutdown() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (addr, services, _probe) = start_server(test_config(false)).await;
+    let uuid = Uuid::new_v4();
+    let (speech, done) = job("long 4000 ms", "", true);
+    let (next, next_done) = job("next 300 ms", "", true);
+    services.calls.enqueue(uuid, speech).unwrap();
+    services.calls.enqueue(uuid, next).unwrap();
+    let call = tokio::spawn(async move { leg(addr, uuid, hang_up_after(8000)).await });
+    eventually("connected", || services.calls.is_live(&uuid)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    services.shutdown.begin(Duration::from_millis(300));
+    let leg = call.await.unwrap();
+    assert_eq!(leg.end, LegEnd::ServerHangup);
+    let cut = outcome(done).await;
+    assert_eq!(cut.status, "FAILED");
+    assert_eq!(cut.failure.as_ref().map(|f| f.0), Some(FailReason::Shutdown), "{cut:?}");
+    assert!(cut.played_ms > 0 && cut.played_ms < 2000, "{cut:?}");
+    let never = outcome(next_done).await;
+    assert_eq!(never.failure.map(|f| f.0), Some(FailReason::Shutdown));
+    assert!(leg.report.duration_ms < 2000.0, "{}", leg.report);
 }

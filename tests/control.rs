@@ -1,6 +1,5 @@
 //! The control HTTP API over a real loopback socket, with plain HTTP/1.1 requests.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -9,7 +8,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use uuid::Uuid;
-use xttsd::calls::CallRegistry;
 use xttsd::config::Config;
 use xttsd::engine::{Engine, SpeechBackend, SpeechRequest};
 use xttsd::serve::{Services, SharedServices};
@@ -43,11 +41,11 @@ fn validate(req: &SpeechRequest) -> Result<()> {
 }
 
 async fn start() -> (std::net::SocketAddr, SharedServices) {
-    let services = Arc::new(Services {
-        config: Config::default(),
-        engine: Engine::start(Unused, validate, 4),
-        calls: CallRegistry::new(),
-    });
+    start_with(Config::default()).await
+}
+
+async fn start_with(config: Config) -> (std::net::SocketAddr, SharedServices) {
+    let services = Services::new(config, Engine::start(Unused, validate, 4));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(xttsd::control::serve(listener, services.clone()));
@@ -87,7 +85,7 @@ async fn say_for_a_call_not_connected_yet_waits_for_it() {
     .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body, serde_json::json!({"queued": true, "live": false}));
-    let mut inbox = services.calls.attach(uuid);
+    let mut inbox = services.calls.attach(uuid).unwrap();
     assert!(inbox.had_pending);
     let job = inbox.jobs.try_recv().unwrap();
     assert_eq!(job.request.text, "Hallo Welt");
@@ -103,7 +101,7 @@ async fn say_for_a_call_not_connected_yet_waits_for_it() {
 async fn say_reaches_a_live_call_with_defaults() {
     let (addr, services) = start().await;
     let uuid = Uuid::new_v4();
-    let mut inbox = services.calls.attach(uuid);
+    let mut inbox = services.calls.attach(uuid).unwrap();
     let (status, body) = http(addr, "POST", &format!("/v1/calls/{uuid}/say"), r#"{"text": "Hello"}"#).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["live"], true);
@@ -131,6 +129,8 @@ async fn bad_input_is_400_naming_the_field() {
         (path.clone(), &long, "text"),
         (path.clone(), r#"{"text": "Hi", "lang": "xx"}"#, "lang"),
         (path.clone(), r#"{"text": "Hi", "voice": "nobody"}"#, "voice"),
+        (path.clone(), r#"{"text": "Hi", "voice": ".."}"#, "voice"),
+        (path.clone(), r#"{"text": "Hi", "voice": "/etc/passwd"}"#, "voice"),
         (path.clone(), r#"{"text": "Hi", "speed": 2}"#, "speed"),
         (path.clone(), r#"{"text": "Hi", "options": {"speed": 5}}"#, "options"),
         (path.clone(), r#"{"text": "Hi", "options": {"top_p": 0}}"#, "options"),
@@ -145,7 +145,7 @@ async fn bad_input_is_400_naming_the_field() {
         assert!(!reply["error"].as_str().unwrap().is_empty());
     }
     // Nothing was queued for the call.
-    assert!(!services.calls.attach(uuid).had_pending);
+    assert!(!services.calls.attach(uuid).unwrap().had_pending);
 }
 
 #[tokio::test]
@@ -157,4 +157,66 @@ async fn health_reports_rate_and_version() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     let (status, _) = http(addr, "GET", "/v1/nothing", "").await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn text_length_and_queued_speech_are_bounded() {
+    let mut config = Config::default();
+    config.limits.max_text_chars = 10;
+    config.limits.max_jobs_per_call = 2;
+    let (addr, services) = start_with(config).await;
+    let uuid = Uuid::new_v4();
+    let path = format!("/v1/calls/{uuid}/say");
+    let (status, reply) = http(addr, "POST", &path, r#"{"text": "eleven char"}"#).await;
+    assert_eq!((status, reply["field"].as_str()), (400, Some("text")), "{reply}");
+    for _ in 0..2 {
+        let (status, reply) = http(addr, "POST", &path, r#"{"text": "Hi"}"#).await;
+        assert_eq!(status, 202, "{reply}");
+    }
+    let (status, reply) = http(addr, "POST", &path, r#"{"text": "Hi"}"#).await;
+    assert_eq!(status, 429, "{reply}");
+    assert_eq!(services.calls.pending_count(), 2);
+}
+
+#[tokio::test]
+async fn ready_metrics_and_drain() {
+    let (addr, services) = start().await;
+    let (status, body) = http(addr, "GET", "/v1/ready", "").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    let raw = timeout(Duration::from_secs(5), async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        raw
+    })
+    .await
+    .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    // (Families with labels appear once they have a value.)
+    for family in [
+        "xttsd_busy_refusals",
+        "xttsd_time_to_first_audio_seconds",
+        "xttsd_late_frames",
+        "xttsd_pending_jobs",
+    ] {
+        assert!(raw.contains(&format!("# TYPE {family}")), "{family} missing:\n{raw}");
+    }
+    // Draining: not ready, and the listener stops accepting.
+    services.shutdown.begin(Duration::from_secs(5));
+    let refused = timeout(Duration::from_secs(2), async {
+        loop {
+            match TcpStream::connect(addr).await {
+                Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "the control listener still accepts after the drain began"
+    );
 }

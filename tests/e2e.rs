@@ -37,6 +37,11 @@ fn free_port() -> u16 {
 }
 
 fn start_daemon() -> Daemon {
+    start_daemon_with("")
+}
+
+/// The daemon with `extra` appended to its config file (whole sections).
+fn start_daemon_with(extra: &str) -> Daemon {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let speakers = dir.path().join("speakers");
@@ -51,7 +56,7 @@ fn start_daemon() -> Daemon {
          [audiosocket]\nlisten = \"127.0.0.1:{a}\"\n\
          [agi]\nlisten = \"127.0.0.1:{g}\"\naudiosocket_address = \"127.0.0.1:{a}\"\nspool_dir = {spool:?}\n\
          [control]\nlisten = \"127.0.0.1:{c}\"\n\
-         [test_call]\ngreeting = \"Hello, press a key.\"\n"
+         [test_call]\nenabled = true\ngreeting = \"Hello, press a key.\"\n{extra}"
     );
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config).unwrap();
@@ -292,4 +297,69 @@ fn caller_hangup_mid_speech_frees_the_engine_and_bad_frames_end_only_that_call()
         first_voice < 4000.0,
         "first audio after {first_voice} ms: the cancelled request still ran"
     );
+}
+
+/// SIGTERM with calls up: the idle call is hung up at once with a hangup message, the AGI
+/// request speaking gets until the drain deadline and then a result the dialplan can read
+/// (never an empty XTTS_STATUS), nothing new is accepted, and the process exits 0.
+#[test]
+fn sigterm_drains_calls_and_exits_cleanly() {
+    let mut daemon = start_daemon_with("[daemon]\ndrain_timeout_ms = 1500\n");
+    let rt = runtime();
+    let long = "This is a very long announcement that keeps going for quite a while. ".repeat(8);
+    let opts = CallOptions {
+        url: format!("agi://{}/say?voice=default&lang=en", daemon.agi),
+        text: long,
+        dtmf: String::new(),
+        hangup_after: None,
+    };
+    let agi = rt.spawn(async move { call(&opts).await });
+    let audiosocket = daemon.audiosocket.clone();
+    let idle = rt.spawn(async move {
+        let uuid = Uuid::parse_str("00000000-0000-4000-8000-000000000001").unwrap();
+        let opts = LegOptions {
+            hangup_after: Some(Duration::from_secs(20)),
+            timeout: Duration::from_secs(30),
+            ..LegOptions::default()
+        };
+        run_leg(&audiosocket, uuid, opts).await
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let asked = Instant::now();
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let idle = rt.block_on(idle).unwrap().unwrap();
+    println!("idle call: {:?} after {:?}", idle.end, asked.elapsed());
+    // The test line was speaking its greeting or idle: either way it ends with a hangup message.
+    assert_eq!(idle.end, LegEnd::ServerHangup);
+    let record = rt.block_on(agi).unwrap().unwrap();
+    println!("agi: vars {:?} after {:?}", record.variables, asked.elapsed());
+    let status = var(&record.variables, "XTTS_STATUS").unwrap_or("");
+    match status {
+        "SUCCESS" => {}
+        "FAILED" => {
+            assert_eq!(
+                var(&record.variables, "XTTS_REASON"),
+                Some("SHUTDOWN"),
+                "{:?}",
+                record.variables
+            );
+            assert_eq!(var(&record.variables, "XTTS_ERROR"), Some("shutdown"));
+        }
+        other => panic!("XTTS_STATUS {other:?}: {:?}", record.variables),
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(6),
+        "the drain deadline was not kept"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not exit after the drain");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("exit: {exit:?} after {:?}", asked.elapsed());
+    assert!(TcpStream::connect(&daemon.agi).is_err(), "still accepting after exit");
+    assert!(exit.success(), "exit status {exit:?}");
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Asterisk reads command lines up to 8 KiB; longer ones are cut, so we refuse them.
@@ -110,53 +110,68 @@ fn collect_args(vars: &BTreeMap<String, String>) -> Result<Vec<String>, CodecErr
     Ok(numbered.into_iter().map(|(_, v)| v).collect())
 }
 
+/// Where a decoder has looked for line ends so far, so a peer trickling bytes in costs linear
+/// time, not a rescan of the whole buffer on each read.
+#[derive(Debug, Default, Clone, Copy)]
+struct LineScan {
+    /// Start of the first line not yet complete.
+    line_start: usize,
+    /// Bytes from `line_start` on already known to hold no LF.
+    scanned: usize,
+}
+
+impl LineScan {
+    /// The index of the LF ending the current line, if it has arrived.
+    fn next_line_end(&mut self, buf: &[u8]) -> Option<usize> {
+        let from = self.scanned.max(self.line_start);
+        match buf[from..].iter().position(|&b| b == b'\n') {
+            Some(i) => Some(from + i),
+            None => {
+                self.scanned = buf.len();
+                None
+            }
+        }
+    }
+
+    /// The line ending at `end` is done with; the next starts after it.
+    fn advance(&mut self, end: usize) {
+        self.line_start = end + 1;
+        self.scanned = end + 1;
+    }
+}
+
 /// Decodes the preamble: everything up to and including the first empty line.
 #[derive(Debug, Default)]
-pub struct PreambleDecoder;
+pub struct PreambleDecoder {
+    scan: LineScan,
+}
 
 impl Decoder for PreambleDecoder {
     type Item = Preamble;
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Preamble>, CodecError> {
-        let Some(end) = find_empty_line(src) else {
-            if src.len() > MAX_PREAMBLE_LEN {
-                return Err(CodecError::TooLong {
-                    what: "preamble",
-                    limit: MAX_PREAMBLE_LEN,
-                });
-            }
-            return Ok(None);
-        };
-        let block = src.split_to(end.consumed);
-        let text = std::str::from_utf8(&block[..end.text_len]).map_err(|_| malformed("preamble is not UTF-8"))?;
-        Preamble::parse(text).map(Some)
-    }
-}
-
-struct EmptyLine {
-    /// Bytes of `name: value` lines before the empty line.
-    text_len: usize,
-    /// Bytes up to and including the empty line.
-    consumed: usize,
-}
-
-/// Finds an empty line (LF LF or LF CR LF, or one at the very start) in `buf`.
-fn find_empty_line(buf: &[u8]) -> Option<EmptyLine> {
-    let mut line_start = 0;
-    for (i, &b) in buf.iter().enumerate() {
-        if b == b'\n' {
-            let line = &buf[line_start..i];
+        loop {
+            let Some(end) = self.scan.next_line_end(src) else {
+                if src.len() > MAX_PREAMBLE_LEN {
+                    return Err(CodecError::TooLong {
+                        what: "preamble",
+                        limit: MAX_PREAMBLE_LEN,
+                    });
+                }
+                return Ok(None);
+            };
+            let line = &src[self.scan.line_start..end];
             if line.is_empty() || line == b"\r" {
-                return Some(EmptyLine {
-                    text_len: line_start,
-                    consumed: i + 1,
-                });
+                let text_len = self.scan.line_start;
+                self.scan = LineScan::default();
+                let block = src.split_to(end + 1);
+                let text = std::str::from_utf8(&block[..text_len]).map_err(|_| malformed("preamble is not UTF-8"))?;
+                return Preamble::parse(text).map(Some);
             }
-            line_start = i + 1;
+            self.scan.advance(end);
         }
     }
-    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,7 +313,9 @@ pub fn split_args(line: &str) -> Vec<String> {
 
 /// Writes commands as lines.
 #[derive(Debug, Default)]
-pub struct AgiCodec;
+pub struct AgiCodec {
+    scan: LineScan,
+}
 
 impl Encoder<&Command> for AgiCodec {
     type Error = CodecError;
@@ -400,15 +417,24 @@ impl Decoder for AgiCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<AgiLine>, CodecError> {
-        let Some(first_end) = src.iter().position(|&b| b == b'\n') else {
-            return too_long_or_wait(src);
-        };
-        if src.starts_with(b"520-") {
-            return decode_usage_block(src);
+        loop {
+            let Some(end) = self.scan.next_line_end(src) else {
+                return too_long_or_wait(src);
+            };
+            let in_usage_block = src.starts_with(b"520-");
+            if !in_usage_block {
+                self.scan = LineScan::default();
+                let line = src.split_to(end + 1);
+                return parse_line(line_text(&line)?).map(Some);
+            }
+            // `520-...` up to a line starting with `520 `: the usage text between them.
+            if self.scan.line_start > 0 && src[self.scan.line_start..].starts_with(b"520 ") {
+                self.scan = LineScan::default();
+                let block = src.split_to(end + 1);
+                return decode_usage_block(&block).map(Some);
+            }
+            self.scan.advance(end);
         }
-        let line = src.split_to(first_end + 1);
-        let text = line_text(&line)?;
-        parse_line(text).map(Some)
     }
 }
 
@@ -428,22 +454,15 @@ fn line_text(line: &[u8]) -> Result<&str, CodecError> {
     std::str::from_utf8(line).map_err(|_| malformed("reply line is not UTF-8"))
 }
 
-/// `520-...` up to a line starting with `520 `: the usage text between them, one string.
-fn decode_usage_block(src: &mut BytesMut) -> Result<Option<AgiLine>, CodecError> {
-    let mut start = 0;
-    let mut lines = Vec::new();
-    while let Some(len) = src[start..].iter().position(|&b| b == b'\n') {
-        let line = line_text(&src[start..start + len + 1])?.to_string();
-        start += len + 1;
-        if line.starts_with("520 ") {
-            src.advance(start);
-            // The first line is the "Proper usage follows:" header; keep only the usage.
-            let usage = lines.into_iter().skip(1).collect::<Vec<String>>().join("\n");
-            return Ok(Some(AgiLine::Usage(usage)));
-        }
-        lines.push(line);
-    }
-    too_long_or_wait(src)
+/// A whole `520-` block, its `520 ` line included: the usage text, one string.
+fn decode_usage_block(block: &[u8]) -> Result<AgiLine, CodecError> {
+    let lines = block
+        .split_inclusive(|&b| b == b'\n')
+        .map(line_text)
+        .collect::<Result<Vec<&str>, _>>()?;
+    // The first line is the "Proper usage follows:" header, the last "520 End of ...".
+    let usage = lines[1..lines.len() - 1].join("\n");
+    Ok(AgiLine::Usage(usage))
 }
 
 #[cfg(test)]
@@ -489,7 +508,7 @@ mod tests {
     #[test]
     fn real_preamble_parses() {
         let mut buf = BytesMut::from(format!("{REAL_PREAMBLE}ANSWER-ish trailing").as_bytes());
-        let p = PreambleDecoder.decode(&mut buf).unwrap().unwrap();
+        let p = PreambleDecoder::default().decode(&mut buf).unwrap().unwrap();
         assert_eq!(p.network_script, "tts?voice=test");
         assert_eq!(p.request, "agi://127.0.0.1:4573/tts?voice=test");
         assert_eq!(p.channel, "Local/s@agi-test-00000005;2");
@@ -507,15 +526,17 @@ mod tests {
     fn preamble_waits_for_empty_line() {
         let cut = REAL_PREAMBLE.len() - 1;
         let mut buf = BytesMut::from(&REAL_PREAMBLE.as_bytes()[..cut]);
-        assert!(PreambleDecoder.decode(&mut buf).unwrap().is_none());
+        assert!(PreambleDecoder::default().decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(b"\n");
-        assert!(PreambleDecoder.decode(&mut buf).unwrap().is_some());
+        assert!(PreambleDecoder::default().decode(&mut buf).unwrap().is_some());
     }
 
     #[test]
     fn preamble_tolerates_unknown_names_crlf_and_bare_colon() {
         let text = "agi_request: agi://h/say\r\nagi_future_thing: x: y\r\nagi_accountcode:\r\n\r\n";
-        let p = decode_all(&mut PreambleDecoder, text.as_bytes()).unwrap().remove(0);
+        let p = decode_all(&mut PreambleDecoder::default(), text.as_bytes())
+            .unwrap()
+            .remove(0);
         assert_eq!(p.vars["agi_future_thing"], "x: y");
         assert_eq!(p.vars["agi_accountcode"], "");
         assert_eq!(p.network_script, "");
@@ -531,11 +552,14 @@ mod tests {
             "agi_request: agi://h/say\nagi_arg_2: skipped one\n\n",
             "agi_request: agi://h/say\nagi_arg_x: y\n\n",
         ] {
-            assert!(decode_all(&mut PreambleDecoder, bad.as_bytes()).is_err(), "{bad:?}");
+            assert!(
+                decode_all(&mut PreambleDecoder::default(), bad.as_bytes()).is_err(),
+                "{bad:?}"
+            );
         }
         let endless = "agi_x: y\n".repeat(10_000);
         assert!(matches!(
-            PreambleDecoder.decode(&mut BytesMut::from(endless.as_bytes())),
+            PreambleDecoder::default().decode(&mut BytesMut::from(endless.as_bytes())),
             Err(CodecError::TooLong { .. })
         ));
     }
@@ -609,7 +633,7 @@ mod tests {
     #[test]
     fn replies_from_the_notes_decode() {
         let lines = decode_all(
-            &mut AgiCodec,
+            &mut AgiCodec::default(),
             b"200 result=0\n200 result=1 (hello world)\n200 result=0 endpos=16000\n200 result=-1 endpos=0\n",
         )
         .unwrap();
@@ -628,7 +652,7 @@ mod tests {
     #[test]
     fn reply_variants() {
         let got = decode_all(
-            &mut AgiCodec,
+            &mut AgiCodec::default(),
             b"200 result=35 endpos=8160\n200 result= (timeout)\n200 result=1 (f(x) = (y)) endpos=7 score=0.9\r\n",
         )
         .unwrap();
@@ -649,7 +673,7 @@ mod tests {
     #[test]
     fn hangup_and_error_lines() {
         let got = decode_all(
-            &mut AgiCodec,
+            &mut AgiCodec::default(),
             b"HANGUP\n511 Command Not Permitted on a dead channel or intercept routine\nHANGUP\n\
               510 Invalid or unknown command\n520 Invalid command syntax.  Proper usage not available.\n",
         )
@@ -674,9 +698,9 @@ mod tests {
                      520 End of proper usage.\n200 result=0\n";
         let cut = block.find("520 End").unwrap();
         let mut buf = BytesMut::from(&block.as_bytes()[..cut]);
-        assert_eq!(AgiCodec.decode(&mut buf).unwrap(), None);
+        assert_eq!(AgiCodec::default().decode(&mut buf).unwrap(), None);
         buf.extend_from_slice(&block.as_bytes()[cut..]);
-        let got = decode_all(&mut AgiCodec, &buf).unwrap();
+        let got = decode_all(&mut AgiCodec::default(), &buf).unwrap();
         assert_eq!(
             got,
             vec![
@@ -698,9 +722,49 @@ mod tests {
             "200 result=0 endpos=x\n",
             "200 result=0 junk\n",
         ] {
-            assert!(decode_all(&mut AgiCodec, bad.as_bytes()).is_err(), "{bad:?}");
+            assert!(decode_all(&mut AgiCodec::default(), bad.as_bytes()).is_err(), "{bad:?}");
         }
         let long = vec![b'2'; MAX_REPLY_LEN + 1];
-        assert!(decode_all(&mut AgiCodec, &long).is_err());
+        assert!(decode_all(&mut AgiCodec::default(), &long).is_err());
+    }
+
+    /// A peer sending one byte at a time must cost linear time: the decoders remember how
+    /// far they have looked (a rescan of 60 KiB per byte took seconds).
+    #[test]
+    fn trickled_input_is_not_rescanned() {
+        let started = std::time::Instant::now();
+        let mut preamble = PreambleDecoder::default();
+        let mut buf = BytesMut::new();
+        let long_line = format!("agi_arg_1: {}\n", "x".repeat(60_000));
+        for &b in long_line.as_bytes() {
+            buf.put_u8(b);
+            assert!(preamble.decode(&mut buf).unwrap().is_none());
+        }
+        let mut decoded = None;
+        for &b in b"agi_request: agi://x/say\nagi_network_script: say\n\n" {
+            buf.put_u8(b);
+            if let Some(p) = preamble.decode(&mut buf).unwrap() {
+                decoded = Some(p);
+            }
+        }
+        assert_eq!(decoded.expect("the preamble was decoded").args.len(), 1);
+        assert!(buf.is_empty());
+        let mut replies = AgiCodec::default();
+        let mut block = String::from("520-Invalid command syntax.  Proper usage follows:\n");
+        for _ in 0..1200 {
+            block.push_str(" Usage: STREAM FILE <filename> <escape_digits>\n");
+        }
+        block.push_str("520 End of proper usage.\n200 result=0\n");
+        let mut items = vec![];
+        for &b in block.as_bytes() {
+            buf.put_u8(b);
+            if let Some(item) = replies.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert!(matches!(&items[0], AgiLine::Usage(u) if u.lines().count() == 1200));
+        let elapsed = started.elapsed();
+        assert!(elapsed < std::time::Duration::from_millis(500), "took {elapsed:?}");
     }
 }

@@ -1,48 +1,51 @@
 //! File mode: synthesise sentence by sentence into spool files Asterisk can read and play
 //! each with `STREAM FILE` while the next one is being synthesised. A file is deleted once
-//! played, and every file not yet played is deleted when the session stops for any reason.
+//! played, and every file not yet played is deleted when the session stops for any reason;
+//! files a crash left behind are swept when the daemon starts. Encoding and file I/O run on
+//! the blocking pool, never on the threads that pace calls.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::codec::Command;
+use super::codec::{AgiLine, Command};
 use super::session::{Conn, Outcome, Plan, Stop};
 use super::transcode::FileFormat;
+use crate::calls::FailReason;
 use crate::config::AudioConfig;
 use crate::engine::{Engine, SpeechEvent, SpeechRequest};
+use crate::metrics::METRICS;
 use crate::serve::SharedServices;
 
-/// Splits text into sentences for synthesis one at a time.
-// A plain splitter on sentence punctuation; the text front-end's `split_sentences` replaces it.
+/// Every spool file's name starts with this (and only spool files' names do).
+const SPOOL_PREFIX: &str = "xttsd-";
+
+/// Splits text into sentences for synthesis one at a time, with the text front-end's
+/// splitter (which knows "Dr. Smith" and "3.5" are not sentence ends).
 pub fn split_sentences(text: &str) -> Vec<String> {
-    let mut sentences = Vec::new();
-    let mut current = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        current.push(c);
-        let ends = match c {
-            '.' | '!' | '?' | '…' => chars.peek().is_none_or(|n| n.is_whitespace()),
-            '。' | '！' | '？' => true,
-            _ => false,
-        };
-        if ends {
-            push_trimmed(&mut sentences, &mut current);
-        }
+    let sentences = crate::xtts::text::sentences(text);
+    if sentences.is_empty() && !text.trim().is_empty() {
+        return vec![text.trim().to_string()];
     }
-    push_trimmed(&mut sentences, &mut current);
     sentences
 }
 
-fn push_trimmed(out: &mut Vec<String>, current: &mut String) {
-    let s = current.trim();
-    if !s.is_empty() {
-        out.push(s.to_string());
-    }
-    current.clear();
+/// Removes the spool files in `dir` (left by a crash: a running daemon deletes its own);
+/// returns how many.
+pub fn sweep_spool(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(SPOOL_PREFIX))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 /// A file in the spool directory, deleted when dropped.
@@ -81,18 +84,26 @@ impl SpoolFile {
     }
 }
 
+fn remove_spool_file(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove spool file");
+        }
+    }
+}
+
 impl Drop for SpoolFile {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove spool file");
-            }
+        let path = std::mem::take(&mut self.path);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || remove_spool_file(&path))),
+            Err(_) => remove_spool_file(&path),
         }
     }
 }
 
 /// Aborts the synthesis task when the session stops; its unplayed files go with it.
-struct AbortOnDrop(JoinHandle<Result<()>>);
+struct AbortOnDrop(JoinHandle<Result<(), (FailReason, String)>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -100,120 +111,177 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Plays the plan's text as spool files. Interrupted by an escape digit or a hangup.
-pub async fn play(
-    conn: &mut Conn,
-    services: &SharedServices,
-    plan: &Plan,
-    format: FileFormat,
-) -> Result<Outcome, Stop> {
+/// Plays the plan's text as spool files. Interrupted by an escape digit or a hangup; at the
+/// drain deadline it stops before the next file.
+pub async fn play(conn: &mut Conn, services: &SharedServices, plan: &Plan) -> Result<Outcome, Stop> {
+    let format = FileFormat::from(services.config.agi.file_format);
     let sentences = split_sentences(&plan.request.text);
     // One finished file may wait while the next sentence is synthesised.
-    let (tx, mut files) = mpsc::channel::<SpoolFile>(1);
+    let (tx, mut files) = mpsc::channel::<(SpoolFile, &'static str)>(1);
     let mut producer = AbortOnDrop(tokio::spawn(produce(
         services.engine.clone(),
         plan.request.clone(),
         sentences,
-        services.config.agi.spool_dir.clone(),
-        format,
-        services.config.audio.clone(),
+        Spool {
+            dir: services.config.agi.spool_dir.clone(),
+            format,
+            audio: services.config.audio.clone(),
+        },
+        Duration::from_millis(services.config.agi.reply_timeout_ms),
         tx,
     )));
+    let shutdown = services.shutdown.clone();
     let mut played_ms = 0;
+    // The engine of the files handed over so far (XTTS_ENGINE).
+    let mut engine = None;
     loop {
         let file = tokio::select! {
+            biased;
+            _ = shutdown.ended() => return Err(Stop::Failed(FailReason::Shutdown, "shutdown".into())),
             file = files.recv() => file,
-            stop = conn.unsolicited() => return Err(stop),
+            stop = conn.unsolicited() => return hung_up_or(stop, played_ms, engine),
         };
-        let Some(file) = file else { break };
+        let Some((file, spoken_by)) = file else { break };
+        engine = Some(spoken_by);
         let command = if plan.control {
             Command::new("CONTROL STREAM FILE", [file.stem(), plan.escape_digits.clone()])
         } else {
             Command::new("STREAM FILE", [file.stem(), plan.escape_digits.clone()])
         };
-        let reply = conn.command(command).await?;
-        drop(file);
-        let endpos_ms = |reply: &super::codec::AgiLine| match reply {
-            super::codec::AgiLine::Reply { endpos: Some(n), .. } if *n > 0 => {
+        let length = Duration::from_millis(file.ms);
+        let started = Instant::now();
+        let reply = match conn.command_while(command, || started.elapsed() < length).await {
+            Ok(reply) => reply,
+            Err(stop) => return hung_up_or(stop, played_ms, engine),
+        };
+        let code = reply.result_code();
+        played_ms += match (&reply, code) {
+            (AgiLine::Reply { endpos: Some(n), .. }, _) if *n > 0 => {
                 if plan.control {
                     *n as u64
                 } else {
                     *n as u64 * 1000 / format.sample_rate() as u64
                 }
             }
+            // Played to its end without saying where that was (CONTROL STREAM FILE does so).
+            (_, Some(0)) => file.ms,
+            (_, Some(c)) if c > 0 && plan.control => playback_offset(conn).await?,
             _ => 0,
         };
-        played_ms += endpos_ms(&reply);
-        match reply.result_code() {
+        drop(file);
+        match code {
             Some(0) => {}
             Some(code) if code > 0 => {
                 let digit = u8::try_from(code).ok().map(char::from);
-                return Ok(Outcome {
-                    status: "INTERRUPTED",
-                    digit,
-                    played_ms,
-                    error: String::new(),
-                });
+                return Ok(Outcome::ended("INTERRUPTED", digit, played_ms).spoken_by(engine));
             }
             _ => {
-                return Err(Stop::Failed(format!(
-                    "Asterisk could not play the spool file: {reply:?}"
-                )))
+                // -1: the caller hung up (Asterisk follows with HANGUP), or the file is unreadable.
+                if conn.hangup_follows().await {
+                    return Ok(Outcome::hangup(played_ms).spoken_by(engine));
+                }
+                return Err(Stop::Failed(
+                    FailReason::Asterisk,
+                    format!("Asterisk could not play the spool file: {reply:?}"),
+                ));
             }
         }
     }
     // All files played, or synthesis ended early: its result tells which.
     match (&mut producer.0).await {
-        Ok(Ok(())) => Ok(Outcome {
-            status: "SUCCESS",
-            digit: None,
-            played_ms,
-            error: String::new(),
-        }),
-        Ok(Err(e)) => Err(Stop::Failed(format!("synthesis failed: {e:#}"))),
-        Err(e) => Err(Stop::Failed(format!("synthesis task failed: {e}"))),
+        Ok(Ok(())) => Ok(Outcome::ended("SUCCESS", None, played_ms).spoken_by(engine)),
+        Ok(Err((reason, error))) => {
+            METRICS.failed(reason);
+            let mut outcome = Outcome::failed(reason, format!("synthesis failed: {error}")).spoken_by(engine);
+            outcome.played_ms = played_ms;
+            Ok(outcome)
+        }
+        Err(e) => Err(Stop::Failed(FailReason::Engine, format!("synthesis task failed: {e}"))),
     }
 }
 
-/// Synthesises each sentence into a spool file and hands it over, in order.
+/// A hangup is a result (with what was played); anything else stops the session.
+fn hung_up_or(stop: Stop, played_ms: u64, engine: Option<&'static str>) -> Result<Outcome, Stop> {
+    match stop {
+        Stop::HungUp => Ok(Outcome::hangup(played_ms).spoken_by(engine)),
+        other => Err(other),
+    }
+}
+
+/// Where `CONTROL STREAM FILE` stopped, in ms (`CPLAYBACKOFFSET`), when its reply said nothing.
+async fn playback_offset(conn: &mut Conn) -> Result<u64, Stop> {
+    Ok(conn
+        .get_variable("CPLAYBACKOFFSET")
+        .await?
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0))
+}
+
+/// Where and how spool files are written.
+struct Spool {
+    dir: PathBuf,
+    format: FileFormat,
+    audio: AudioConfig,
+}
+
+/// Synthesises each sentence into a spool file and hands it over, in order. The first
+/// sentence is refused at once when the engine is full (the caller hears nothing yet); a later
+/// one waits for room, so a busy moment does not cut a prompt that is already playing.
 async fn produce(
     engine: Engine,
     base: SpeechRequest,
     sentences: Vec<String>,
-    spool_dir: PathBuf,
-    format: FileFormat,
-    audio: AudioConfig,
-    files: mpsc::Sender<SpoolFile>,
-) -> Result<()> {
+    spool: Spool,
+    patience: Duration,
+    files: mpsc::Sender<(SpoolFile, &'static str)>,
+) -> Result<(), (FailReason, String)> {
     let session = Uuid::new_v4();
+    let spool = std::sync::Arc::new(spool);
     for (i, sentence) in sentences.into_iter().enumerate() {
         let request = SpeechRequest {
             text: sentence,
             ..base.clone()
         };
-        let samples = synthesize(&engine, request).await?;
+        let patience = if i == 0 { Duration::ZERO } else { patience };
+        let (samples, spoken_by) = synthesize(&engine, request, patience).await?;
         if samples.is_empty() {
             continue;
         }
-        let bytes = format.encode(&samples, engine.sample_rate(), &audio)?;
-        let file = SpoolFile::write(&spool_dir, &format!("xttsd-{session}-{i:03}"), format, &bytes)?;
-        if files.send(file).await.is_err() {
+        let (spool, rate) = (spool.clone(), engine.sample_rate());
+        let name = format!("{SPOOL_PREFIX}{session}-{i:03}");
+        let file = tokio::task::spawn_blocking(move || {
+            let bytes = spool.format.encode(&samples, rate, &spool.audio)?;
+            SpoolFile::write(&spool.dir, &name, spool.format, &bytes)
+        })
+        .await
+        .map_err(|e| (FailReason::Engine, format!("writing the spool file: {e}")))?
+        .map_err(|e| (FailReason::Engine, format!("{e:#}")))?;
+        if files.send((file, spoken_by)).await.is_err() {
             return Ok(()); // the session stopped; the file was dropped (deleted) with the message
         }
     }
     Ok(())
 }
 
-/// The whole audio of one request.
-async fn synthesize(engine: &Engine, request: SpeechRequest) -> Result<Vec<f32>> {
-    let mut speech = engine.speak(request)?;
+/// The whole audio of one request, and the engine that spoke it.
+async fn synthesize(
+    engine: &Engine,
+    request: SpeechRequest,
+    patience: Duration,
+) -> Result<(Vec<f32>, &'static str), (FailReason, String)> {
+    let queued = if patience.is_zero() {
+        engine.speak(request)
+    } else {
+        engine.speak_within(request, patience).await
+    };
+    let mut speech = queued.map_err(|e| (FailReason::of(&e), e.to_string()))?;
     let mut samples = Vec::new();
     loop {
         match speech.next().await {
             Some(SpeechEvent::Audio(chunk)) => samples.extend_from_slice(&chunk),
-            Some(SpeechEvent::Done) => return Ok(samples),
-            Some(SpeechEvent::Failed(reason)) => anyhow::bail!(reason),
-            None => anyhow::bail!("the engine stopped"),
+            Some(SpeechEvent::Done) => return Ok((samples, speech.engine())),
+            Some(SpeechEvent::Failed(reason)) => return Err((FailReason::Engine, reason)),
+            None => return Err((FailReason::Engine, "the engine stopped".into())),
         }
     }
 }
@@ -223,20 +291,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sentences_split_on_end_punctuation() {
+    fn sentences_split_on_end_punctuation_but_not_abbreviations() {
         assert_eq!(
-            split_sentences("Hello there. How are you?  Fine!Great... 3.5 apples. 你好。再见"),
-            vec![
-                "Hello there.",
-                "How are you?",
-                "Fine!Great...",
-                "3.5 apples.",
-                "你好。",
-                "再见"
-            ]
+            split_sentences("Dr. Smith will see you now. How are you? It costs 3.5 euros."),
+            vec!["Dr. Smith will see you now.", "How are you?", "It costs 3.5 euros."]
         );
         assert!(split_sentences("  ").is_empty());
         assert_eq!(split_sentences("no stop"), vec!["no stop"]);
+    }
+
+    #[test]
+    fn stale_spool_files_are_swept_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("xttsd-old-000.ulaw"), b"x").unwrap();
+        std::fs::write(dir.path().join("xttsd-old-001.part"), b"x").unwrap();
+        std::fs::write(dir.path().join("greeting.ulaw"), b"x").unwrap();
+        assert_eq!(sweep_spool(dir.path()), 2);
+        assert_eq!(sweep_spool(&dir.path().join("missing")), 0);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec!["greeting.ulaw"]);
     }
 
     #[test]

@@ -1,21 +1,41 @@
-//! The FastAGI listener: one task per connection.
+//! The FastAGI listener: one task per connection, bounded by `agi.max_connections` and
+//! stopped by the drain (see [`crate::listener`]).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
-use super::session;
+use super::{file_mode, session};
+use crate::metrics::METRICS;
 use crate::serve::SharedServices;
 
-/// Accepts FastAGI connections until the listener fails.
+/// Accepts FastAGI connections until the drain begins.
 pub async fn serve(listener: TcpListener, services: SharedServices) -> Result<()> {
-    loop {
-        let (stream, peer) = listener.accept().await.context("FastAGI accept failed")?;
-        let _ = stream.set_nodelay(true);
-        let services = services.clone();
-        tokio::spawn(async move {
-            if let Err(e) = session::run(stream, services).await {
-                tracing::warn!(%peer, error = %format!("{e:#}"), "FastAGI session ended with an error");
-            }
-        });
+    // Files a crash left behind would never be deleted otherwise.
+    let spool = services.config.agi.spool_dir.clone();
+    match tokio::task::spawn_blocking(move || file_mode::sweep_spool(&spool)).await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => tracing::info!(files = n, "removed stale spool files"),
     }
+    let gate = services.gate("agi", services.config.agi.max_connections);
+    let shutdown = services.shutdown.clone();
+    crate::listener::serve(listener, gate, shutdown, move |stream, peer| {
+        let span = tracing::info_span!(
+            "agi",
+            %peer,
+            channel = tracing::field::Empty,
+            uniqueid = tracing::field::Empty,
+            uuid = tracing::field::Empty
+        );
+        let services = services.clone();
+        async move {
+            let _active = METRICS.active("agi");
+            if let Err(e) = session::run(stream, services).await {
+                tracing::warn!(error = %format!("{e:#}"), "FastAGI session ended with an error");
+            }
+        }
+        .instrument(span)
+    })
+    .await;
+    Ok(())
 }

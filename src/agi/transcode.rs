@@ -16,6 +16,15 @@ pub enum FileFormat {
     Sln16,
 }
 
+impl From<crate::config::SpoolFormat> for FileFormat {
+    fn from(format: crate::config::SpoolFormat) -> Self {
+        match format {
+            crate::config::SpoolFormat::Ulaw => FileFormat::Ulaw,
+            crate::config::SpoolFormat::Sln16 => FileFormat::Sln16,
+        }
+    }
+}
+
 impl FileFormat {
     pub fn parse(name: &str) -> Result<Self> {
         match name {

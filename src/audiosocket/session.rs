@@ -1,6 +1,8 @@
 //! One AudioSocket call: UUID first, then speech (queued jobs or the test call) paced out
 //! in 20 ms frames on an absolute clock, silence whenever there is nothing to say, DTMF for
-//! barge-in and read-back, and a clean end on either side's hangup or a bad frame.
+//! barge-in and read-back, and a clean end on either side's hangup or a bad frame. When the
+//! daemon drains, a call finishes what it was asked to say and hangs up; at the drain deadline
+//! it stops at once, telling whoever queued its speech (`SHUTDOWN`), and hangs up.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -16,8 +18,9 @@ use uuid::Uuid;
 use super::codec::{encode_message, AudioSocketCodec, Message};
 use super::reader::MessageReader;
 use crate::audio::{frame_samples, slin_bytes, FramePipeline, FRAME_MS};
-use crate::calls::{CallInbox, PlayOutcome, SpeakJob};
+use crate::calls::{AttachError, CallInbox, FailReason, PlayOutcome, SpeakJob};
 use crate::engine::{Speech, SpeechEvent, SpeechRequest};
+use crate::metrics::METRICS;
 use crate::serve::SharedServices;
 
 /// Call rate until the caller's audio says otherwise (kind 0x10).
@@ -27,6 +30,9 @@ const FRAME: Duration = Duration::from_millis(FRAME_MS as u64);
 const MAX_BEHIND: Duration = Duration::from_millis(100);
 /// A write that cannot complete in this time means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Digits of a test call waiting to be read back; further presses are ignored until these
+/// are said, so a peer pressing keys cannot queue unbounded synthesis.
+const MAX_TEST_READBACKS: usize = 4;
 
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +45,24 @@ pub enum SessionEnd {
     ServerHangup,
     /// The peer sent something invalid.
     ProtocolError(String),
+    /// A call with this UUID is already connected; this connection was refused.
+    Duplicate,
+    /// The daemon drained: we hung up once the speech was said, or at the drain deadline.
+    Shutdown,
+}
+
+impl SessionEnd {
+    /// A short name for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SessionEnd::NoUuid(_) => "NO_UUID",
+            SessionEnd::CallerGone(_) => "CALLER_HANGUP",
+            SessionEnd::ServerHangup => "SERVER_HANGUP",
+            SessionEnd::ProtocolError(_) => "PROTOCOL_ERROR",
+            SessionEnd::Duplicate => "DUPLICATE",
+            SessionEnd::Shutdown => "SHUTDOWN",
+        }
+    }
 }
 
 /// Counters of one session, logged when it ends.
@@ -100,16 +124,40 @@ pub async fn run(stream: TcpStream, services: SharedServices) -> SessionReport {
         Ok(Err(e)) => return no_uuid(format!("bad first message: {e}")),
     };
     tracing::Span::current().record("uuid", tracing::field::display(uuid));
-    let inbox = services.calls.attach(uuid);
+    let inbox = match services.calls.attach(uuid) {
+        Ok(inbox) => inbox,
+        Err(AttachError::Duplicate(_)) => {
+            tracing::warn!("a call with this UUID is already connected; refusing the second connection");
+            let mut wr = wr;
+            let mut codec = codec;
+            if let Ok(bytes) = encode_message(&mut codec, Message::Hangup) {
+                let _ = timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await;
+            }
+            let _ = wr.shutdown().await;
+            return SessionReport {
+                uuid: Some(uuid),
+                end: SessionEnd::Duplicate,
+                stats: SessionStats::default(),
+            };
+        }
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let _reader = AbortOnDrop(tokio::spawn(read_loop(reader, tx)));
-    let mut call = Call::new(services.clone(), wr, codec, inbox.had_pending);
+    let test_call = is_test_call(&services, uuid, inbox.had_pending);
+    let mut call = Call::new(services.clone(), wr, codec, test_call);
     let end = call.run(rx, inbox).await;
     SessionReport {
         uuid: Some(uuid),
         end,
         stats: call.stats,
     }
+}
+
+/// Test calls only when configured, only for matching UUIDs, and never for a call with
+/// speech waiting for it.
+fn is_test_call(services: &SharedServices, uuid: Uuid, had_pending: bool) -> bool {
+    let test = &services.config.test_call;
+    test.enabled && !had_pending && uuid.to_string().starts_with(&test.uuid_prefix.to_ascii_lowercase())
 }
 
 fn describe(message: &Message) -> String {
@@ -182,8 +230,14 @@ impl Pacer {
 /// A job being played.
 struct Playback {
     job: SpeakJob,
+    /// Part of the test call (greeting, digits read back), not speech someone queued.
+    test: bool,
+    /// When synthesis was asked for, until the first frame is sent (time to first audio).
+    asked: Option<Instant>,
     /// The engine's output; None once it has ended. Dropping it cancels synthesis.
     speech: Option<Speech>,
+    /// The engine that speaks it (`xtts`, `builtin`), reported with the outcome.
+    engine: &'static str,
     /// Created at the first audio chunk, at the call's rate then.
     pipeline: Option<FramePipeline>,
     frames: VecDeque<(u32, Bytes)>,
@@ -192,10 +246,13 @@ struct Playback {
 }
 
 impl Playback {
-    fn new(job: SpeakJob, speech: Speech) -> Self {
+    fn new(job: SpeakJob, test: bool, speech: Speech) -> Self {
         tracing::debug!(text = %job.request.text, "speaking");
         Self {
             job,
+            test,
+            asked: Some(Instant::now()),
+            engine: speech.engine(),
             speech: Some(speech),
             pipeline: None,
             frames: VecDeque::new(),
@@ -218,14 +275,14 @@ impl Playback {
     }
 }
 
-fn report(job: SpeakJob, status: &'static str, digit: Option<char>, played_ms: u64) {
-    if let Some(done) = job.done {
-        let _ = done.send(PlayOutcome {
-            status,
-            digit,
-            played_ms,
-        });
-    }
+/// `engine`: the one that spoke, None when the job never reached one.
+fn report(job: SpeakJob, engine: Option<&'static str>, status: &'static str, digit: Option<char>, played_ms: u64) {
+    job.report(PlayOutcome::ended(status, digit, played_ms).spoken_by(engine));
+}
+
+fn report_failure(job: SpeakJob, engine: Option<&'static str>, reason: FailReason, message: String, played_ms: u64) {
+    METRICS.failed(reason);
+    job.report(PlayOutcome::failed(reason, message, played_ms).spoken_by(engine));
 }
 
 /// What "1", "#" etc. are read back as.
@@ -247,7 +304,10 @@ struct Call {
     rate: u32,
     /// No speech was queued for this call: greet and read digits back.
     test_call: bool,
-    queue: VecDeque<SpeakJob>,
+    /// Jobs to play, each marked whether it belongs to the test call.
+    queue: VecDeque<(SpeakJob, bool)>,
+    /// The daemon is draining: hang up once nothing is left to say.
+    draining: bool,
     current: Option<Playback>,
     /// The next job, synthesized once the current one's synthesis is done, so that it plays
     /// without a gap when the current one's audio runs out.
@@ -257,15 +317,15 @@ struct Call {
 }
 
 impl Call {
-    fn new(services: SharedServices, writer: OwnedWriteHalf, codec: AudioSocketCodec, had_pending: bool) -> Self {
+    fn new(services: SharedServices, writer: OwnedWriteHalf, codec: AudioSocketCodec, test_call: bool) -> Self {
         let test = &services.config.test_call;
-        let test_call = !had_pending && test.enabled;
         let mut call = Self {
             writer,
             codec,
             rate: DEFAULT_RATE,
             test_call,
             queue: VecDeque::new(),
+            draining: false,
             current: None,
             upcoming: None,
             pacer: Pacer::new(),
@@ -274,7 +334,7 @@ impl Call {
         };
         if test_call && !test.greeting.trim().is_empty() {
             let greeting = call.test_call_job(test.greeting.clone());
-            call.queue.push_back(greeting);
+            call.queue.push_back((greeting, true));
         }
         call
     }
@@ -303,24 +363,77 @@ impl Call {
             }
         };
         // Whatever was still to play will not be: tell whoever queued it.
-        let status = "HANGUP";
-        for p in [self.current.take(), self.upcoming.take()].into_iter().flatten() {
-            let played = p.played_ms();
-            report(p.job, status, None, played);
-        }
+        inbox.jobs.close();
         while let Ok(job) = inbox.jobs.try_recv() {
-            self.queue.push_back(job);
+            self.queue.push_back((job, false));
         }
-        for job in self.queue.drain(..) {
-            report(job, status, None, 0);
+        let playing = [self.current.take(), self.upcoming.take()].into_iter().flatten();
+        let unplayed = playing
+            .map(|p| {
+                let played = p.played_ms();
+                (p.job, Some(p.engine), played)
+            })
+            .chain(self.queue.drain(..).map(|(job, _)| (job, None, 0)));
+        for (job, engine, played) in unplayed {
+            if end == SessionEnd::Shutdown {
+                report_failure(job, engine, FailReason::Shutdown, "shutdown".into(), played);
+            } else {
+                report(job, engine, "HANGUP", None, played);
+            }
         }
         end
     }
 
+    /// Drops what belongs to the test call: speech someone queued takes over the call.
+    fn end_test_call(&mut self) {
+        if !self.test_call {
+            return;
+        }
+        tracing::info!("speech queued for this call: the test call stops");
+        self.test_call = false;
+        self.queue.retain(|(_, test)| !test);
+        for slot in [&mut self.current, &mut self.upcoming] {
+            if slot.as_ref().is_some_and(|p| p.test) {
+                *slot = None;
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.current.is_none() && self.upcoming.is_none() && self.queue.is_empty()
+    }
+
+    /// Once draining, a call with nothing left to say hangs up.
+    async fn hang_up_if_drained(&mut self) -> Step {
+        if self.draining && self.is_idle() {
+            self.send(Message::Hangup).await?;
+            let _ = self.writer.shutdown().await;
+            return Err(SessionEnd::Shutdown);
+        }
+        Ok(())
+    }
+
     async fn step(&mut self, inbound: &mut mpsc::UnboundedReceiver<Inbound>, inbox: &mut CallInbox) -> Step {
         self.start_next_job().await?;
+        self.hang_up_if_drained().await?;
+        let shutdown = self.services.shutdown.clone();
+        // Jobs stay in the bounded inbox until there is room to play them (so a peer cannot
+        // queue more than limits.max_jobs_per_call); a test call reads at once, to stop.
+        let want_jobs = self.queue.is_empty() || self.test_call;
         tokio::select! {
             biased;
+            _ = shutdown.ended() => {
+                self.send(Message::Hangup).await?;
+                let _ = self.writer.shutdown().await;
+                Err(SessionEnd::Shutdown)
+            }
+            _ = shutdown.draining(), if !self.draining => {
+                tracing::info!("draining: finishing the speech under way, then hanging up");
+                self.draining = true;
+                self.test_call = false;
+                self.queue.retain(|(_, test)| !test);
+                Ok(())
+            }
             event = inbound.recv() => match event {
                 Some(Inbound::Dtmf(d)) => self.on_dtmf(d).await,
                 Some(Inbound::Rate(rate)) => {
@@ -344,8 +457,9 @@ impl Call {
                 }
                 Ok(())
             }
-            Some(job) = inbox.jobs.recv() => {
-                self.queue.push_back(job);
+            Some(job) = inbox.jobs.recv(), if want_jobs => {
+                self.end_test_call();
+                self.queue.push_back((job, false));
                 Ok(())
             }
         }
@@ -359,15 +473,15 @@ impl Call {
                 self.current = Some(next);
                 break;
             }
-            let Some(job) = self.queue.pop_front() else {
+            let Some((job, test)) = self.queue.pop_front() else {
                 return Ok(());
             };
             match self.services.engine.speak(job.request.clone()) {
-                Ok(speech) => self.current = Some(Playback::new(job, speech)),
+                Ok(speech) => self.current = Some(Playback::new(job, test, speech)),
                 Err(e) => {
                     tracing::warn!(error = %e, "speech request refused");
                     let hangup = job.hangup_after;
-                    report(job, "FAILED", None, 0);
+                    report_failure(job, None, FailReason::of(&e), e.to_string(), 0);
                     if hangup {
                         return self.hang_up().await;
                     }
@@ -379,14 +493,14 @@ impl Call {
             .as_ref()
             .is_some_and(|p| p.speech.is_none() && !p.job.hangup_after);
         if synthesized && self.upcoming.is_none() {
-            if let Some(job) = self.queue.pop_front() {
+            if let Some((job, test)) = self.queue.pop_front() {
                 let mut request = job.request.clone();
                 let buffered = self.current.as_ref().map_or(0, |p| p.frames.len() as u32);
                 request.options.plays_in = FRAME * buffered;
                 match self.services.engine.speak(request) {
-                    Ok(speech) => self.upcoming = Some(Playback::new(job, speech)),
+                    Ok(speech) => self.upcoming = Some(Playback::new(job, test, speech)),
                     // Refused now (engine busy): ask again when it is its turn to play.
-                    Err(_) => self.queue.push_front(job),
+                    Err(_) => self.queue.push_front((job, test)),
                 }
             }
         }
@@ -403,13 +517,13 @@ impl Call {
                 let played = p.played_ms();
                 let hangup = p.job.hangup_after;
                 tracing::info!(%digit, played_ms = played, "playback interrupted");
-                report(p.job, "INTERRUPTED", Some(digit), played);
+                report(p.job, Some(p.engine), "INTERRUPTED", Some(digit), played);
                 return if hangup { self.hang_up().await } else { Ok(()) };
             }
         }
-        if self.test_call {
+        if self.test_call && self.queue.len() < MAX_TEST_READBACKS {
             let job = self.test_call_job(format!("You pressed {}.", spoken_digit(digit)));
-            self.queue.push_back(job);
+            self.queue.push_back((job, true));
         }
         Ok(())
     }
@@ -424,6 +538,7 @@ impl Call {
                 if self.current.as_ref().is_some_and(Playback::is_starved) {
                     self.stats.underruns += 1;
                     crate::engine::Metrics::add(&crate::engine::METRICS.underruns, 1);
+                    METRICS.late_frames.inc();
                 }
                 (self.rate, Bytes::from(vec![0u8; frame_samples(self.rate) * 2]))
             }
@@ -438,6 +553,9 @@ impl Call {
             self.stats.speech_frames += 1;
             if let Some(p) = self.current.as_mut() {
                 p.played_frames += 1;
+                if let Some(asked) = p.asked.take() {
+                    METRICS.first_audio_seconds.observe(asked.elapsed().as_secs_f64());
+                }
             }
         } else {
             self.stats.silence_frames += 1;
@@ -453,12 +571,12 @@ impl Call {
         let p = self.current.take().expect("checked above");
         let played = p.played_ms();
         let hangup = p.job.hangup_after;
-        match &p.failure {
+        match p.failure {
             Some(why) => {
                 tracing::warn!(reason = %why, played_ms = played, "speech failed");
-                report(p.job, "FAILED", None, played);
+                report_failure(p.job, Some(p.engine), FailReason::Engine, why, played);
             }
-            None => report(p.job, "SUCCESS", None, played),
+            None => report(p.job, Some(p.engine), "SUCCESS", None, played),
         }
         if hangup {
             return self.hang_up().await;

@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::calls::{CallRegistry, SpeakJob};
+use crate::calls::SpeakJob;
 use crate::client::audiosocket::{run_leg, LegEnd, LegOptions, LegReport};
 use crate::config::Config;
 use crate::engine::{Engine, Metrics, SpeechOptions, SpeechRequest, METRICS};
@@ -172,11 +172,7 @@ pub fn run(args: Args) -> Result<()> {
         },
         queue_limit,
     )?;
-    let services = Arc::new(Services {
-        config,
-        engine,
-        calls: CallRegistry::new(),
-    });
+    let services = Services::new(config, engine);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -356,7 +352,7 @@ async fn run_round(services: &Arc<Services>, addr: &str, n: usize, args: &Args) 
                     hangup_after: false,
                     done: None,
                 },
-            );
+            )?;
         }
         let opts = LegOptions {
             hangup_after: Some(duration),

@@ -12,7 +12,7 @@ pub mod zh;
 
 use anyhow::{bail, Context, Result};
 
-pub use split::split_sentences;
+pub use split::{sentences, split_sentences};
 pub use tokenizer::TextFrontend;
 
 /// The language codes XTTS v2 was trained on (`config.json` `languages`).

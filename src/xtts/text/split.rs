@@ -87,7 +87,7 @@ fn word_ends_sentence(word: &str) -> bool {
 }
 
 /// Sentences of `text` in order, without surrounding whitespace.
-fn sentences(text: &str) -> Vec<String> {
+pub fn sentences(text: &str) -> Vec<String> {
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     let mut out = Vec::new();
     let mut start = 0;
