@@ -21,6 +21,9 @@ const RATE: u32 = 24000;
 const SAMPLES_PER_CHAR: usize = 240;
 const STEP: Duration = Duration::from_secs(5);
 
+/// Text containing `WAIT` keeps the backend busy until this is set.
+static RELEASE_WAIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// What the backend saw.
 #[derive(Default, Debug)]
 struct Log {
@@ -43,6 +46,9 @@ impl SpeechBackend for ToneBackend {
 
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
         self.log.lock().unwrap().started.push(req.clone());
+        while req.text.contains("WAIT") && !RELEASE_WAIT.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let total = req.text.chars().count() * SAMPLES_PER_CHAR;
         let sizes = [240usize, 960, 480, 2400];
         let mut pos = 0;
@@ -108,7 +114,10 @@ async fn start_with(mode: &str, chunk_delay: Duration, adjust: impl FnOnce(&mut 
         log: log.clone(),
         chunk_delay,
     };
-    let services = Services::new(config, Engine::start(backend, validate, 8));
+    let services = Services::new(
+        config.clone(),
+        Engine::start(backend, validate, config.engine.queue_limit.min(8)),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(xttsd::agi::serve(listener, services.clone()));
@@ -789,4 +798,174 @@ async fn stream_mode_caller_hangup_cancels_synthesis() {
     assert!(record.pacing().voiced_frames < 30);
     d.wait_for("synthesis cancelled", |log| log.cancelled == 1).await;
     assert_eq!(d.log.lock().unwrap().finished, 0);
+}
+
+#[tokio::test]
+async fn failures_carry_a_reason_and_a_message_in_both_modes() {
+    // Stream mode, synthesis fails on the AudioSocket side: the message reaches XTTS_ERROR.
+    let d = start_streaming(Duration::ZERO).await;
+    let record = run_client(&client(&d, "say", "Please FAIL now")).await;
+    let get = |name: &str| {
+        record
+            .variables
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("XTTS_STATUS"), Some("FAILED"), "{:?}", record.variables);
+    assert_eq!(get("XTTS_REASON"), Some("ENGINE"));
+    assert!(
+        get("XTTS_ERROR").unwrap().contains("backend failure on purpose"),
+        "{:?}",
+        record.variables
+    );
+
+    // File mode, same failure.
+    let record = run_client(&client(&d, "say?mode=file", "Please FAIL now")).await;
+    let get = |name: &str| {
+        record
+            .variables
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        (get("XTTS_STATUS"), get("XTTS_REASON")),
+        (Some("FAILED"), Some("ENGINE"))
+    );
+
+    // Too much speech waiting: BUSY, with the reason.
+    let d = start_with("stream", Duration::ZERO, |c| c.limits.max_pending_jobs = 1).await;
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    let parked = xttsd::calls::SpeakJob {
+        request: SpeechRequest {
+            text: "x".into(),
+            lang: "en".into(),
+            voice: "default".into(),
+            options: Default::default(),
+        },
+        escape_digits: String::new(),
+        hangup_after: true,
+        done: Some(tx),
+    };
+    d.services.calls.enqueue(Uuid::new_v4(), parked).unwrap();
+    let mut a = Asterisk::call(&d, "say", &["Hi"]).await;
+    a.expect("ANSWER").await;
+    a.send("200 result=0\n").await;
+    let (got, verbose) = a.results().await;
+    assert!(verbose.unwrap().contains("waiting"));
+    assert_eq!(got[0].1, "FAILED");
+    assert_eq!(got[4], ("XTTS_REASON".into(), "BUSY".into()));
+}
+
+#[tokio::test]
+async fn bad_requests_are_invalid_and_voices_must_be_names() {
+    let d = start_with("stream", Duration::ZERO, |c| c.limits.max_text_chars = 20).await;
+    for (script, args, reason) in [
+        ("say?voice=..", vec!["Hello."], "not a path"),
+        ("say?voice=%2Fetc%2Fpasswd", vec!["Hello."], "not a path"),
+        ("say?lang=xx", vec!["Hello."], "unknown language"),
+        (
+            "say",
+            vec!["This text is longer than twenty characters."],
+            "limits.max_text_chars",
+        ),
+    ] {
+        let mut a = Asterisk::call(&d, script, &args).await;
+        let (got, _) = a.results().await;
+        assert_eq!(got[0].1, "FAILED", "{script}");
+        assert!(got[3].1.contains(reason), "{script}: {got:?}");
+        assert_eq!(got[4], ("XTTS_REASON".into(), "INVALID".into()), "{script}");
+    }
+    assert!(d.log.lock().unwrap().started.is_empty());
+}
+
+#[tokio::test]
+async fn control_stream_file_without_endpos_reports_what_was_played() {
+    let d = start("file", Duration::ZERO).await;
+    let mut a = Asterisk::call(&d, "say?control=1&escape=5", &["One. Two. Three."]).await;
+    a.expect("ANSWER").await;
+    a.send("200 result=0\n").await;
+    // Played through, as Asterisk 22 replies: no position in the reply.
+    for _ in 0..2 {
+        let line = a.next().await.unwrap();
+        streamed_path(&d, &line, "CONTROL STREAM FILE", "5");
+        a.send("200 result=0 endpos=0\n").await;
+    }
+    // Stopped by a digit: the position comes from CPLAYBACKOFFSET.
+    a.next().await.unwrap();
+    a.send("200 result=53 endpos=0\n").await;
+    a.expect("GET VARIABLE CPLAYBACKOFFSET").await;
+    a.send("200 result=1 (25)\n").await;
+    let (got, _) = a.results().await;
+    assert_eq!(got[0].1, "INTERRUPTED");
+    // "One." and "Two." are 40 ms each, then 25 ms of "Three.".
+    assert_eq!(got[2], ("XTTS_DURATION".into(), "105".into()));
+}
+
+#[tokio::test]
+async fn a_silent_asterisk_does_not_hold_the_session() {
+    let d = start_with("file", Duration::ZERO, |c| c.agi.reply_timeout_ms = 300).await;
+    let mut a = Asterisk::call(&d, "say", &["Hi."]).await;
+    a.expect("ANSWER").await;
+    // No reply, ever: the daemon gives up and closes.
+    let started = std::time::Instant::now();
+    a.assert_closed().await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    d.assert_spool_empties().await;
+}
+
+#[tokio::test]
+async fn stale_spool_files_are_removed_when_the_server_starts() {
+    let spool = tempfile::tempdir().unwrap();
+    std::fs::write(spool.path().join("xttsd-crashed-000.ulaw"), b"x").unwrap();
+    let dir = spool.path().to_path_buf();
+    let d = start_with("file", Duration::ZERO, |c| c.agi.spool_dir = dir).await;
+    d.assert_spool_empties().await;
+}
+
+/// A busy engine when a later sentence is due must not cut a prompt already playing: the
+/// sentence waits for room (the first one is still refused at once).
+#[tokio::test]
+async fn file_mode_later_sentence_waits_for_a_busy_engine() {
+    let d = start_with("file", Duration::ZERO, |c| c.engine.queue_limit = 1).await;
+    let mut a = Asterisk::call(&d, "say", &["One. Two. Three. Four."]).await;
+    a.expect("ANSWER").await;
+    a.send("200 result=0\n").await;
+    let first = a.next().await.unwrap();
+    streamed_path(&d, &first, "STREAM FILE", "");
+    // "Two." waits in the channel and "Three." is made; "Four." is asked for only once the
+    // channel has room, after "One." has played.
+    d.wait_for("three sentences made", |log| log.finished == 3).await;
+    // Meanwhile other callers take the engine and its only queue place.
+    let request = |text: &str| SpeechRequest {
+        text: text.into(),
+        lang: "en".into(),
+        voice: "default".into(),
+        options: Default::default(),
+    };
+    let busy = d.services.engine.speak(request("Busy WAIT")).unwrap();
+    d.wait_for("the engine is busy", |log| log.started.len() == 4).await;
+    let queued = d.services.engine.speak(request("Queued.")).unwrap();
+    assert!(
+        d.services.engine.speak(request("No room.")).is_err(),
+        "the queue is full"
+    );
+    a.send("200 result=0 endpos=320\n").await;
+    // "Four." finds the engine full; it waits instead of failing the prompt.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    RELEASE_WAIT.store(true, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..3 {
+        let line = a.next().await.unwrap();
+        streamed_path(&d, &line, "STREAM FILE", "");
+        a.send("200 result=0 endpos=320\n").await;
+    }
+    let (got, verbose) = a.results().await;
+    assert_eq!(verbose, None);
+    assert_eq!(got[0], ("XTTS_STATUS".into(), "SUCCESS".into()));
+    drop((busy, queued));
 }
