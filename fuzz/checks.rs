@@ -53,7 +53,7 @@ pub fn agi_preamble(data: &[u8]) {
         return;
     };
     let piece = piece as usize % 256 + 1;
-    let mut decoder = PreambleDecoder;
+    let mut decoder = PreambleDecoder::default();
     let mut buf = BytesMut::new();
     for chunk in stream.chunks(piece) {
         buf.extend_from_slice(chunk);
@@ -70,7 +70,7 @@ pub fn agi_reply(data: &[u8]) {
         return;
     };
     let piece = piece as usize % 128 + 1;
-    let mut codec = AgiCodec;
+    let mut codec = AgiCodec::default();
     let mut buf = BytesMut::new();
     for chunk in stream.chunks(piece) {
         buf.extend_from_slice(chunk);
