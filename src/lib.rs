@@ -11,5 +11,4 @@ pub mod control;
 pub mod engine;
 pub mod say;
 pub mod serve;
-pub mod synth;
 pub mod xtts;

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::calls::CallRegistry;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::synth::{Synthesizer, SynthesizerConfig};
+use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 
 /// What every server of the daemon shares.
 pub struct Services {
@@ -30,14 +30,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let config = Config::from_file(&args.config)?;
-    let synth_cfg = SynthesizerConfig::from_engine(&config.engine);
+    let synth_cfg = XttsBackendConfig::from_engine(&config.engine);
     let (default_voice, default_lang) = (
         config.engine.default_voice.clone(),
         config.engine.default_language.clone(),
     );
     let engine = Engine::spawn(
         move || {
-            let mut synth = Synthesizer::load(&synth_cfg)?;
+            let mut synth = XttsBackend::load(&synth_cfg)?;
             if let Err(e) = synth.warm_up(&default_voice, &default_lang) {
                 tracing::warn!("default voice '{default_voice}' is not usable yet: {e:#}");
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use tch::{Device, Tensor};
 use xttsd::engine::{Engine, EngineError, SpeechEvent, SpeechOptions, SpeechRequest, METRICS};
-use xttsd::synth::{Synthesizer, SynthesizerConfig};
+use xttsd::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use xttsd::xtts::batch::{BatchDecoder, RowOptions};
 use xttsd::xtts::model::Xtts;
 use xttsd::xtts::sampling::SamplingParams;
@@ -236,13 +236,13 @@ fn bad_input_is_refused() {
 fn engine(max_batch: usize, queue_limit: usize, forced_tokens: usize) -> (Engine, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy("tests/fixtures/ref_24k.wav", dir.path().join("default.wav")).unwrap();
-    let mut cfg = SynthesizerConfig {
+    let mut cfg = XttsBackendConfig {
         model_dir: model_dir(),
         speakers_dir: dir.path().to_path_buf(),
         device: "cpu".into(),
         max_batch,
         forced_tokens: Some(forced_tokens),
-        ..SynthesizerConfig::default()
+        ..XttsBackendConfig::default()
     };
     cfg.stream.first_chunk_tokens = 6;
     // Chunks far apart: a hang-up must be noticed between steps, not only when a chunk bounces.
@@ -250,7 +250,7 @@ fn engine(max_batch: usize, queue_limit: usize, forced_tokens: usize) -> (Engine
     let engine = Engine::spawn(
         move || {
             tch::set_num_threads(1);
-            let mut synth = Synthesizer::load(&cfg)?;
+            let mut synth = XttsBackend::load(&cfg)?;
             synth.resolve_voice(&["default".into()])?;
             let validator = synth.validator();
             Ok((synth, validator))
@@ -291,7 +291,7 @@ async fn hang_up_frees_the_slot_and_admission_is_bounded() {
     // One speaking (the only slot), one queued (the whole queue): the next is refused.
     let b = engine.speak(request("Waiting in the queue.")).unwrap();
     match engine.speak(request("One too many.")) {
-        Err(EngineError::Busy(1)) => {}
+        Err(EngineError::Busy(why)) => assert!(why.contains("1 requests are already queued"), "{why}"),
         Err(e) => panic!("expected Busy, got {e}"),
         Ok(_) => panic!("a request beyond the slot and queue was accepted"),
     }

@@ -189,6 +189,8 @@ struct Playback {
     frames: VecDeque<(u32, Bytes)>,
     played_frames: u64,
     failure: Option<String>,
+    /// Where the played audio is reported, so the engine serves first who is about to run dry.
+    playout: std::sync::Arc<crate::engine::Playout>,
 }
 
 impl Playback {
@@ -196,6 +198,7 @@ impl Playback {
         tracing::debug!(text = %job.request.text, "speaking");
         Self {
             job,
+            playout: speech.playout(),
             speech: Some(speech),
             pipeline: None,
             frames: VecDeque::new(),
@@ -438,6 +441,7 @@ impl Call {
             self.stats.speech_frames += 1;
             if let Some(p) = self.current.as_mut() {
                 p.played_frames += 1;
+                p.playout.played(FRAME);
             }
         } else {
             self.stats.silence_frames += 1;

@@ -73,13 +73,36 @@ impl SamplingParams {
         }
     }
 
+    /// Temperatures accepted: below, float32 logits overflow; above, sampling is noise.
+    pub const TEMPERATURE: std::ops::RangeInclusive<f64> = 0.01..=100.0;
+    /// Repetition penalties accepted (1.0: none).
+    pub const REPETITION_PENALTY: std::ops::RangeInclusive<f64> = 0.01..=100.0;
+
     pub fn validate(&self) -> Result<()> {
+        // The batched kernels compute in float32: a value that is fine as f64 can become 0 or
+        // infinite there and turn a whole batch's logits into NaN.
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             bail!("repetition_penalty must be > 0, got {}", self.repetition_penalty);
+        }
+        if !Self::REPETITION_PENALTY.contains(&self.repetition_penalty) {
+            bail!(
+                "repetition_penalty must be between {} and {}, got {}",
+                Self::REPETITION_PENALTY.start(),
+                Self::REPETITION_PENALTY.end(),
+                self.repetition_penalty
+            );
         }
         if self.do_sample {
             if !(self.temperature.is_finite() && self.temperature > 0.0) {
                 bail!("temperature must be > 0, got {}", self.temperature);
+            }
+            if !Self::TEMPERATURE.contains(&self.temperature) {
+                bail!(
+                    "temperature must be between {} and {}, got {}",
+                    Self::TEMPERATURE.start(),
+                    Self::TEMPERATURE.end(),
+                    self.temperature
+                );
             }
             if self.top_k < 0 {
                 bail!("top_k must be >= 0, got {}", self.top_k);
