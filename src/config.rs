@@ -147,7 +147,7 @@ impl Default for EngineConfig {
             japanese_dictionary: PathBuf::from("models/text/unidic-lite"),
             first_audio_ms: 250,
             admit_within_ms: 2000,
-            max_load: 0.9,
+            max_load: 0.85,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use tch::{Device, Tensor};
-use xttsd::engine::{Engine, EngineError, SpeechEvent, SpeechOptions, SpeechRequest, METRICS};
+use xttsd::engine::{Engine, EngineError, Fault, SpeechEvent, SpeechOptions, SpeechRequest, METRICS};
 use xttsd::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use xttsd::xtts::batch::{BatchDecoder, RowOptions};
 use xttsd::xtts::model::Xtts;
@@ -234,6 +234,15 @@ fn bad_input_is_refused() {
 
 /// The engine and the speakers folder it reads (removed when dropped).
 fn engine(max_batch: usize, queue_limit: usize, forced_tokens: usize) -> (Engine, tempfile::TempDir) {
+    engine_with(max_batch, queue_limit, forced_tokens, |_| {})
+}
+
+fn engine_with(
+    max_batch: usize,
+    queue_limit: usize,
+    forced_tokens: usize,
+    adjust: impl FnOnce(&mut XttsBackendConfig),
+) -> (Engine, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy("tests/fixtures/ref_24k.wav", dir.path().join("default.wav")).unwrap();
     let mut cfg = XttsBackendConfig {
@@ -247,6 +256,7 @@ fn engine(max_batch: usize, queue_limit: usize, forced_tokens: usize) -> (Engine
     cfg.stream.first_chunk_tokens = 6;
     // Chunks far apart: a hang-up must be noticed between steps, not only when a chunk bounces.
     cfg.stream.chunk_tokens = 150;
+    adjust(&mut cfg);
     let engine = Engine::spawn(
         move || {
             tch::set_num_threads(1);
@@ -425,4 +435,48 @@ async fn per_request_options_apply_and_bad_ones_are_refused() {
             Ok(_) => panic!("bad options accepted ({reason})"),
         }
     }
+}
+
+/// A panic in the middle of a batched step stops the engine: the requests in it end, later
+/// ones are refused as stopped, and the heartbeat says the engine is dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_mid_batch_stops_the_engine_visibly() {
+    let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
+    let (engine, _speakers) = engine_with(2, 4, 40, |cfg| cfg.fault = Some(Fault::PanicStep));
+    assert!(engine.is_alive() && engine.heartbeat().alive);
+    let mut a = engine.speak(request(LONG)).unwrap();
+    let mut b = engine.speak(request(LONG)).unwrap();
+    for speech in [&mut a, &mut b] {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), speech.next()).await.unwrap() {
+                Some(SpeechEvent::Audio(_)) => continue,
+                Some(SpeechEvent::Done) => panic!("a request in the failed batch finished"),
+                Some(SpeechEvent::Failed(_)) | None => break,
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.is_alive() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!engine.heartbeat().alive, "the engine still says it is alive");
+    assert!(matches!(engine.speak(request("After.")), Err(EngineError::Stopped)));
+}
+
+/// A request that cannot be admitted within `admit_within` is refused as busy, with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_too_long_is_refused_busy() {
+    let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
+    let (engine, _speakers) = engine_with(1, 4, 400, |cfg| cfg.admit_within = Duration::from_millis(200));
+    let mut a = engine.speak(request(LONG)).unwrap();
+    match tokio::time::timeout(Duration::from_secs(30), a.next()).await.unwrap() {
+        Some(SpeechEvent::Audio(_)) => {}
+        other => panic!("expected audio first, got {other:?}"),
+    }
+    let mut b = engine.speak(request("Waiting.")).unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), b.next()).await.unwrap() {
+        Some(SpeechEvent::Failed(why)) => assert!(why.contains("engine busy"), "{why}"),
+        other => panic!("expected a busy refusal, got {other:?}"),
+    }
+    drop(a);
 }

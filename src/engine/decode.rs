@@ -323,6 +323,14 @@ impl<'m> DecodeLoop<'m> {
     /// Passes one code's latent to the vocoder; at the end of a sentence the row waits for
     /// the next one's prefill, and at the end of the last the request is over.
     fn advance(&mut self, mut s: Speaking, token: Token) {
+        if let Some(why) = token.failed {
+            // The decoder has freed the row's slot; the rest of the batch goes on.
+            self.vocode(VocoderWork::Drop { id: s.id });
+            return self.vocode(VocoderWork::Finish {
+                sink: s.job.sink(),
+                result: Err(anyhow!("decoding failed: {why}")),
+            });
+        }
         Metrics::add(&METRICS.tokens, 1);
         s.decoded += 1;
         self.vocode(VocoderWork::Latent {

@@ -74,7 +74,7 @@ impl Default for XttsBackendConfig {
             japanese_dictionary: PathBuf::from(text::ja::DEFAULT_DIR),
             first_audio_target: Duration::from_millis(250),
             admit_within: Duration::from_millis(2000),
-            max_load: 0.9,
+            max_load: 0.85,
             fault: None,
         }
     }
@@ -124,6 +124,8 @@ pub struct XttsBackend {
 const SENTENCE_S: f64 = 2.5;
 /// Seconds kept in hand beyond a row's own decoding: the vocoder's chunk and delivery.
 const SCHEDULING_MARGIN_S: f64 = 0.08;
+/// Audio a row keeps in hand: work starts when a row's slack falls to this.
+const HORIZON_S: f64 = 2.0;
 /// A row with more audio than this buffered ahead of its listener sits out the steps.
 const AHEAD_S: f64 = 8.0;
 
@@ -457,7 +459,7 @@ impl XttsBackend {
             },
             fault: cfg.fault,
         };
-        let scheduler = Scheduler::new(Policy::EarliestDeadline, SCHEDULING_MARGIN_S, AHEAD_S);
+        let scheduler = Scheduler::new(Policy::EarliestDeadline, SCHEDULING_MARGIN_S, HORIZON_S, AHEAD_S);
         let mut lp = DecodeLoop::new(model, decoder, settings, scheduler, costs, to_vocoder, to_prep, prepared);
         lp.run(jobs, health);
         drop(lp);

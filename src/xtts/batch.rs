@@ -205,6 +205,9 @@ pub struct Token {
     pub latent: Tensor,
     /// Set on the row's last code; the row has left the batch and its slot is free.
     pub finished: Option<StopReason>,
+    /// The row's code could not be chosen (its scores were not numbers): it has left the
+    /// batch; the other rows of the step go on.
+    pub failed: Option<String>,
 }
 
 /// What one generation asks for.
@@ -498,8 +501,22 @@ impl<'m> BatchDecoder<'m> {
         };
         let mut tokens = Vec::with_capacity(slots.len());
         let mut finished_slots = Vec::new();
-        for (b, row) in rows.into_iter().enumerate() {
-            let mut code = if forced_stop[b] { stop } else { sampled[b] };
+        for (b, (row, sampled)) in rows.into_iter().zip(sampled).enumerate() {
+            let sampled = match sampled {
+                Ok(code) => code,
+                Err(e) => {
+                    finished_slots.push(slots[b]);
+                    tokens.push(Token {
+                        slot: slots[b],
+                        code: stop,
+                        latent: latents.narrow(0, b as i64, 1),
+                        finished: Some(StopReason::Cancelled),
+                        failed: Some(format!("{e:#}")),
+                    });
+                    continue;
+                }
+            };
+            let mut code = if forced_stop[b] { stop } else { sampled };
             if no_stop[b] && code == stop {
                 // Only possible when every other code was masked away by top-k/top-p.
                 code = logits.get(b as i64).argmax(-1, false).int64_value(&[]);
@@ -523,6 +540,7 @@ impl<'m> BatchDecoder<'m> {
                 code,
                 latent: latents.narrow(0, b as i64, 1),
                 finished,
+                failed: None,
             });
         }
         self.stats.tokens += tokens.len() as u64;

@@ -138,14 +138,15 @@ impl Sampler {
     /// distinct or not; see [`SamplingParams::repetition_penalty`]).
     pub fn next(&mut self, logits: &Tensor, history: &[i64]) -> Result<i64> {
         let logits = logits.reshape([1, -1]);
-        Ok(sample_rows(&mut [self], &[history], &logits)?[0])
+        sample_rows(&mut [self], &[history], &logits)?.remove(0)
     }
 }
 
 /// The next code of every row of `logits` ([B, V]), row b with `samplers[b]` and
 /// `histories[b]`. The scores are processed on the logits' device in a few batched kernels and
 /// come back to the host once: per-row processing costs a launch and a sync per row.
-pub fn sample_rows(samplers: &mut [&mut Sampler], histories: &[&[i64]], logits: &Tensor) -> Result<Vec<i64>> {
+/// A row whose scores cannot be sampled (NaN or no mass) fails alone: its entry is an error.
+pub fn sample_rows(samplers: &mut [&mut Sampler], histories: &[&[i64]], logits: &Tensor) -> Result<Vec<Result<i64>>> {
     let params: Vec<&SamplingParams> = samplers.iter().map(|s| &s.params).collect();
     let scores = process_logits_rows(logits, histories, &params)?;
     let greedy = scores.argmax(-1, false).to_device(Device::Cpu);
@@ -154,11 +155,14 @@ pub fn sample_rows(samplers: &mut [&mut Sampler], histories: &[&[i64]], logits: 
     let probs = Vec::<f32>::try_from(probs.reshape([-1]))?;
     let mut codes = Vec::with_capacity(samplers.len());
     for (b, sampler) in samplers.iter_mut().enumerate() {
+        let row = &probs[b * vocab..(b + 1) * vocab];
         codes.push(if sampler.params.do_sample {
             let u: f64 = sampler.rng.random();
-            draw(&probs[b * vocab..(b + 1) * vocab], u)?
+            draw(row, u)
+        } else if row.iter().any(|p| p.is_nan()) {
+            Err(anyhow::anyhow!("cannot pick a code: the scores are not numbers"))
         } else {
-            greedy.int64_value(&[b as i64])
+            Ok(greedy.int64_value(&[b as i64]))
         });
     }
     Ok(codes)
@@ -445,7 +449,7 @@ mod tests {
             let mut refs: Vec<&mut Sampler> = batch.iter_mut().collect();
             let codes = sample_rows(&mut refs, &histories, &logits).unwrap();
             for b in 0..5 {
-                assert_eq!(codes[b], single[b].next(&logits.get(b as i64), histories[b]).unwrap());
+                assert_eq!(*codes[b].as_ref().unwrap(), single[b].next(&logits.get(b as i64), histories[b]).unwrap());
             }
         }
     }
@@ -458,6 +462,24 @@ mod tests {
         assert_eq!(draw(&probs, 0.26).unwrap(), 3);
         assert_eq!(draw(&probs, 0.999_999_9).unwrap(), 3);
         assert!(draw(&[0.0, 0.0], 0.5).is_err());
+    }
+
+    #[test]
+    fn a_row_that_cannot_be_sampled_fails_alone() {
+        let logits = Tensor::from_slice(&[1.0f32, 2.0, 3.0, f32::NAN, 0.5, 0.5]).view([3, 2]);
+        let p = SamplingParams {
+            repetition_penalty: 1.0,
+            seed: Some(1),
+            ..SamplingParams::default()
+        };
+        let (mut a, mut b, mut c) = (
+            Sampler::new(&p).unwrap(),
+            Sampler::new(&p).unwrap(),
+            Sampler::new(&SamplingParams::greedy(1.0)).unwrap(),
+        );
+        let codes = sample_rows(&mut [&mut a, &mut b, &mut c], &[&[], &[], &[]], &logits).unwrap();
+        assert!(codes[0].is_ok() && codes[2].is_ok(), "{codes:?}");
+        assert!(codes[1].is_err(), "{codes:?}");
     }
 
     #[test]
