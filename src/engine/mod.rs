@@ -167,6 +167,12 @@ pub trait SpeechBackend: 'static {
     /// `emit` returns false (the listener is gone).
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()>;
 
+    /// Gets ready to serve (allocates what serving needs) before the engine reports ready;
+    /// an error here fails the start.
+    fn start(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Serves jobs until the queue closes. The default runs one request at a time, in arrival
     /// order; a backend that interleaves requests overrides it. `health` is beaten between jobs.
     fn serve(&mut self, jobs: &mut JobQueue, health: &Arc<Health>) {
@@ -235,6 +241,11 @@ impl Health {
         if self.alive.swap(false, Ordering::Relaxed) {
             tracing::error!("engine stopped: {why}");
         }
+    }
+
+    /// The engine finished serving (its queue closed): no longer alive, and nothing to report.
+    pub fn ended(&self) {
+        self.alive.store(false, Ordering::Relaxed);
     }
 
     pub fn is_alive(&self) -> bool {
@@ -371,7 +382,9 @@ impl Engine {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (worker_queue, worker_health) = (queue.clone(), health.clone());
         thread::Builder::new().name("xtts-engine".into()).spawn(move || {
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match load() {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match load()
+                .and_then(|(mut backend, validator)| backend.start().map(|()| (backend, validator)))
+            {
                 Ok((mut backend, validator)) => {
                     let _ = ready_tx.send(Ok((backend.sample_rate(), validator)));
                     let mut jobs = JobQueue {
@@ -383,11 +396,14 @@ impl Engine {
                     let _ = ready_tx.send(Err(e));
                 }
             }));
-            let why = match &run {
-                Ok(()) => "the engine thread ended".to_string(),
-                Err(panic) => format!("the engine thread panicked: {}", panic_message(panic.as_ref())),
-            };
-            worker_health.stopped(&why);
+            match &run {
+                // Every handle is gone (or the backend could not start, which it logged).
+                Ok(()) => worker_health.ended(),
+                Err(panic) => worker_health.stopped(&format!(
+                    "the engine thread panicked: {}",
+                    panic_message(panic.as_ref())
+                )),
+            }
             for job in worker_queue.close() {
                 job.finish(Err(anyhow::anyhow!("engine stopped")));
             }

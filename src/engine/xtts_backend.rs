@@ -16,7 +16,8 @@ use super::decode::{measure_costs, DecodeLoop, DecodeSettings, Prepared};
 use super::scheduler::{ChunkPlan, Policy, Scheduler};
 use super::{Fault, Health, Job, JobQueue, SpeechBackend, SpeechOptions, SpeechRequest, Validator};
 use crate::config::EngineConfig;
-use crate::xtts::batch::BatchDecoder;
+use super::capacity::CostModel;
+use crate::xtts::batch::{BatchDecoder, SlotCache};
 use crate::xtts::checkpoint::{load_model_state, Weights};
 use crate::xtts::config::XttsConfig;
 use crate::xtts::hifigan::HifiGan;
@@ -118,6 +119,8 @@ pub struct XttsBackend {
     cfg: XttsBackendConfig,
     /// The vocoder the engine worker hands to its vocoder thread (shares the model's weights).
     vocoder: Option<HifiGan>,
+    /// Decoding slots allocated and timed by `start`, before the engine reports ready.
+    slots: Option<(SlotCache, CostModel)>,
 }
 
 /// Typical sentence length, seconds: how often a call needs a prefill (admission).
@@ -271,6 +274,7 @@ impl XttsBackend {
             }),
             cfg: cfg.clone(),
             vocoder: Some(vocoder),
+            slots: None,
         })
     }
 
@@ -411,6 +415,22 @@ impl SpeechBackend for XttsBackend {
         self.speak_with_voice(&req.text, &req.lang, &voice, &req.options, emit)
     }
 
+    fn start(&mut self) -> Result<()> {
+        let mut decoder = BatchDecoder::new(self.model.gpt(), self.cfg.max_batch)?;
+        let costs = measure_costs(&self.model, &mut decoder).context("measuring the decoder")?;
+        tracing::info!(
+            max_batch = self.cfg.max_batch,
+            slot_positions = decoder.cache().capacity(),
+            kv_cache_mib = decoder.cache().bytes() / (1 << 20),
+            step_ms_1 = costs.step(1) * 1e3,
+            step_ms_all = costs.step(self.cfg.max_batch) * 1e3,
+            real_time_calls = costs.real_time_rows(self.cfg.max_load, SENTENCE_S),
+            "decoding slots allocated and measured"
+        );
+        self.slots = Some((decoder.into_cache(), costs));
+        Ok(())
+    }
+
     fn serve(&mut self, jobs: &mut JobQueue, health: &Arc<Health>) {
         if let Err(e) = self.serve_batched(jobs, health) {
             tracing::error!("the engine cannot start: {e:#}");
@@ -422,21 +442,15 @@ impl SpeechBackend for XttsBackend {
 impl XttsBackend {
     /// Starts the vocoder and preparing threads, measures the decoder, then runs the decode loop.
     fn serve_batched(&mut self, jobs: &mut JobQueue, health: &Arc<Health>) -> Result<()> {
-        let cfg = &self.cfg;
         let hifigan = self.vocoder.take().context("the vocoder was already handed out")?;
         let prep = self.prep.take().context("the front-end was already handed out")?;
+        if self.slots.is_none() {
+            self.start()?;
+        }
+        let (cache, costs) = self.slots.take().context("the decoding slots were already handed out")?;
+        let cfg = &self.cfg;
         let model = &self.model;
-        let mut decoder = BatchDecoder::new(model.gpt(), cfg.max_batch)?;
-        let costs = measure_costs(model, &mut decoder).context("measuring the decoder")?;
-        tracing::info!(
-            max_batch = cfg.max_batch,
-            slot_positions = decoder.cache().capacity(),
-            kv_cache_mib = decoder.cache().bytes() / (1 << 20),
-            step_ms_1 = costs.step(1) * 1e3,
-            step_ms_all = costs.step(cfg.max_batch) * 1e3,
-            real_time_calls = costs.real_time_rows(cfg.max_load, SENTENCE_S),
-            "decoding slots allocated and measured"
-        );
+        let decoder = BatchDecoder::with_cache(model.gpt(), cache);
         let (to_vocoder, vocoder_work) = std::sync::mpsc::channel();
         let vocoder = super::vocoder::spawn(hifigan, cfg.stream.clone(), vocoder_work, health.clone(), cfg.fault)
             .context("starting the vocoder thread")?;

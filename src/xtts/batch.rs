@@ -57,16 +57,19 @@ pub struct SlotCache {
 }
 
 impl SlotCache {
-    pub fn new(cfg: &GptConfig, slots: usize, capacity: i64, (kind, device): (Kind, Device)) -> Self {
+    /// Fails (instead of panicking) when the memory is not there.
+    pub fn new(cfg: &GptConfig, slots: usize, capacity: i64, (kind, device): (Kind, Device)) -> Result<Self> {
         let shape = [slots as i64, cfg.heads, capacity, cfg.dim / cfg.heads];
-        let zeros = || Tensor::zeros(shape, (kind, device));
-        Self {
-            keys: (0..cfg.layers).map(|_| zeros()).collect(),
-            values: (0..cfg.layers).map(|_| zeros()).collect(),
+        let zeros = || Tensor::f_zeros(shape, (kind, device));
+        let layers = || (0..cfg.layers).map(|_| zeros()).collect::<Result<Vec<_>, _>>();
+        let context = || format!("allocating {slots} key/value slots of {capacity} positions");
+        Ok(Self {
+            keys: layers().with_context(context)?,
+            values: layers().with_context(context)?,
             lens: vec![0; slots],
             capacity,
             step: None,
-        }
+        })
     }
 
     pub fn slots(&self) -> usize {
@@ -255,13 +258,27 @@ impl<'m> BatchDecoder<'m> {
             bail!("max_batch must be at least 1");
         }
         let cfg = gpt.config();
-        let cache = SlotCache::new(cfg, max_batch, slot_capacity(cfg), (gpt.kind(), gpt.device()));
-        Ok(Self {
+        let cache = SlotCache::new(cfg, max_batch, slot_capacity(cfg), (gpt.kind(), gpt.device()))?;
+        Ok(Self::with_cache(gpt, cache))
+    }
+
+    /// A decoder over slots allocated earlier (empty ones).
+    pub fn with_cache(gpt: &'m Gpt, cache: SlotCache) -> Self {
+        let slots = cache.slots();
+        Self {
             gpt,
             cache,
-            rows: (0..max_batch).map(|_| None).collect(),
+            rows: (0..slots).map(|_| None).collect(),
             stats: DecoderStats::default(),
-        })
+        }
+    }
+
+    /// Gives the slots back (every generation is dropped), to build a decoder again later.
+    pub fn into_cache(mut self) -> SlotCache {
+        for slot in 0..self.rows.len() {
+            self.release(slot);
+        }
+        self.cache
     }
 
     pub fn max_batch(&self) -> usize {
