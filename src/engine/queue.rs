@@ -82,15 +82,29 @@ pub struct AudioSink {
     out: mpsc::UnboundedSender<SpeechEvent>,
     ended: Arc<AtomicBool>,
     playout: Arc<Playout>,
+    /// When the listener starts waiting for audio.
+    origin: Instant,
 }
 
 impl AudioSink {
-    fn new(out: mpsc::UnboundedSender<SpeechEvent>, playout: Arc<Playout>) -> Self {
+    fn new(out: mpsc::UnboundedSender<SpeechEvent>, playout: Arc<Playout>, origin: Instant) -> Self {
         Self {
             out,
             ended: Arc::new(AtomicBool::new(false)),
             playout,
+            origin,
         }
+    }
+
+    /// When the listener runs out of audio (see [`Playout::runs_dry_at`]); a listener still
+    /// waiting for its first audio is due at once.
+    pub fn runs_dry_at(&self, now: Instant) -> Instant {
+        self.playout.runs_dry_at(self.origin, Duration::ZERO, now)
+    }
+
+    /// The same request (clones of one sink).
+    pub fn same_request(&self, other: &AudioSink) -> bool {
+        Arc::ptr_eq(&self.ended, &other.ended)
     }
 
     /// The request ended (Done or Failed sent) or its listener hung up.
@@ -134,10 +148,12 @@ pub struct Job {
 
 impl Job {
     pub(super) fn new(req: SpeechRequest, out: mpsc::UnboundedSender<SpeechEvent>, playout: Arc<Playout>) -> Self {
+        let queued_at = Instant::now();
+        let origin = queued_at + req.options.plays_in;
         Self {
             req,
-            sink: AudioSink::new(out, playout),
-            queued_at: Instant::now(),
+            sink: AudioSink::new(out, playout, origin),
+            queued_at,
         }
     }
 

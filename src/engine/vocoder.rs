@@ -1,8 +1,10 @@
 //! The vocoder stage: turns each sentence's latents into audio on its own thread, so the
-//! decoder's next step does not wait for it. A vocoder error ends its request (the decode
-//! loop sees it through the sink); a panic stops the engine (see [`super::Health`]).
+//! decoder's next step does not wait for it. Work is taken in deadline order: of the requests
+//! with work waiting, the one whose listener runs dry first goes next (each request's work
+//! stays in order). A vocoder error ends its request (the decode loop sees it through the
+//! sink); a panic stops the engine (see [`super::Health`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,10 +63,66 @@ pub fn spawn(
     })
 }
 
+/// Work waiting, one queue per request, in arrival order within each.
+#[derive(Default)]
+struct Waiting {
+    requests: Vec<(AudioSink, VecDeque<VocoderWork>)>,
+    /// The request of each sentence id.
+    sentence_sinks: HashMap<u64, AudioSink>,
+}
+
+impl Waiting {
+    fn add(&mut self, item: VocoderWork) {
+        let sink = match &item {
+            VocoderWork::Begin { id, sink, .. } => {
+                self.sentence_sinks.insert(*id, sink.clone());
+                sink.clone()
+            }
+            VocoderWork::Finish { sink, .. } => sink.clone(),
+            VocoderWork::Latent { id, .. } | VocoderWork::End { id } | VocoderWork::Drop { id } => {
+                match self.sentence_sinks.get(id) {
+                    Some(sink) => sink.clone(),
+                    // Its sentence is gone already: nothing to do.
+                    None => return,
+                }
+            }
+        };
+        if let VocoderWork::End { id } | VocoderWork::Drop { id } = &item {
+            self.sentence_sinks.remove(id);
+        }
+        match self.requests.iter_mut().find(|(s, _)| s.same_request(&sink)) {
+            Some((_, queue)) => queue.push_back(item),
+            None => self.requests.push((sink, VecDeque::from([item]))),
+        }
+    }
+
+    /// The next item of the request whose listener runs dry first.
+    fn next(&mut self) -> Option<VocoderWork> {
+        let now = Instant::now();
+        let at = (0..self.requests.len()).min_by_key(|&i| self.requests[i].0.runs_dry_at(now))?;
+        let item = self.requests[at].1.pop_front();
+        if self.requests[at].1.is_empty() {
+            self.requests.swap_remove(at);
+        }
+        item
+    }
+}
+
 fn vocoder_loop(hifigan: &HifiGan, opts: &StreamOptions, work: Receiver<VocoderWork>, fault: Option<Fault>) {
     let _guard = tch::no_grad_guard();
     let mut sentences: HashMap<u64, (StreamVocoder, AudioSink)> = HashMap::new();
-    while let Ok(item) = work.recv() {
+    let mut waiting = Waiting::default();
+    loop {
+        if waiting.requests.is_empty() {
+            match work.recv() {
+                Ok(item) => waiting.add(item),
+                Err(_) => return,
+            }
+        }
+        while let Ok(item) = work.try_recv() {
+            waiting.add(item);
+        }
+        let Some(item) = waiting.next() else { continue };
         let started = Instant::now();
         match item {
             VocoderWork::Begin {
