@@ -9,8 +9,8 @@ use tokio::net::TcpListener;
 
 use crate::calls::CallRegistry;
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
+use crate::engine::Engine;
 
 /// What every server of the daemon shares.
 pub struct Services {

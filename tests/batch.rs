@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use tch::{Device, Tensor};
-use xttsd::engine::{Engine, EngineError, Fault, SpeechEvent, SpeechOptions, SpeechRequest, METRICS};
 use xttsd::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
+use xttsd::engine::{Engine, EngineError, Fault, SpeechEvent, SpeechOptions, SpeechRequest, METRICS};
 use xttsd::xtts::batch::{BatchDecoder, RowOptions};
 use xttsd::xtts::model::Xtts;
 use xttsd::xtts::sampling::SamplingParams;
@@ -451,7 +451,10 @@ async fn a_panic_mid_batch_stops_the_engine_visibly() {
     let mut b = engine.speak(request(LONG)).unwrap();
     for speech in [&mut a, &mut b] {
         loop {
-            match tokio::time::timeout(Duration::from_secs(60), speech.next()).await.unwrap() {
+            match tokio::time::timeout(Duration::from_secs(60), speech.next())
+                .await
+                .unwrap()
+            {
                 Some(SpeechEvent::Audio(_)) => continue,
                 Some(SpeechEvent::Done) => panic!("a request in the failed batch finished"),
                 Some(SpeechEvent::Failed(_)) | None => break,

@@ -20,9 +20,9 @@ use uuid::Uuid;
 use crate::calls::{CallRegistry, SpeakJob};
 use crate::client::audiosocket::{run_leg, LegEnd, LegOptions, LegReport};
 use crate::config::Config;
+use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use crate::engine::{Engine, Metrics, SpeechOptions, SpeechRequest, METRICS};
 use crate::serve::Services;
-use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use crate::xtts::batch::{BatchDecoder, RowOptions};
 use crate::xtts::sampling::SamplingParams;
 

@@ -120,7 +120,11 @@ impl CostModel {
 
 /// Values at every batch size from 1 to `max_batch` from samples at some of them.
 fn interpolate(max_batch: usize, samples: &[(usize, f64)]) -> Vec<f64> {
-    let mut points: Vec<(usize, f64)> = samples.iter().copied().filter(|&(b, s)| b > 0 && s.is_finite()).collect();
+    let mut points: Vec<(usize, f64)> = samples
+        .iter()
+        .copied()
+        .filter(|&(b, s)| b > 0 && s.is_finite())
+        .collect();
     points.sort_by_key(|p| p.0);
     points.dedup_by_key(|p| p.0);
     (1..=max_batch.max(1))

@@ -155,7 +155,8 @@ impl<'m> DecodeLoop<'m> {
         let now = (Metrics::get(&METRICS.vocoder_us), Metrics::get(&METRICS.tokens));
         let (us, tokens) = (now.0 - self.vocoder_seen.0, now.1 - self.vocoder_seen.1);
         if tokens >= 200 {
-            self.costs.observe_vocoder(us as f64 / 1e6, tokens as f64 / CODES_PER_SECOND);
+            self.costs
+                .observe_vocoder(us as f64 / 1e6, tokens as f64 / CODES_PER_SECOND);
             self.vocoder_seen = now;
         }
     }
@@ -180,8 +181,9 @@ impl<'m> DecodeLoop<'m> {
 
     /// Frees the slots of requests whose listener hung up (or that failed in the vocoder).
     fn drop_cancelled(&mut self) {
-        let (gone, kept): (Vec<Speaking>, Vec<Speaking>) =
-            std::mem::take(&mut self.rows).into_iter().partition(|s| s.job.is_cancelled());
+        let (gone, kept): (Vec<Speaking>, Vec<Speaking>) = std::mem::take(&mut self.rows)
+            .into_iter()
+            .partition(|s| s.job.is_cancelled());
         self.rows = kept;
         for s in gone {
             if s.phase == Phase::Decode {
@@ -260,8 +262,9 @@ impl<'m> DecodeLoop<'m> {
     }
 
     fn take_rows(&mut self, ids: &[RowId]) -> Vec<Speaking> {
-        let (taken, kept): (Vec<Speaking>, Vec<Speaking>) =
-            std::mem::take(&mut self.rows).into_iter().partition(|s| ids.contains(&s.row));
+        let (taken, kept): (Vec<Speaking>, Vec<Speaking>) = std::mem::take(&mut self.rows)
+            .into_iter()
+            .partition(|s| ids.contains(&s.row));
         self.rows = kept;
         taken
     }

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tokio::sync::mpsc;
 
-pub use queue::{AudioSink, Job, JobQueue, Playout};
 use queue::RequestQueue;
+pub use queue::{AudioSink, Job, JobQueue, Playout};
 
 use crate::xtts::sampling::SamplingParams;
 
@@ -382,18 +382,18 @@ impl Engine {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (worker_queue, worker_health) = (queue.clone(), health.clone());
         thread::Builder::new().name("xtts-engine".into()).spawn(move || {
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match load()
-                .and_then(|(mut backend, validator)| backend.start().map(|()| (backend, validator)))
-            {
-                Ok((mut backend, validator)) => {
-                    let _ = ready_tx.send(Ok((backend.sample_rate(), validator)));
-                    let mut jobs = JobQueue {
-                        queue: worker_queue.clone(),
-                    };
-                    backend.serve(&mut jobs, &worker_health);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                match load().and_then(|(mut backend, validator)| backend.start().map(|()| (backend, validator))) {
+                    Ok((mut backend, validator)) => {
+                        let _ = ready_tx.send(Ok((backend.sample_rate(), validator)));
+                        let mut jobs = JobQueue {
+                            queue: worker_queue.clone(),
+                        };
+                        backend.serve(&mut jobs, &worker_health);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
                 }
             }));
             match &run {
@@ -468,7 +468,11 @@ impl Engine {
     /// Queues a request. Fails at once on invalid input or a full queue.
     pub fn speak(&self, req: SpeechRequest) -> Result<Speech, EngineError> {
         let (job, speech) = self.job(req)?;
-        self.shared.queue.push(job).map_err(|(_, e)| e).inspect_err(count_busy)?;
+        self.shared
+            .queue
+            .push(job)
+            .map_err(|(_, e)| e)
+            .inspect_err(count_busy)?;
         Ok(speech)
     }
 }

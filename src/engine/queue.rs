@@ -223,17 +223,17 @@ impl RequestQueue {
     }
 
     /// Queues `job`, or gives it back with the reason it was refused.
-    pub(super) fn push(&self, job: Job) -> Result<(), (Job, EngineError)> {
+    pub(super) fn push(&self, job: Job) -> Result<(), (Box<Job>, EngineError)> {
         let mut state = self.lock();
         if state.closed {
-            return Err((job, EngineError::Stopped));
+            return Err((Box::new(job), EngineError::Stopped));
         }
         if state.jobs.len() >= self.limit {
             let why = format!(
                 "every speaking slot is taken and {} requests are already queued",
                 state.jobs.len()
             );
-            return Err((job, EngineError::Busy(why)));
+            return Err((Box::new(job), EngineError::Busy(why)));
         }
         state.jobs.push_back(job);
         drop(state);
@@ -254,7 +254,7 @@ impl RequestQueue {
                     if tokio::time::timeout_at(deadline, room).await.is_err() {
                         return Err(EngineError::Busy(why));
                     }
-                    job = back;
+                    job = *back;
                 }
                 Err((_, e)) => return Err(e),
             }

@@ -290,7 +290,10 @@ mod tests {
     #[test]
     fn rows_far_ahead_rest_until_their_listener_catches_up() {
         let mut s = Scheduler::new(Policy::EarliestDeadline, 0.02, 1.0, 5.0);
-        let rows = [row(1, Phase::Decode, 9.0, 10, false), row(2, Phase::Decode, 1.0, 10, false)];
+        let rows = [
+            row(1, Phase::Decode, 9.0, 10, false),
+            row(2, Phase::Decode, 1.0, 10, false),
+        ];
         assert_eq!(s.plan(0.0, &rows, &costs()), Action::Step(vec![2]));
         assert_eq!(s.plan(0.0, &rows[..1], &costs()), Action::Idle(Some(4.0)));
         // Nobody due within the horizon: wait until the first is.
@@ -305,15 +308,14 @@ mod tests {
     #[test]
     fn former_policy_gives_new_rows_exclusive_steps() {
         let mut s = Scheduler::new(Policy::FirstChunkFirst { first_chunk_tokens: 2 }, 0.0, 1.0, 10.0);
-        let rows = [row(1, Phase::Decode, 0.0, 1, false), row(2, Phase::Decode, 5.0, 8, true)];
+        let rows = [
+            row(1, Phase::Decode, 0.0, 1, false),
+            row(2, Phase::Decode, 5.0, 8, true),
+        ];
         let plans: Vec<Action> = (0..3).map(|_| s.plan(0.0, &rows, &costs())).collect();
         assert_eq!(
             plans,
-            vec![
-                Action::Step(vec![2]),
-                Action::Step(vec![2]),
-                Action::Step(vec![1, 2])
-            ]
+            vec![Action::Step(vec![2]), Action::Step(vec![2]), Action::Step(vec![1, 2])]
         );
     }
 }
@@ -407,8 +409,8 @@ pub(crate) mod simulation {
             queue.retain(|(at, _)| now - at <= setup.queue_patience);
             out.refused += before - queue.len();
             while let Some((at, _)) = queue.front() {
-                let room = rows.len() < setup.max_batch
-                    && setup.admission.is_none_or(|a| a.admits(&setup.costs, rows.len()));
+                let room =
+                    rows.len() < setup.max_batch && setup.admission.is_none_or(|a| a.admits(&setup.costs, rows.len()));
                 if !room {
                     break;
                 }
@@ -449,7 +451,9 @@ pub(crate) mod simulation {
                     let next_event = [
                         arrivals.front().map(|c| c.arrival),
                         *wake,
-                        rows.iter().filter_map(|r| r.in_flight.front().map(|c| c.0)).reduce(f64::min),
+                        rows.iter()
+                            .filter_map(|r| r.in_flight.front().map(|c| c.0))
+                            .reduce(f64::min),
                         queue.front().map(|(at, _)| at + setup.queue_patience + 1e-9),
                     ]
                     .into_iter()
@@ -506,7 +510,10 @@ pub(crate) mod simulation {
                     }
                     Some(until) if at > until + 1e-9 => {
                         if std::env::var("SIM_DEBUG").is_ok() {
-                            eprintln!("underrun row {} at {at:.3} until {until:.3} sentence {} decoded {} audio {audio:.3}", r.id, r.sentence, r.decoded);
+                            eprintln!(
+                                "underrun row {} at {at:.3} until {until:.3} sentence {} decoded {} audio {audio:.3}",
+                                r.id, r.sentence, r.decoded
+                            );
                         }
                         out.underruns += 1;
                         out.silence_s += at - until;
@@ -523,7 +530,10 @@ pub(crate) mod simulation {
 
     impl Lcg {
         pub fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 11) as f64 / (1u64 << 53) as f64
         }
     }
@@ -694,7 +704,11 @@ mod simulation_tests {
     #[test]
     fn earliest_deadline_never_runs_a_caller_dry() {
         eprintln!("fake engine capacity: {} calls", capacity());
-        let rows = table(Policy::EarliestDeadline, STEADY_CHUNKS, &[0.3, 0.5, 0.7, 0.8, 0.9, 1.2, 1.5]);
+        let rows = table(
+            Policy::EarliestDeadline,
+            STEADY_CHUNKS,
+            &[0.3, 0.5, 0.7, 0.8, 0.9, 1.2, 1.5],
+        );
         for (load, name, out) in &rows {
             assert_eq!(out.underruns, 0, "load {load} {name}: {out:?}");
             if *load <= 0.5 {
@@ -726,6 +740,9 @@ mod simulation_tests {
             &[0.5, 0.7, 0.8, 0.9, 1.2],
         );
         let below: usize = rows.iter().filter(|r| r.0 <= 0.9).map(|r| r.2.underruns).sum();
-        assert!(below > 0, "the former rule was expected to run callers dry below capacity");
+        assert!(
+            below > 0,
+            "the former rule was expected to run callers dry below capacity"
+        );
     }
 }

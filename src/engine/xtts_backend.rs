@@ -11,12 +11,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::Device;
 
 use super::capacity::Admission;
-use super::vocoder::with_speed;
+use super::capacity::CostModel;
 use super::decode::{measure_costs, DecodeLoop, DecodeSettings, Prepared};
 use super::scheduler::{ChunkPlan, Policy, Scheduler};
+use super::vocoder::with_speed;
 use super::{Fault, Health, Job, JobQueue, SpeechBackend, SpeechOptions, SpeechRequest, Validator};
 use crate::config::EngineConfig;
-use super::capacity::CostModel;
 use crate::xtts::batch::{BatchDecoder, SlotCache};
 use crate::xtts::checkpoint::{load_model_state, Weights};
 use crate::xtts::config::XttsConfig;
@@ -447,7 +447,10 @@ impl XttsBackend {
         if self.slots.is_none() {
             self.start()?;
         }
-        let (cache, costs) = self.slots.take().context("the decoding slots were already handed out")?;
+        let (cache, costs) = self
+            .slots
+            .take()
+            .context("the decoding slots were already handed out")?;
         let cfg = &self.cfg;
         let model = &self.model;
         let decoder = BatchDecoder::with_cache(model.gpt(), cache);
@@ -456,7 +459,9 @@ impl XttsBackend {
             .context("starting the vocoder thread")?;
         let (to_prep, prep_jobs) = std::sync::mpsc::channel();
         let (prep_done, prepared) = std::sync::mpsc::channel();
-        let preparer = prep.spawn(prep_jobs, prep_done).context("starting the text and voice thread")?;
+        let preparer = prep
+            .spawn(prep_jobs, prep_done)
+            .context("starting the text and voice thread")?;
         let settings = DecodeSettings {
             sampling: cfg.sampling.clone(),
             forced_tokens: cfg.forced_tokens,
@@ -474,7 +479,9 @@ impl XttsBackend {
             fault: cfg.fault,
         };
         let scheduler = Scheduler::new(Policy::EarliestDeadline, SCHEDULING_MARGIN_S, HORIZON_S, AHEAD_S);
-        let mut lp = DecodeLoop::new(model, decoder, settings, scheduler, costs, to_vocoder, to_prep, prepared);
+        let mut lp = DecodeLoop::new(
+            model, decoder, settings, scheduler, costs, to_vocoder, to_prep, prepared,
+        );
         lp.run(jobs, health);
         drop(lp);
         let _ = preparer.join();

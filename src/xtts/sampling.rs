@@ -449,7 +449,10 @@ mod tests {
             let mut refs: Vec<&mut Sampler> = batch.iter_mut().collect();
             let codes = sample_rows(&mut refs, &histories, &logits).unwrap();
             for b in 0..5 {
-                assert_eq!(*codes[b].as_ref().unwrap(), single[b].next(&logits.get(b as i64), histories[b]).unwrap());
+                assert_eq!(
+                    *codes[b].as_ref().unwrap(),
+                    single[b].next(&logits.get(b as i64), histories[b]).unwrap()
+                );
             }
         }
     }
