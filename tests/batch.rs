@@ -482,7 +482,19 @@ async fn a_request_waiting_too_long_is_refused_busy() {
     let mut b = engine.speak(request("Waiting.")).unwrap();
     match tokio::time::timeout(Duration::from_secs(10), b.next()).await.unwrap() {
         Some(SpeechEvent::Failed(why)) => assert!(why.contains("engine busy"), "{why}"),
-        other => panic!("expected a busy refusal, got {other:?}"),
+        other => {
+            let mut a_events = Vec::new();
+            while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), a.next()).await {
+                a_events.push(match e {
+                    SpeechEvent::Audio(s) => format!("audio {}", s.len()),
+                    other => format!("{other:?}"),
+                });
+            }
+            panic!(
+                "expected a busy refusal, got {:?}; A then: {a_events:?}",
+                other.map(|_| ())
+            );
+        }
     }
     drop(a);
 }

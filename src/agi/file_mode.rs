@@ -208,9 +208,15 @@ async fn produce(
 async fn synthesize(engine: &Engine, request: SpeechRequest) -> Result<Vec<f32>> {
     let mut speech = engine.speak(request)?;
     let mut samples = Vec::new();
+    let rate = f64::from(engine.sample_rate().max(1));
     loop {
         match speech.next().await {
-            Some(SpeechEvent::Audio(chunk)) => samples.extend_from_slice(&chunk),
+            Some(SpeechEvent::Audio(chunk)) => {
+                // The file plays only once complete: audio is taken as fast as it comes, so the
+                // engine sees this listener always about to run dry and never paces it.
+                speech.played(std::time::Duration::from_secs_f64(chunk.len() as f64 / rate));
+                samples.extend_from_slice(&chunk)
+            }
             Some(SpeechEvent::Done) => return Ok(samples),
             Some(SpeechEvent::Failed(reason)) => anyhow::bail!(reason),
             None => anyhow::bail!("the engine stopped"),

@@ -31,6 +31,8 @@ pub struct DecodeSettings {
     pub sampling: SamplingParams,
     pub forced_tokens: Option<usize>,
     pub chunks: ChunkPlan,
+    /// The configured speaking rate (a request may set its own).
+    pub speed: f64,
     /// Target time from a request to its first audio (the deadline of a new request).
     pub first_audio_target: Duration,
     /// How long a request may wait for admission before it is refused as busy.
@@ -53,6 +55,11 @@ struct Speaking {
     id: u64,
     /// Codes of the sentence so far.
     decoded: usize,
+    /// Codes of the sentence up to its last complete chunk.
+    chunked: usize,
+    /// Seconds of audio in complete chunks, over every sentence: what the listener will have
+    /// once the vocoder has rendered what it was given.
+    committed_s: f64,
 }
 
 pub struct DecodeLoop<'m> {
@@ -167,7 +174,16 @@ impl<'m> DecodeLoop<'m> {
             .iter()
             .map(|s| {
                 let playout = s.job.playout();
-                let dry = playout.runs_dry_at(s.job.listener_waits_from(), target, now);
+                // Planned on the decoder's side: audio in complete chunks counts, rendered or
+                // not (the margin covers the vocoder), minus what the listener has played.
+                let origin = s.job.listener_waits_from();
+                let committed = Duration::from_secs_f64(s.committed_s);
+                let played = playout.played_duration();
+                let dry = match playout.first_audio() {
+                    None => origin + target,
+                    Some(_) if !played.is_zero() => now + committed.saturating_sub(played),
+                    Some(first) => first.max(origin) + committed,
+                };
                 RowView {
                     id: s.row,
                     phase: s.phase,
@@ -248,6 +264,8 @@ impl<'m> DecodeLoop<'m> {
                     slot: 0,
                     id: 0,
                     decoded: 0,
+                    chunked: 0,
+                    committed_s: 0.0,
                 });
             }
             Err(e) => job.finish(Err(e)),
@@ -314,6 +332,7 @@ impl<'m> DecodeLoop<'m> {
         s.slot = first.slot;
         s.phase = Phase::Decode;
         s.decoded = 0;
+        s.chunked = 0;
         self.vocode(VocoderWork::Begin {
             id: s.id,
             speaker: s.voice.speaker_embedding.shallow_clone(),
@@ -336,6 +355,11 @@ impl<'m> DecodeLoop<'m> {
         }
         Metrics::add(&METRICS.tokens, 1);
         s.decoded += 1;
+        if token.finished.is_some() || self.settings.chunks.completes_chunk(s.decoded) {
+            let speed = s.job.req.options.speed.unwrap_or(self.settings.speed);
+            s.committed_s += (s.decoded - s.chunked) as f64 / CODES_PER_SECOND / speed;
+            s.chunked = s.decoded;
+        }
         self.vocode(VocoderWork::Latent {
             id: s.id,
             latent: token.latent,

@@ -470,6 +470,7 @@ impl XttsBackend {
                 chunk: cfg.stream.chunk_tokens,
                 grow: cfg.stream.mode == StreamMode::Windowed,
             },
+            speed: cfg.stream.speed,
             first_audio_target: cfg.first_audio_target,
             admit_within: cfg.admit_within,
             admission: Admission {
