@@ -66,8 +66,8 @@ pub struct SpeechOptions {
     /// Speaking rate, 1.0 normal; see [`SPEED_RANGE`].
     pub speed: Option<f64>,
     /// How long after the request its audio starts playing: set by a server that asks ahead
-    /// (the next speech while the current one still plays), never by callers. Such a request
-    /// gets none of the decode steps reserved for listeners waiting for their first audio.
+    /// (the next speech while the current one still plays), never by callers. The scheduler
+    /// counts its deadlines from then, so it never goes before a listener waiting now.
     #[serde(skip)]
     pub plays_in: std::time::Duration,
 }
