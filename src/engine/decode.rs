@@ -147,6 +147,9 @@ impl<'m> DecodeLoop<'m> {
             if let Ok(done) = self.prepared.recv_timeout(wait) {
                 self.take_prepared(done);
             }
+        } else if jobs.waiting() > 0 {
+            // Requests wait beyond the capacity: nothing to do until a row is due or one expires.
+            std::thread::sleep(wait.min(Duration::from_millis(2)));
         } else {
             jobs.wait_until_queued(wait);
         }

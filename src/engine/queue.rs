@@ -324,6 +324,10 @@ impl RequestQueue {
         gone.into()
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
     pub(super) fn is_closed(&self) -> bool {
         self.lock().closed
     }
@@ -364,6 +368,11 @@ impl JobQueue {
     /// A job if one is waiting now.
     pub fn try_next(&mut self) -> Option<Job> {
         self.queue.try_next()
+    }
+
+    /// Jobs waiting now.
+    pub fn waiting(&self) -> usize {
+        self.queue.len()
     }
 
     /// Every handle is gone: no job will come.
