@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use crate::audio::resample_all;
-use crate::engine::{JobQueue, SpeechBackend, SpeechRequest, Validator};
+use crate::engine::{Health, JobQueue, SpeechBackend, SpeechRequest, Validator, HEARTBEAT_EVERY};
 use crate::xtts::text::split_sentences;
 
 /// The engine's sample rate, which the built-in voice is resampled to (as XTTS speaks).
@@ -299,12 +299,19 @@ impl SpeechBackend for BuiltinVoice {
 
     /// Requests run side by side (each sentence is a process of its own), up to
     /// `concurrency` at once, so one long text never holds up the other calls.
-    fn serve(&mut self, jobs: &mut JobQueue) {
+    fn serve(&mut self, jobs: &mut JobQueue, health: &Arc<Health>) {
         let slots = Arc::new(Slots {
             free: Mutex::new(self.cfg.concurrency),
             freed: Condvar::new(),
         });
-        while let Some(job) = jobs.wait() {
+        loop {
+            health.beat();
+            let Some(job) = jobs.wait_timeout(HEARTBEAT_EVERY) else {
+                if jobs.is_closed() {
+                    return;
+                }
+                continue;
+            };
             if job.is_cancelled() {
                 continue;
             }

@@ -150,6 +150,13 @@ pub struct EngineConfig {
     /// unidic-lite's compiled MeCab dictionary (`tools/fetch_text_data`); without it Japanese
     /// romaji are approximate.
     pub japanese_dictionary: PathBuf,
+    /// Target time from a request to its first audio: a new request's deadline in the scheduler.
+    pub first_audio_ms: u64,
+    /// How long a request may wait for admission (from when its listener waits for it) before
+    /// it is refused as busy.
+    pub admit_within_ms: u64,
+    /// Share of the engine's measured capacity the admitted calls may use (0.1 to 1.0).
+    pub max_load: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +273,9 @@ impl Default for EngineConfig {
             gpt_dtype: "float32".into(),
             chinese_dictionary: PathBuf::from("models/text/pypinyin"),
             japanese_dictionary: PathBuf::from("models/text/unidic-lite"),
+            first_audio_ms: 250,
+            admit_within_ms: 2000,
+            max_load: 0.85,
         }
     }
 }
@@ -391,6 +401,10 @@ impl Config {
         }
         anyhow::ensure!(engine.queue_limit > 0, "engine.queue_limit must be at least 1");
         anyhow::ensure!(engine.max_batch > 0, "engine.max_batch must be at least 1");
+        anyhow::ensure!(
+            (0.1..=1.0).contains(&engine.max_load),
+            "engine.max_load must be between 0.1 and 1.0"
+        );
         // The configured values pass the same checks as a request's own.
         let speed = crate::engine::SpeechOptions {
             speed: Some(engine.speed),

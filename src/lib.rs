@@ -16,5 +16,4 @@ pub mod metrics;
 pub mod say;
 pub mod serve;
 pub mod shutdown;
-pub mod synth;
 pub mod xtts;

@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::audio::{g711, resample::resample_all, shaping, wav};
+use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use crate::engine::SpeechOptions;
-use crate::synth::{Synthesizer, SynthesizerConfig};
 use crate::xtts::stream::StreamOptions;
 
 #[derive(Debug, clap::Args)]
@@ -67,7 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--text is empty");
     }
     let t0 = Instant::now();
-    let cfg = SynthesizerConfig {
+    let cfg = XttsBackendConfig {
         model_dir: args.model.clone(),
         speakers_dir: args.speakers.clone(),
         japanese_dictionary: args.japanese_dictionary.clone(),
@@ -79,9 +79,9 @@ pub fn run(args: Args) -> Result<()> {
         },
         chinese_dictionary: args.chinese_dictionary.clone(),
         gpt_dtype: args.gpt_dtype.clone(),
-        ..SynthesizerConfig::default()
+        ..XttsBackendConfig::default()
     };
-    let mut synth = Synthesizer::load(&cfg)?;
+    let mut synth = XttsBackend::load(&cfg)?;
     let load_s = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();

@@ -19,10 +19,10 @@ use crate::builtin_voice::BuiltinVoice;
 use crate::calls::CallRegistry;
 use crate::check;
 use crate::config::Config;
+use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use crate::engine::{Engine, SpeechOptions, SpeechRequest};
 use crate::listener::Gate;
 use crate::shutdown::Shutdown;
-use crate::synth::{Synthesizer, SynthesizerConfig};
 
 /// What every server of the daemon shares.
 pub struct Services {
@@ -126,7 +126,7 @@ pub fn start_engines(config: &Config) -> Result<Engine> {
 /// Loads XTTS on its worker thread and warms up the default voice; says whether that voice
 /// is usable.
 fn start_xtts(config: &Config) -> Result<(Engine, bool)> {
-    let synth_cfg = SynthesizerConfig::from_engine(&config.engine);
+    let synth_cfg = XttsBackendConfig::from_engine(&config.engine);
     let (default_voice, default_lang) = (
         config.engine.default_voice.clone(),
         config.engine.default_language.clone(),
@@ -135,7 +135,7 @@ fn start_xtts(config: &Config) -> Result<(Engine, bool)> {
     let usable_in_worker = usable.clone();
     let engine = Engine::spawn(
         move || {
-            let mut synth = Synthesizer::load(&synth_cfg)?;
+            let mut synth = XttsBackend::load(&synth_cfg)?;
             match synth.warm_up(&default_voice, &default_lang) {
                 Ok(()) => usable_in_worker.store(true, Ordering::Relaxed),
                 Err(e) => tracing::warn!("default voice '{default_voice}' is not usable yet: {e:#}"),

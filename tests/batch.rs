@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use tch::{Device, Tensor};
-use xttsd::engine::{Engine, EngineError, SpeechEvent, SpeechOptions, SpeechRequest, METRICS};
-use xttsd::synth::{Synthesizer, SynthesizerConfig};
+use xttsd::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
+use xttsd::engine::{Engine, EngineError, Fault, SpeechEvent, SpeechOptions, SpeechRequest, METRICS};
 use xttsd::xtts::batch::{BatchDecoder, RowOptions};
 use xttsd::xtts::model::Xtts;
 use xttsd::xtts::sampling::SamplingParams;
@@ -234,23 +234,33 @@ fn bad_input_is_refused() {
 
 /// The engine and the speakers folder it reads (removed when dropped).
 fn engine(max_batch: usize, queue_limit: usize, forced_tokens: usize) -> (Engine, tempfile::TempDir) {
+    engine_with(max_batch, queue_limit, forced_tokens, |_| {})
+}
+
+fn engine_with(
+    max_batch: usize,
+    queue_limit: usize,
+    forced_tokens: usize,
+    adjust: impl FnOnce(&mut XttsBackendConfig),
+) -> (Engine, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy("tests/fixtures/ref_24k.wav", dir.path().join("default.wav")).unwrap();
-    let mut cfg = SynthesizerConfig {
+    let mut cfg = XttsBackendConfig {
         model_dir: model_dir(),
         speakers_dir: dir.path().to_path_buf(),
         device: "cpu".into(),
         max_batch,
         forced_tokens: Some(forced_tokens),
-        ..SynthesizerConfig::default()
+        ..XttsBackendConfig::default()
     };
     cfg.stream.first_chunk_tokens = 6;
     // Chunks far apart: a hang-up must be noticed between steps, not only when a chunk bounces.
     cfg.stream.chunk_tokens = 150;
+    adjust(&mut cfg);
     let engine = Engine::spawn(
         move || {
             tch::set_num_threads(1);
-            let mut synth = Synthesizer::load(&cfg)?;
+            let mut synth = XttsBackend::load(&cfg)?;
             synth.resolve_voice(&["default".into()])?;
             let validator = synth.validator();
             Ok((synth, validator))
@@ -283,6 +293,8 @@ async fn hang_up_frees_the_slot_and_admission_is_bounded() {
     const FORCED: u64 = 400;
     let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
     let (engine, _speakers) = engine(1, 1, FORCED as usize);
+    // The counter is process-wide: count from here (other engine tests ran before).
+    let start = METRICS.tokens.load(Ordering::Relaxed);
     let mut a = engine.speak(request(LONG)).unwrap();
     match tokio::time::timeout(Duration::from_secs(30), a.next()).await.unwrap() {
         Some(SpeechEvent::Audio(samples)) => assert!(!samples.is_empty()),
@@ -291,7 +303,7 @@ async fn hang_up_frees_the_slot_and_admission_is_bounded() {
     // One speaking (the only slot), one queued (the whole queue): the next is refused.
     let b = engine.speak(request("Waiting in the queue.")).unwrap();
     match engine.speak(request("One too many.")) {
-        Err(EngineError::Busy(1)) => {}
+        Err(EngineError::Busy(why)) => assert!(why.contains("1 requests are already queued"), "{why}"),
         Err(e) => panic!("expected Busy, got {e}"),
         Ok(_) => panic!("a request beyond the slot and queue was accepted"),
     }
@@ -323,8 +335,9 @@ async fn hang_up_frees_the_slot_and_admission_is_bounded() {
     assert!(audio > 0);
     let after = METRICS.tokens.load(Ordering::Relaxed);
     assert!(
-        at_hangup + 10 < FORCED,
-        "A was nearly done at hang-up ({at_hangup} tokens); the check says nothing"
+        at_hangup - start + 10 < FORCED,
+        "A was nearly done at hang-up ({} tokens); the check says nothing",
+        at_hangup - start
     );
     // C's own tokens, plus at most the step A was in when it hung up.
     assert!(
@@ -425,4 +438,63 @@ async fn per_request_options_apply_and_bad_ones_are_refused() {
             Ok(_) => panic!("bad options accepted ({reason})"),
         }
     }
+}
+
+/// A panic in the middle of a batched step stops the engine: the requests in it end, later
+/// ones are refused as stopped, and the heartbeat says the engine is dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_mid_batch_stops_the_engine_visibly() {
+    let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
+    let (engine, _speakers) = engine_with(2, 4, 40, |cfg| cfg.fault = Some(Fault::PanicStep));
+    assert!(engine.is_alive() && engine.heartbeat().alive);
+    let mut a = engine.speak(request(LONG)).unwrap();
+    let mut b = engine.speak(request(LONG)).unwrap();
+    for speech in [&mut a, &mut b] {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), speech.next())
+                .await
+                .unwrap()
+            {
+                Some(SpeechEvent::Audio(_)) => continue,
+                Some(SpeechEvent::Done) => panic!("a request in the failed batch finished"),
+                Some(SpeechEvent::Failed(_)) | None => break,
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.is_alive() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!engine.heartbeat().alive, "the engine still says it is alive");
+    assert!(matches!(engine.speak(request("After.")), Err(EngineError::Stopped)));
+}
+
+/// A request that cannot be admitted within `admit_within` is refused as busy, with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_too_long_is_refused_busy() {
+    let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
+    let (engine, _speakers) = engine_with(1, 4, 400, |cfg| cfg.admit_within = Duration::from_millis(200));
+    let mut a = engine.speak(request(LONG)).unwrap();
+    match tokio::time::timeout(Duration::from_secs(30), a.next()).await.unwrap() {
+        Some(SpeechEvent::Audio(_)) => {}
+        other => panic!("expected audio first, got {other:?}"),
+    }
+    let mut b = engine.speak(request("Waiting.")).unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), b.next()).await.unwrap() {
+        Some(SpeechEvent::Failed(why)) => assert!(why.contains("engine busy"), "{why}"),
+        other => {
+            let mut a_events = Vec::new();
+            while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), a.next()).await {
+                a_events.push(match e {
+                    SpeechEvent::Audio(s) => format!("audio {}", s.len()),
+                    other => format!("{other:?}"),
+                });
+            }
+            panic!(
+                "expected a busy refusal, got {:?}; A then: {a_events:?}",
+                other.map(|_| ())
+            );
+        }
+    }
+    drop(a);
 }

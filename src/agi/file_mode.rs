@@ -276,9 +276,15 @@ async fn synthesize(
     };
     let mut speech = queued.map_err(|e| (FailReason::of(&e), e.to_string()))?;
     let mut samples = Vec::new();
+    let rate = f64::from(engine.sample_rate().max(1));
     loop {
         match speech.next().await {
-            Some(SpeechEvent::Audio(chunk)) => samples.extend_from_slice(&chunk),
+            Some(SpeechEvent::Audio(chunk)) => {
+                // The file plays only once complete: audio is taken as fast as it comes, so the
+                // engine sees this listener always about to run dry and never paces it.
+                speech.played(std::time::Duration::from_secs_f64(chunk.len() as f64 / rate));
+                samples.extend_from_slice(&chunk)
+            }
             Some(SpeechEvent::Done) => return Ok((samples, speech.engine())),
             Some(SpeechEvent::Failed(reason)) => return Err((FailReason::Engine, reason)),
             None => return Err((FailReason::Engine, "the engine stopped".into())),

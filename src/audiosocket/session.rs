@@ -243,6 +243,8 @@ struct Playback {
     frames: VecDeque<(u32, Bytes)>,
     played_frames: u64,
     failure: Option<String>,
+    /// Where the played audio is reported, so the engine serves first who is about to run dry.
+    playout: std::sync::Arc<crate::engine::Playout>,
 }
 
 impl Playback {
@@ -253,6 +255,7 @@ impl Playback {
             test,
             asked: Some(Instant::now()),
             engine: speech.engine(),
+            playout: speech.playout(),
             speech: Some(speech),
             pipeline: None,
             frames: VecDeque::new(),
@@ -556,6 +559,7 @@ impl Call {
                 if let Some(asked) = p.asked.take() {
                     METRICS.first_audio_seconds.observe(asked.elapsed().as_secs_f64());
                 }
+                p.playout.played(FRAME);
             }
         } else {
             self.stats.silence_frames += 1;

@@ -20,9 +20,9 @@ use uuid::Uuid;
 use crate::calls::SpeakJob;
 use crate::client::audiosocket::{run_leg, LegEnd, LegOptions, LegReport};
 use crate::config::Config;
+use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use crate::engine::{Engine, Metrics, SpeechOptions, SpeechRequest, METRICS};
 use crate::serve::Services;
-use crate::synth::{Synthesizer, SynthesizerConfig};
 use crate::xtts::batch::{BatchDecoder, RowOptions};
 use crate::xtts::sampling::SamplingParams;
 
@@ -158,14 +158,14 @@ pub fn run(args: Args) -> Result<()> {
     config.engine.max_batch = args.max_batch;
     config.engine.gpt_dtype = args.gpt_dtype.clone();
     config.engine.default_voice = "bench".into();
-    let mut synth_cfg = SynthesizerConfig::from_engine(&config.engine);
+    let mut synth_cfg = XttsBackendConfig::from_engine(&config.engine);
     synth_cfg.forced_tokens = args.tokens;
     synth_cfg.cpu_threads = args.threads.max(1) as usize;
     let queue_limit = config.engine.queue_limit;
     eprintln!("loading {} on {} ...", args.model.display(), args.device);
     let engine = Engine::spawn(
         move || {
-            let mut synth = Synthesizer::load(&synth_cfg)?;
+            let mut synth = XttsBackend::load(&synth_cfg)?;
             synth.warm_up("bench", "en")?;
             let validator = synth.validator();
             Ok((synth, validator))
@@ -252,9 +252,9 @@ pub struct Capacity {
 /// Runs `batch` rows of `--tokens` codes (64 by default) through a [`BatchDecoder`] for each
 /// batch size of `--calls` (and 1), with a neutral conditioning: throughput does not depend on it.
 fn decoder_capacity(args: &Args) -> Result<Vec<Capacity>> {
-    let device = crate::synth::parse_device(&args.device)?;
+    let device = crate::engine::xtts_backend::parse_device(&args.device)?;
     tch::set_num_threads(args.threads);
-    let kind = crate::synth::parse_dtype(&args.gpt_dtype)?;
+    let kind = crate::engine::xtts_backend::parse_dtype(&args.gpt_dtype)?;
     let model = crate::xtts::model::Xtts::load_as(&args.model, device, kind)?;
     let gpt = model.gpt();
     let cfg = gpt.config();

@@ -57,16 +57,19 @@ pub struct SlotCache {
 }
 
 impl SlotCache {
-    pub fn new(cfg: &GptConfig, slots: usize, capacity: i64, (kind, device): (Kind, Device)) -> Self {
+    /// Fails (instead of panicking) when the memory is not there.
+    pub fn new(cfg: &GptConfig, slots: usize, capacity: i64, (kind, device): (Kind, Device)) -> Result<Self> {
         let shape = [slots as i64, cfg.heads, capacity, cfg.dim / cfg.heads];
-        let zeros = || Tensor::zeros(shape, (kind, device));
-        Self {
-            keys: (0..cfg.layers).map(|_| zeros()).collect(),
-            values: (0..cfg.layers).map(|_| zeros()).collect(),
+        let zeros = || Tensor::f_zeros(shape, (kind, device));
+        let layers = || (0..cfg.layers).map(|_| zeros()).collect::<Result<Vec<_>, _>>();
+        let context = || format!("allocating {slots} key/value slots of {capacity} positions");
+        Ok(Self {
+            keys: layers().with_context(context)?,
+            values: layers().with_context(context)?,
             lens: vec![0; slots],
             capacity,
             step: None,
-        }
+        })
     }
 
     pub fn slots(&self) -> usize {
@@ -109,10 +112,10 @@ impl SlotCache {
         }
         let t = lens.iter().map(|&(_, t)| t).max().unwrap_or(0);
         let device = self.keys[0].device();
-        let mask = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
+        let mask = Tensor::f_ones([t, t], (Kind::Bool, device))?.f_tril(0)?;
         let slots: Vec<i64> = lens.iter().map(|&(s, _)| s as i64).collect();
         self.step = Some(SlotStep::Prefill {
-            slots: Tensor::from_slice(&slots).to_device(device),
+            slots: Tensor::f_from_slice(&slots)?.f_to_device(device)?,
             lens: lens.to_vec(),
             t,
             mask,
@@ -136,13 +139,13 @@ impl SlotCache {
         let span = positions.iter().max().copied().unwrap_or(0) + 1;
         let device = self.keys[0].device();
         let idx: Vec<i64> = rows.iter().map(|&s| s as i64).collect();
-        let rows_t = Tensor::from_slice(&idx).to_device(device);
-        let positions_t = Tensor::from_slice(&positions).to_device(device);
+        let rows_t = Tensor::f_from_slice(&idx)?.f_to_device(device)?;
+        let positions_t = Tensor::f_from_slice(&positions)?.f_to_device(device)?;
         // Row b may see positions 0..=positions[b] of its own slot.
-        let mask = Tensor::arange(span, (Kind::Int64, device))
-            .unsqueeze(0)
-            .le_tensor(&positions_t.unsqueeze(1))
-            .view([rows.len() as i64, 1, 1, span]);
+        let mask = Tensor::f_arange(span, (Kind::Int64, device))?
+            .f_unsqueeze(0)?
+            .f_le_tensor(&positions_t.f_unsqueeze(1)?)?
+            .f_view([rows.len() as i64, 1, 1, span])?;
         let consecutive = rows.windows(2).all(|w| w[1] == w[0] + 1);
         self.step = Some(SlotStep::Decode {
             rows: rows_t,
@@ -205,6 +208,9 @@ pub struct Token {
     pub latent: Tensor,
     /// Set on the row's last code; the row has left the batch and its slot is free.
     pub finished: Option<StopReason>,
+    /// The row's code could not be chosen (its scores were not numbers): it has left the
+    /// batch; the other rows of the step go on.
+    pub failed: Option<String>,
 }
 
 /// What one generation asks for.
@@ -252,13 +258,27 @@ impl<'m> BatchDecoder<'m> {
             bail!("max_batch must be at least 1");
         }
         let cfg = gpt.config();
-        let cache = SlotCache::new(cfg, max_batch, slot_capacity(cfg), (gpt.kind(), gpt.device()));
-        Ok(Self {
+        let cache = SlotCache::new(cfg, max_batch, slot_capacity(cfg), (gpt.kind(), gpt.device()))?;
+        Ok(Self::with_cache(gpt, cache))
+    }
+
+    /// A decoder over slots allocated earlier (empty ones).
+    pub fn with_cache(gpt: &'m Gpt, cache: SlotCache) -> Self {
+        let slots = cache.slots();
+        Self {
             gpt,
             cache,
-            rows: (0..max_batch).map(|_| None).collect(),
+            rows: (0..slots).map(|_| None).collect(),
             stats: DecoderStats::default(),
-        })
+        }
+    }
+
+    /// Gives the slots back (every generation is dropped), to build a decoder again later.
+    pub fn into_cache(mut self) -> SlotCache {
+        for slot in 0..self.rows.len() {
+            self.release(slot);
+        }
+        self.cache
     }
 
     pub fn max_batch(&self) -> usize {
@@ -383,17 +403,17 @@ impl<'m> BatchDecoder<'m> {
         let rows = starting
             .iter()
             .map(|&(i, _, t, _)| {
-                let parts = [requests[i].0.to_device(device), start.shallow_clone()];
-                let row = Tensor::cat(&parts, 1);
+                let parts = [requests[i].0.f_to_device(device)?, start.shallow_clone()];
+                let row = Tensor::f_cat(&parts, 1)?;
                 if t < longest {
-                    let pad = Tensor::zeros([1, longest - t, cfg.dim], (row.kind(), device));
-                    Tensor::cat(&[row, pad], 1)
+                    let pad = Tensor::f_zeros([1, longest - t, cfg.dim], (row.kind(), device))?;
+                    Tensor::f_cat(&[row, pad], 1)
                 } else {
-                    row
+                    Ok(row)
                 }
             })
-            .collect::<Vec<_>>();
-        let embeds = Tensor::cat(&rows, 0);
+            .collect::<Result<Vec<_>, tch::TchError>>()?;
+        let embeds = Tensor::f_cat(&rows, 0)?;
         let lens: Vec<(usize, i64)> = starting.iter().map(|&(_, slot, t, _)| (slot, t)).collect();
         for &(slot, _) in &lens {
             self.cache.clear(slot);
@@ -402,11 +422,11 @@ impl<'m> BatchDecoder<'m> {
         let latents = self.gpt.forward_store(&mut self.cache, &embeds).latents;
         self.cache.end_step(&[]);
         let last: Vec<i64> = lens.iter().map(|&(_, t)| t - 1).collect();
-        let last = Tensor::from_slice(&last)
-            .to_device(device)
-            .view([-1, 1, 1])
-            .expand([-1, 1, cfg.dim], false);
-        Ok(latents.gather(1, &last, false).squeeze_dim(1))
+        let last = Tensor::f_from_slice(&last)?
+            .f_to_device(device)?
+            .f_view([-1, 1, 1])?
+            .f_expand([-1, 1, cfg.dim], false)?;
+        Ok(latents.f_gather(1, &last, false)?.f_squeeze_dim(1)?)
     }
 
     /// Runs one decode step for the given active slots together; one token per slot.
@@ -483,7 +503,9 @@ impl<'m> BatchDecoder<'m> {
             .map(|(r, &last)| r.forced_tokens.is_some() && !last)
             .collect();
         if no_stop.iter().any(|&m| m) {
-            let mask = Tensor::from_slice(&no_stop).to_device(logits.device()).view([-1, 1]);
+            let mask = Tensor::f_from_slice(&no_stop)?
+                .f_to_device(logits.device())?
+                .f_view([-1, 1])?;
             let _ = logits.narrow(1, stop, 1).masked_fill_(&mask, f64::NEG_INFINITY);
         }
         let sampled = {
@@ -498,8 +520,22 @@ impl<'m> BatchDecoder<'m> {
         };
         let mut tokens = Vec::with_capacity(slots.len());
         let mut finished_slots = Vec::new();
-        for (b, row) in rows.into_iter().enumerate() {
-            let mut code = if forced_stop[b] { stop } else { sampled[b] };
+        for (b, (row, sampled)) in rows.into_iter().zip(sampled).enumerate() {
+            let sampled = match sampled {
+                Ok(code) => code,
+                Err(e) => {
+                    finished_slots.push(slots[b]);
+                    tokens.push(Token {
+                        slot: slots[b],
+                        code: stop,
+                        latent: latents.narrow(0, b as i64, 1),
+                        finished: Some(StopReason::Cancelled),
+                        failed: Some(format!("{e:#}")),
+                    });
+                    continue;
+                }
+            };
+            let mut code = if forced_stop[b] { stop } else { sampled };
             if no_stop[b] && code == stop {
                 // Only possible when every other code was masked away by top-k/top-p.
                 code = logits.get(b as i64).argmax(-1, false).int64_value(&[]);
@@ -523,6 +559,7 @@ impl<'m> BatchDecoder<'m> {
                 code,
                 latent: latents.narrow(0, b as i64, 1),
                 finished,
+                failed: None,
             });
         }
         self.stats.tokens += tokens.len() as u64;

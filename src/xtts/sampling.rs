@@ -73,13 +73,36 @@ impl SamplingParams {
         }
     }
 
+    /// Temperatures accepted: below, float32 logits overflow; above, sampling is noise.
+    pub const TEMPERATURE: std::ops::RangeInclusive<f64> = 0.01..=100.0;
+    /// Repetition penalties accepted (1.0: none).
+    pub const REPETITION_PENALTY: std::ops::RangeInclusive<f64> = 0.01..=100.0;
+
     pub fn validate(&self) -> Result<()> {
+        // The batched kernels compute in float32: a value that is fine as f64 can become 0 or
+        // infinite there and turn a whole batch's logits into NaN.
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             bail!("repetition_penalty must be > 0, got {}", self.repetition_penalty);
+        }
+        if !Self::REPETITION_PENALTY.contains(&self.repetition_penalty) {
+            bail!(
+                "repetition_penalty must be between {} and {}, got {}",
+                Self::REPETITION_PENALTY.start(),
+                Self::REPETITION_PENALTY.end(),
+                self.repetition_penalty
+            );
         }
         if self.do_sample {
             if !(self.temperature.is_finite() && self.temperature > 0.0) {
                 bail!("temperature must be > 0, got {}", self.temperature);
+            }
+            if !Self::TEMPERATURE.contains(&self.temperature) {
+                bail!(
+                    "temperature must be between {} and {}, got {}",
+                    Self::TEMPERATURE.start(),
+                    Self::TEMPERATURE.end(),
+                    self.temperature
+                );
             }
             if self.top_k < 0 {
                 bail!("top_k must be >= 0, got {}", self.top_k);
@@ -115,14 +138,15 @@ impl Sampler {
     /// distinct or not; see [`SamplingParams::repetition_penalty`]).
     pub fn next(&mut self, logits: &Tensor, history: &[i64]) -> Result<i64> {
         let logits = logits.reshape([1, -1]);
-        Ok(sample_rows(&mut [self], &[history], &logits)?[0])
+        sample_rows(&mut [self], &[history], &logits)?.remove(0)
     }
 }
 
 /// The next code of every row of `logits` ([B, V]), row b with `samplers[b]` and
 /// `histories[b]`. The scores are processed on the logits' device in a few batched kernels and
 /// come back to the host once: per-row processing costs a launch and a sync per row.
-pub fn sample_rows(samplers: &mut [&mut Sampler], histories: &[&[i64]], logits: &Tensor) -> Result<Vec<i64>> {
+/// A row whose scores cannot be sampled (NaN or no mass) fails alone: its entry is an error.
+pub fn sample_rows(samplers: &mut [&mut Sampler], histories: &[&[i64]], logits: &Tensor) -> Result<Vec<Result<i64>>> {
     let params: Vec<&SamplingParams> = samplers.iter().map(|s| &s.params).collect();
     let scores = process_logits_rows(logits, histories, &params)?;
     let greedy = scores.argmax(-1, false).to_device(Device::Cpu);
@@ -131,11 +155,14 @@ pub fn sample_rows(samplers: &mut [&mut Sampler], histories: &[&[i64]], logits: 
     let probs = Vec::<f32>::try_from(probs.reshape([-1]))?;
     let mut codes = Vec::with_capacity(samplers.len());
     for (b, sampler) in samplers.iter_mut().enumerate() {
+        let row = &probs[b * vocab..(b + 1) * vocab];
         codes.push(if sampler.params.do_sample {
             let u: f64 = sampler.rng.random();
-            draw(&probs[b * vocab..(b + 1) * vocab], u)?
+            draw(row, u)
+        } else if row.iter().any(|p| p.is_nan()) {
+            Err(anyhow::anyhow!("cannot pick a code: the scores are not numbers"))
         } else {
-            greedy.int64_value(&[b as i64])
+            Ok(greedy.int64_value(&[b as i64]))
         });
     }
     Ok(codes)
@@ -422,7 +449,10 @@ mod tests {
             let mut refs: Vec<&mut Sampler> = batch.iter_mut().collect();
             let codes = sample_rows(&mut refs, &histories, &logits).unwrap();
             for b in 0..5 {
-                assert_eq!(codes[b], single[b].next(&logits.get(b as i64), histories[b]).unwrap());
+                assert_eq!(
+                    *codes[b].as_ref().unwrap(),
+                    single[b].next(&logits.get(b as i64), histories[b]).unwrap()
+                );
             }
         }
     }
@@ -435,6 +465,24 @@ mod tests {
         assert_eq!(draw(&probs, 0.26).unwrap(), 3);
         assert_eq!(draw(&probs, 0.999_999_9).unwrap(), 3);
         assert!(draw(&[0.0, 0.0], 0.5).is_err());
+    }
+
+    #[test]
+    fn a_row_that_cannot_be_sampled_fails_alone() {
+        let logits = Tensor::from_slice(&[1.0f32, 2.0, 3.0, f32::NAN, 0.5, 0.5]).view([3, 2]);
+        let p = SamplingParams {
+            repetition_penalty: 1.0,
+            seed: Some(1),
+            ..SamplingParams::default()
+        };
+        let (mut a, mut b, mut c) = (
+            Sampler::new(&p).unwrap(),
+            Sampler::new(&p).unwrap(),
+            Sampler::new(&SamplingParams::greedy(1.0)).unwrap(),
+        );
+        let codes = sample_rows(&mut [&mut a, &mut b, &mut c], &[&[], &[], &[]], &logits).unwrap();
+        assert!(codes[0].is_ok() && codes[2].is_ok(), "{codes:?}");
+        assert!(codes[1].is_err(), "{codes:?}");
     }
 
     #[test]

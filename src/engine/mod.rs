@@ -1,18 +1,36 @@
 //! The speech engine as the servers see it: requests in, 24 kHz float chunks out.
-//! A worker thread owns the model (libtorch calls block); each request gets a channel of
-//! audio chunks, and dropping that channel cancels the request at the next step.
 //!
-//! Admission is bounded twice: the backend decides how many requests it runs at once (the
-//! synthesizer: `engine.max_batch` preallocated decoding slots), and at most `queue_limit`
-//! more wait in a bounded queue; beyond that a request is refused with [`EngineError::Busy`].
+//! Read top-down:
+//! - this module: the request API ([`Engine`], [`SpeechRequest`], [`Speech`]) and the
+//!   [`SpeechBackend`] trait a model implements (a fake one drives the servers' tests);
+//! - [`queue`]: the bounded queue requests wait in and where their audio goes;
+//! - [`scheduler`]: which rows the batched decoder runs next (earliest deadline first), pure;
+//! - [`capacity`]: the decoder's measured costs and the admission rule drawn from them;
+//! - [`decode`]: the decode loop that drives the XTTS model with the scheduler;
+//! - [`vocoder`]: the vocoder stage, on its own thread;
+//! - [`xtts_backend`]: loading the model and voices, checking requests.
+//!
+//! A worker thread owns the model (libtorch calls block); each request gets a channel of
+//! audio chunks, and dropping that channel cancels the request at the next step. At most
+//! `queue_limit` requests wait; beyond that a request is refused with [`EngineError::Busy`].
+
+pub mod capacity;
+pub mod decode;
+pub mod queue;
+pub mod scheduler;
+pub mod vocoder;
+pub mod xtts_backend;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio::sync::mpsc;
+
+use queue::RequestQueue;
+pub use queue::{AudioSink, Job, JobQueue, Playout};
 
 use crate::xtts::sampling::SamplingParams;
 
@@ -48,8 +66,8 @@ pub struct SpeechOptions {
     /// Speaking rate, 1.0 normal; see [`SPEED_RANGE`].
     pub speed: Option<f64>,
     /// How long after the request its audio starts playing: set by a server that asks ahead
-    /// (the next speech while the current one still plays), never by callers. Such a request
-    /// gets none of the decode steps reserved for listeners waiting for their first audio.
+    /// (the next speech while the current one still plays), never by callers. The scheduler
+    /// counts its deadlines from then, so it never goes before a listener waiting now.
     #[serde(skip)]
     pub plays_in: std::time::Duration,
 }
@@ -149,13 +167,27 @@ pub trait SpeechBackend: 'static {
     /// `emit` returns false (the listener is gone).
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()>;
 
+    /// Gets ready to serve (allocates what serving needs) before the engine reports ready;
+    /// an error here fails the start.
+    fn start(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Serves jobs until the queue closes. The default runs one request at a time, in arrival
-    /// order; a backend that interleaves requests overrides it.
-    fn serve(&mut self, jobs: &mut JobQueue) {
-        while let Some(job) = jobs.wait() {
+    /// order; a backend that interleaves requests overrides it. `health` is beaten between jobs.
+    fn serve(&mut self, jobs: &mut JobQueue, health: &Arc<Health>) {
+        loop {
+            health.beat();
+            let Some(job) = jobs.wait_timeout(HEARTBEAT_EVERY) else {
+                if jobs.is_closed() {
+                    return;
+                }
+                continue;
+            };
             if job.is_cancelled() {
                 continue;
             }
+            health.beat();
             let result = self.speak(&job.req, &mut |samples| job.send_audio(samples));
             job.finish(result);
         }
@@ -167,105 +199,74 @@ pub trait SpeechBackend: 'static {
 pub enum EngineError {
     #[error("invalid request: {0}")]
     Invalid(String),
-    #[error("engine busy: every speaking slot is taken and {0} requests are already queued")]
-    Busy(usize),
+    /// The reason says what is full.
+    #[error("engine busy: {0}")]
+    Busy(String),
     #[error("engine stopped")]
     Stopped,
 }
 
-/// Where a request's events go. Clones share the request: once one of them ends it, or the
-/// listener is gone, every clone reports it over.
-#[derive(Clone)]
-pub struct AudioSink {
-    out: mpsc::UnboundedSender<SpeechEvent>,
-    ended: Arc<AtomicBool>,
+/// How often an idle engine thread shows it is alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+
+/// Whether the engine's threads are alive: a dead one (a panic, or an exit) marks it stopped,
+/// and the engine loop beats between steps so a stuck one shows too.
+#[derive(Debug)]
+pub struct Health {
+    epoch: Instant,
+    alive: AtomicBool,
+    /// Milliseconds from `epoch` of the last beat.
+    last_beat_ms: AtomicU64,
 }
 
-impl AudioSink {
-    /// A sink sending to `out`.
-    fn new(out: mpsc::UnboundedSender<SpeechEvent>) -> Self {
+impl Default for Health {
+    fn default() -> Self {
         Self {
-            out,
-            ended: Arc::new(AtomicBool::new(false)),
+            epoch: Instant::now(),
+            alive: AtomicBool::new(true),
+            last_beat_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Health {
+    /// The engine thread is working: called between steps.
+    pub fn beat(&self) {
+        self.last_beat_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// A thread of the engine died: no request can be served any more.
+    pub fn stopped(&self, why: &str) {
+        if self.alive.swap(false, Ordering::Relaxed) {
+            tracing::error!("engine stopped: {why}");
         }
     }
 
-    /// The request ended (Done or Failed sent) or its listener hung up.
-    pub fn is_over(&self) -> bool {
-        self.ended.load(Ordering::Relaxed) || self.out.is_closed()
+    /// The engine finished serving (its queue closed): no longer alive, and nothing to report.
+    pub fn ended(&self) {
+        self.alive.store(false, Ordering::Relaxed);
     }
 
-    /// Hands a chunk to the listener; false when it is gone or the request has ended.
-    pub fn send_audio(&self, samples: Vec<f32>) -> bool {
-        !self.ended.load(Ordering::Relaxed) && self.out.send(SpeechEvent::Audio(samples)).is_ok()
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
     }
 
-    /// Ends the request with its result; later calls do nothing.
-    pub fn finish(&self, result: Result<()>) {
-        if self.ended.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let end = match result {
-            Ok(()) => SpeechEvent::Done,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "synthesis failed");
-                SpeechEvent::Failed(format!("{e:#}"))
-            }
-        };
-        let _ = self.out.send(end);
+    /// Time since the engine thread last showed it is working.
+    pub fn since_last_beat(&self) -> Duration {
+        let last = Duration::from_millis(self.last_beat_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
     }
 }
 
-/// A queued request and where its events go.
-pub struct Job {
-    pub req: SpeechRequest,
-    sink: AudioSink,
-}
-
-impl Job {
-    fn new(req: SpeechRequest, out: mpsc::UnboundedSender<SpeechEvent>) -> Self {
-        Self {
-            req,
-            sink: AudioSink::new(out),
-        }
-    }
-
-    /// Stop working on it: the listener is gone (its [`Speech`] was dropped) or it has ended.
-    pub fn is_cancelled(&self) -> bool {
-        self.sink.is_over()
-    }
-
-    /// Hands a chunk to the listener; false when it is gone.
-    pub fn send_audio(&self, samples: Vec<f32>) -> bool {
-        self.sink.send_audio(samples)
-    }
-
-    /// A handle for sending this request's audio from elsewhere (another thread).
-    pub fn sink(&self) -> AudioSink {
-        self.sink.clone()
-    }
-
-    /// Ends the request with its result.
-    pub fn finish(self, result: Result<()>) {
-        self.sink.finish(result);
-    }
-}
-
-/// The worker's side of the bounded request queue.
-pub struct JobQueue {
-    rx: mpsc::Receiver<Job>,
-}
-
-impl JobQueue {
-    /// Blocks until a job arrives; None once every [`Engine`] handle is gone.
-    pub fn wait(&mut self) -> Option<Job> {
-        self.rx.blocking_recv()
-    }
-
-    /// A job if one is waiting now.
-    pub fn try_next(&mut self) -> Option<Job> {
-        self.rx.try_recv().ok()
-    }
+/// What [`Engine::heartbeat`] reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Heartbeat {
+    /// Every engine thread is running.
+    pub alive: bool,
+    /// Time since the engine thread last showed it is working (it beats at least every
+    /// [`HEARTBEAT_EVERY`] when idle, and between decode steps).
+    pub since_last_beat: Duration,
 }
 
 /// Counters shared by the engine and the servers, read by `xttsd bench`.
@@ -282,6 +283,8 @@ pub struct Metrics {
     pub vocoder_us: AtomicU64,
     /// AudioSocket ticks where speech was under way but no audio was ready (frames late).
     pub underruns: AtomicU64,
+    /// Requests refused because the engine was full (queue or capacity).
+    pub refused_busy: AtomicU64,
 }
 
 impl Metrics {
@@ -302,25 +305,30 @@ pub static METRICS: Metrics = Metrics {
     busy_us: AtomicU64::new(0),
     vocoder_us: AtomicU64::new(0),
     underruns: AtomicU64::new(0),
+    refused_busy: AtomicU64::new(0),
 };
 
 /// Checks a request before it is queued, on the caller's side, so bad input fails at once with
 /// a clear reason. It must not need the model (lists of languages and voices are enough).
 pub type Validator = Arc<dyn Fn(&SpeechRequest) -> Result<()> + Send + Sync>;
 
-/// Handle to the engine worker; cheap to clone.
+/// Handle to the engine worker; cheap to clone. The queue closes when the last handle goes.
 #[derive(Clone)]
 pub struct Engine {
-    jobs: mpsc::Sender<Job>,
-    validate: Validator,
-    sample_rate: u32,
-    queue_limit: usize,
+    shared: Arc<Shared>,
     /// Which engine this is (`xtts`, `builtin`), as logs, health and the dialplan name it.
     name: &'static str,
     /// Requests this engine has accepted.
     served: Arc<AtomicU64>,
     /// The engine that stands in when this one cannot serve.
     fallback: Option<Arc<Fallback>>,
+}
+
+struct Shared {
+    queue: Arc<RequestQueue>,
+    validate: Validator,
+    sample_rate: u32,
+    health: Arc<Health>,
 }
 
 /// When the built-in voice speaks instead of XTTS (`[fallback]` in config.toml).
@@ -363,9 +371,25 @@ pub struct EngineStatus {
     pub fallback: Option<Box<EngineStatus>>,
 }
 
+/// Why a request went to the fallback engine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Detour {
+    Absent,
+    Down,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for job in self.queue.close() {
+            job.finish(Err(anyhow::anyhow!("engine stopped")));
+        }
+    }
+}
+
 /// A request's output: receive events until Done or Failed. Dropping it cancels.
 pub struct Speech {
     events: mpsc::UnboundedReceiver<SpeechEvent>,
+    playout: Arc<Playout>,
     engine: &'static str,
 }
 
@@ -378,13 +402,18 @@ impl Speech {
     pub fn engine(&self) -> &'static str {
         self.engine
     }
-}
 
-/// Why a request went to the fallback engine.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Detour {
-    Absent,
-    Down,
+    /// The listener played `d` more of this speech's audio. Reporting it lets the engine
+    /// serve first the listeners about to run dry; without reports it assumes real-time
+    /// playout from the first chunk.
+    pub fn played(&self, d: Duration) {
+        self.playout.played(d);
+    }
+
+    /// A handle for reporting playout from elsewhere (the pacer), valid after this is dropped.
+    pub fn playout(&self) -> Arc<Playout> {
+        self.playout.clone()
+    }
 }
 
 impl Engine {
@@ -399,33 +428,55 @@ impl Engine {
     }
 
     /// Starts the worker thread and builds the backend on it with `load`, waiting until it is
-    /// ready; a load error is returned here.
+    /// ready; a load error is returned here. A panic on the worker thread stops the engine:
+    /// queued and later requests fail with [`EngineError::Stopped`] and [`Engine::heartbeat`]
+    /// says it is dead.
     pub fn spawn<B, F>(load: F, queue_limit: usize) -> Result<Engine>
     where
         B: SpeechBackend,
         F: FnOnce() -> Result<(B, Validator)> + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel::<Job>(queue_limit.max(1));
+        let queue = Arc::new(RequestQueue::new(queue_limit));
+        let health = Arc::new(Health::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        thread::Builder::new()
-            .name("xtts-engine".into())
-            .spawn(move || match load() {
-                Ok((backend, validator)) => {
-                    let _ = ready_tx.send(Ok((backend.sample_rate(), validator)));
-                    serve_jobs(backend, rx);
+        let (worker_queue, worker_health) = (queue.clone(), health.clone());
+        thread::Builder::new().name("xtts-engine".into()).spawn(move || {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                match load().and_then(|(mut backend, validator)| backend.start().map(|()| (backend, validator))) {
+                    Ok((mut backend, validator)) => {
+                        let _ = ready_tx.send(Ok((backend.sample_rate(), validator)));
+                        let mut jobs = JobQueue {
+                            queue: worker_queue.clone(),
+                        };
+                        backend.serve(&mut jobs, &worker_health);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })?;
+            }));
+            match &run {
+                // Every handle is gone (or the backend could not start, which it logged).
+                Ok(()) => worker_health.ended(),
+                Err(panic) => worker_health.stopped(&format!(
+                    "the engine thread panicked: {}",
+                    panic_message(panic.as_ref())
+                )),
+            }
+            for job in worker_queue.close() {
+                job.finish(Err(anyhow::anyhow!("engine stopped")));
+            }
+        })?;
         let (sample_rate, validate) = ready_rx
             .recv()
             .map_err(|_| anyhow::anyhow!("engine thread died while loading"))??;
         Ok(Engine {
-            jobs: tx,
-            validate,
-            sample_rate,
-            queue_limit,
+            shared: Arc::new(Shared {
+                queue,
+                validate,
+                sample_rate,
+                health,
+            }),
             name: "xtts",
             served: Arc::new(AtomicU64::new(0)),
             fallback: None,
@@ -433,19 +484,18 @@ impl Engine {
     }
 
     /// The same engine under another name (`builtin` for the built-in voice).
-    pub fn named(mut self, name: &'static str) -> Engine {
-        self.name = name;
-        self
+    pub fn named(self, name: &'static str) -> Engine {
+        Engine { name, ..self }
     }
 
     /// This engine, with `fallback` speaking whenever `policy` says so. The two must emit the
     /// same sample rate.
     pub fn with_fallback(self, fallback: Engine, policy: FallbackPolicy, absent_voices: Vec<String>) -> Result<Engine> {
         anyhow::ensure!(
-            fallback.sample_rate == self.sample_rate,
+            fallback.sample_rate() == self.sample_rate(),
             "the fallback engine emits {} Hz, the engine {} Hz",
-            fallback.sample_rate,
-            self.sample_rate
+            fallback.sample_rate(),
+            self.sample_rate()
         );
         Ok(Engine {
             fallback: Some(Arc::new(Fallback {
@@ -457,25 +507,16 @@ impl Engine {
         })
     }
 
-    pub fn sample_rate(&self) -> u32 {
-        self.sample_rate
-    }
-
     /// The engine's name: `xtts` or `builtin`.
     pub fn name(&self) -> &'static str {
         self.name
-    }
-
-    /// False once the worker thread has stopped (it panicked, or could not start).
-    pub fn is_up(&self) -> bool {
-        !self.jobs.is_closed()
     }
 
     /// The engines' state and what each has served, for health checks.
     pub fn status(&self) -> EngineStatus {
         EngineStatus {
             engine: self.name,
-            state: if self.is_up() { "ready" } else { "down" },
+            state: if self.is_alive() { "ready" } else { "down" },
             served: self.served.load(Ordering::Relaxed),
             fallback: self.fallback.as_ref().map(|f| Box::new(f.engine.status())),
         }
@@ -483,8 +524,8 @@ impl Engine {
 
     /// Whether this request goes straight to the fallback, and why.
     fn detour(&self, req: &SpeechRequest) -> Option<(&Engine, Detour)> {
-        let fallback = self.fallback.as_deref()?;
-        if fallback.policy.when_down && !self.is_up() {
+        let fallback = self.fallback.as_ref()?;
+        if fallback.policy.when_down && !self.is_alive() {
             return Some((&fallback.engine, Detour::Down));
         }
         if fallback.policy.when_absent && fallback.absent_voices.contains(&req.voice) {
@@ -495,79 +536,22 @@ impl Engine {
 
     /// The fallback, when the policy lets it take a request this engine refused as busy.
     fn busy_fallback(&self) -> Option<&Engine> {
-        let fallback = self.fallback.as_deref()?;
+        let fallback = self.fallback.as_ref()?;
         fallback.policy.when_busy.then_some(&fallback.engine)
     }
 
-    /// Checks a request (language, voice, text) without queueing it, against the engine that
-    /// would speak it.
-    pub fn validate(&self, req: &SpeechRequest) -> Result<(), EngineError> {
-        if let Some((fallback, _)) = self.detour(req) {
-            return fallback.validate(req);
-        }
-        (self.validate)(req).map_err(|e| EngineError::Invalid(format!("{e:#}")))
-    }
-
-    /// Queues a request, waiting at most `patience` for room in a full queue before it is
-    /// refused with [`EngineError::Busy`] (or handed to the fallback, as configured).
-    pub async fn speak_within(&self, req: SpeechRequest, patience: Duration) -> Result<Speech, EngineError> {
-        if let Some((fallback, why)) = self.detour(&req) {
-            return fallback.speak_as_fallback(req, why);
-        }
-        self.validate(&req)?;
-        let spare = self.busy_fallback().map(|_| req.clone());
-        let (out, events) = mpsc::unbounded_channel();
-        let sent = self.jobs.send_timeout(Job::new(req, out), patience).await;
-        match sent {
-            Ok(()) => Ok(self.accepted(events)),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => self.refused_busy(spare),
-            Err(mpsc::error::SendTimeoutError::Closed(job)) => self.refused_down(job.req),
-        }
-    }
-
-    /// Queues a request. Fails at once on invalid input or a full queue (or hands it to the
-    /// fallback, as configured).
-    pub fn speak(&self, req: SpeechRequest) -> Result<Speech, EngineError> {
-        if let Some((fallback, why)) = self.detour(&req) {
-            return fallback.speak_as_fallback(req, why);
-        }
-        self.validate(&req)?;
-        let spare = self.busy_fallback().map(|_| req.clone());
-        let (out, events) = mpsc::unbounded_channel();
-        match self.jobs.try_send(Job::new(req, out)) {
-            Ok(()) => Ok(self.accepted(events)),
-            Err(mpsc::error::TrySendError::Full(_)) => self.refused_busy(spare),
-            Err(mpsc::error::TrySendError::Closed(job)) => self.refused_down(job.req),
-        }
-    }
-
-    fn accepted(&self, events: mpsc::UnboundedReceiver<SpeechEvent>) -> Speech {
-        self.served.fetch_add(1, Ordering::Relaxed);
-        Speech {
-            events,
-            engine: self.name,
-        }
-    }
-
-    fn refused_busy(&self, spare: Option<SpeechRequest>) -> Result<Speech, EngineError> {
-        match (self.busy_fallback(), spare) {
-            (Some(fallback), Some(req)) => {
+    /// Hands a request this engine refused as busy to the fallback, when allowed.
+    fn refused_busy(&self, refused: EngineError, spare: Option<SpeechRequest>) -> Result<Speech, EngineError> {
+        match (self.busy_fallback(), spare, &refused) {
+            (Some(fallback), Some(req), EngineError::Busy(_)) => {
                 tracing::info!(
-                    engine = fallback.name,
-                    busy = self.name,
+                    engine = fallback.name(),
                     "{} is busy: the built-in voice speaks",
-                    self.name
+                    self.name()
                 );
                 fallback.speak(req)
             }
-            _ => Err(EngineError::Busy(self.queue_limit)),
-        }
-    }
-
-    fn refused_down(&self, req: SpeechRequest) -> Result<Speech, EngineError> {
-        match self.fallback.as_deref() {
-            Some(f) if f.policy.when_down => f.engine.speak_as_fallback(req, Detour::Down),
-            _ => Err(EngineError::Stopped),
+            _ => Err(refused),
         }
     }
 
@@ -577,14 +561,124 @@ impl Engine {
             Detour::Absent => "the voice or model is absent",
             Detour::Down => "the engine is down",
         };
-        tracing::info!(engine = self.name, voice = %req.voice, "{reason}: the built-in voice speaks");
+        tracing::info!(engine = self.name(), voice = %req.voice, "{reason}: the built-in voice speaks");
         self.speak(req)
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.shared.sample_rate
+    }
+
+    /// Whether the engine can serve: false once a thread of it has died.
+    pub fn is_alive(&self) -> bool {
+        self.shared.health.is_alive()
+    }
+
+    /// Liveness for health checks and a watchdog.
+    pub fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            alive: self.shared.health.is_alive(),
+            since_last_beat: self.shared.health.since_last_beat(),
+        }
+    }
+
+    /// Checks a request (language, voice, text) without queueing it, against the engine that
+    /// would speak it.
+    pub fn validate(&self, req: &SpeechRequest) -> Result<(), EngineError> {
+        if let Some((fallback, _)) = self.detour(req) {
+            return fallback.validate(req);
+        }
+        (self.shared.validate)(req).map_err(|e| EngineError::Invalid(format!("{e:#}")))
+    }
+
+    fn job(&self, req: SpeechRequest) -> Result<(Job, Speech), EngineError> {
+        if !self.is_alive() {
+            return Err(EngineError::Stopped);
+        }
+        self.validate(&req)?;
+        let (out, events) = mpsc::unbounded_channel();
+        let playout = Arc::new(Playout::new(self.shared.sample_rate));
+        let speech = Speech {
+            events,
+            playout: playout.clone(),
+            engine: self.name,
+        };
+        Ok((Job::new(req, out, playout), speech))
+    }
+
+    /// Queues a request, waiting at most `patience` for room in a full queue before it is
+    /// refused with [`EngineError::Busy`] (or handed to the fallback, as configured).
+    pub async fn speak_within(&self, req: SpeechRequest, patience: Duration) -> Result<Speech, EngineError> {
+        if let Some((fallback, why)) = self.detour(&req) {
+            return fallback.speak_as_fallback(req, why);
+        }
+        let spare = self.busy_fallback().map(|_| req.clone());
+        let (job, speech) = self.job(req)?;
+        match self.shared.queue.push_within(job, patience).await {
+            Ok(()) => Ok(self.accepted(speech)),
+            Err(e) => {
+                count_busy(&e);
+                self.refused_busy(e, spare)
+            }
+        }
+    }
+
+    /// Queues a request. Fails at once on invalid input or a full queue (or hands it to the
+    /// fallback, as configured).
+    pub fn speak(&self, req: SpeechRequest) -> Result<Speech, EngineError> {
+        if let Some((fallback, why)) = self.detour(&req) {
+            return fallback.speak_as_fallback(req, why);
+        }
+        let (job, speech) = self.job(req)?;
+        match self.shared.queue.push(job) {
+            Ok(()) => Ok(self.accepted(speech)),
+            Err((job, e)) => {
+                count_busy(&e);
+                self.refused_busy(e, Some(job.req.clone()))
+            }
+        }
+    }
+
+    fn accepted(&self, speech: Speech) -> Speech {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        speech
     }
 }
 
-/// The worker loop: the backend serves the queue until every handle is gone.
-fn serve_jobs<B: SpeechBackend>(mut backend: B, jobs: mpsc::Receiver<Job>) {
-    backend.serve(&mut JobQueue { rx: jobs });
+fn count_busy(e: &EngineError) {
+    if matches!(e, EngineError::Busy(_)) {
+        Metrics::add(&METRICS.refused_busy, 1);
+    }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}
+
+/// A fault injected for tests of supervision, from `XTTSD_FAULT` (read once at start):
+/// `panic_step` panics in the first decode step that runs two rows or more, `panic_vocoder`
+/// in the vocoder's first chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    PanicStep,
+    PanicVocoder,
+}
+
+impl Fault {
+    pub fn from_env() -> Option<Fault> {
+        match std::env::var("XTTSD_FAULT").ok()?.as_str() {
+            "panic_step" => Some(Fault::PanicStep),
+            "panic_vocoder" => Some(Fault::PanicVocoder),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -614,7 +708,7 @@ mod tests {
         fn speak(&mut self, _: &SpeechRequest, _: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
             Ok(())
         }
-        fn serve(&mut self, _: &mut JobQueue) {
+        fn serve(&mut self, _: &mut JobQueue, _: &Arc<Health>) {
             let _ = self.0.recv();
         }
     }
@@ -629,7 +723,7 @@ mod tests {
         fn speak(&mut self, _: &SpeechRequest, _: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
             Ok(())
         }
-        fn serve(&mut self, _: &mut JobQueue) {}
+        fn serve(&mut self, _: &mut JobQueue, _: &Arc<Health>) {}
     }
 
     fn request(voice: &str) -> SpeechRequest {
@@ -663,7 +757,7 @@ mod tests {
         let primary = Engine::start(Stalled(stalled), known_voice_only, 1);
         let queued = primary.speak(request("anna")).unwrap();
         assert_eq!(queued.engine(), "xtts");
-        assert!(matches!(primary.speak(request("anna")), Err(EngineError::Busy(1))));
+        assert!(matches!(primary.speak(request("anna")), Err(EngineError::Busy(_))));
 
         let policy = FallbackPolicy::default();
         let engine = primary.clone().with_fallback(builtin(), policy, vec![]).unwrap();
@@ -681,19 +775,19 @@ mod tests {
             ..policy
         };
         let engine = primary.with_fallback(builtin(), never_when_busy, vec![]).unwrap();
-        assert!(matches!(engine.speak(request("anna")), Err(EngineError::Busy(1))));
+        assert!(matches!(engine.speak(request("anna")), Err(EngineError::Busy(_))));
     }
 
     #[tokio::test]
     async fn stopped_engine_hands_over_to_the_fallback_when_allowed() {
         let primary = Engine::start(Dead, known_voice_only, 4);
         for _ in 0..200 {
-            if !primary.is_up() {
+            if !primary.is_alive() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(!primary.is_up());
+        assert!(!primary.is_alive());
         assert!(matches!(primary.speak(request("anna")), Err(EngineError::Stopped)));
         let engine = primary
             .clone()
@@ -815,5 +909,45 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.contains("repetition_penalty"), "{e}");
+    }
+
+    /// Values that pass as f64 but become 0 or infinite in the float32 kernels would turn a
+    /// whole batch's logits into NaN: they are refused, naming the option.
+    #[test]
+    fn options_that_break_float32_are_refused() {
+        let base = SamplingParams::default();
+        for (o, name) in [
+            (
+                SpeechOptions {
+                    temperature: Some(1e-300),
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SpeechOptions {
+                    temperature: Some(1e300),
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SpeechOptions {
+                    repetition_penalty: Some(1e-300),
+                    ..Default::default()
+                },
+                "repetition_penalty",
+            ),
+            (
+                SpeechOptions {
+                    repetition_penalty: Some(1e39),
+                    ..Default::default()
+                },
+                "repetition_penalty",
+            ),
+        ] {
+            let e = o.validate(&base).unwrap_err().to_string();
+            assert!(e.contains(name), "{e}");
+        }
     }
 }

@@ -1,0 +1,496 @@
+//! The decode loop: drives the batched XTTS decoder with the [`Scheduler`]. Each turn it drops
+//! rows whose listener left, refuses requests that waited too long, admits new ones while the
+//! measured capacity allows, and runs what the scheduler picks (a batched prefill or step).
+//! Text and voices are prepared on their own thread and audio rendered on the vocoder's: this
+//! loop only decodes.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use tch::Tensor;
+
+use super::capacity::{Admission, CostModel, CODES_PER_SECOND};
+use super::scheduler::{Action, ChunkPlan, Phase, RowId, RowView, Scheduler};
+use super::vocoder::VocoderWork;
+use super::{Fault, Health, Job, JobQueue, Metrics, SpeechOptions, HEARTBEAT_EVERY, METRICS};
+use crate::xtts::batch::{BatchDecoder, RowOptions, Token, COND_LATENTS};
+use crate::xtts::model::Xtts;
+use crate::xtts::sampling::SamplingParams;
+use crate::xtts::voice::Voice;
+
+/// A request ready to decode: its sentences' text tokens and its voice.
+pub struct Prepared {
+    pub sentences: Vec<Vec<i64>>,
+    pub voice: Voice,
+}
+
+/// How the loop schedules and admits.
+#[derive(Debug, Clone)]
+pub struct DecodeSettings {
+    pub sampling: SamplingParams,
+    pub forced_tokens: Option<usize>,
+    pub chunks: ChunkPlan,
+    /// The configured speaking rate (a request may set its own).
+    pub speed: f64,
+    /// Target time from a request to its first audio (the deadline of a new request).
+    pub first_audio_target: Duration,
+    /// How long a request may wait for admission before it is refused as busy.
+    pub admit_within: Duration,
+    pub admission: Admission,
+    pub fault: Option<Fault>,
+}
+
+/// A request that is admitted: preparing, waiting for a prefill, or decoding in a slot.
+struct Speaking {
+    row: RowId,
+    job: Job,
+    sentences: Vec<Vec<i64>>,
+    /// Index of the sentence being decoded.
+    sentence: usize,
+    voice: Voice,
+    phase: Phase,
+    slot: usize,
+    /// The sentence's id at the vocoder.
+    id: u64,
+    /// Codes of the sentence so far.
+    decoded: usize,
+    /// Codes of the sentence up to its last complete chunk.
+    chunked: usize,
+    /// Seconds of audio in complete chunks, over every sentence: what the listener will have
+    /// once the vocoder has rendered what it was given.
+    committed_s: f64,
+}
+
+pub struct DecodeLoop<'m> {
+    model: &'m Xtts,
+    decoder: BatchDecoder<'m>,
+    settings: DecodeSettings,
+    vocoder: Sender<VocoderWork>,
+    prepare: Sender<Job>,
+    prepared: Receiver<(Job, anyhow::Result<Prepared>)>,
+    /// Jobs handed to the preparing thread and not back yet.
+    preparing: usize,
+    rows: Vec<Speaking>,
+    scheduler: Scheduler,
+    costs: CostModel,
+    epoch: Instant,
+    next_id: u64,
+    /// Vocoder time and codes when its cost was last observed.
+    vocoder_seen: (u64, u64),
+}
+
+impl<'m> DecodeLoop<'m> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        model: &'m Xtts,
+        decoder: BatchDecoder<'m>,
+        settings: DecodeSettings,
+        scheduler: Scheduler,
+        costs: CostModel,
+        vocoder: Sender<VocoderWork>,
+        prepare: Sender<Job>,
+        prepared: Receiver<(Job, anyhow::Result<Prepared>)>,
+    ) -> Self {
+        Self {
+            model,
+            decoder,
+            settings,
+            vocoder,
+            prepare,
+            prepared,
+            preparing: 0,
+            rows: Vec::new(),
+            scheduler,
+            costs,
+            epoch: Instant::now(),
+            next_id: 0,
+            vocoder_seen: (Metrics::get(&METRICS.vocoder_us), Metrics::get(&METRICS.tokens)),
+        }
+    }
+
+    /// Serves until the queue closes and every admitted request is over, or an engine thread dies.
+    pub fn run(&mut self, jobs: &mut JobQueue, health: &Health) {
+        while health.is_alive() {
+            health.beat();
+            self.drop_cancelled();
+            self.refuse_expired(jobs);
+            self.collect_prepared();
+            self.admit(jobs);
+            self.observe_vocoder();
+            let now = Instant::now();
+            let views = self.views(now);
+            match self.scheduler.plan(self.secs(now), &views, &self.costs) {
+                Action::Prefill(rows) => self.prefill(&rows),
+                Action::Step(rows) => self.step(&rows),
+                Action::Idle(wake) => {
+                    if self.rows.is_empty() && self.preparing == 0 && jobs.is_closed() {
+                        return;
+                    }
+                    let wait = wake.map_or(HEARTBEAT_EVERY, |w| {
+                        Duration::from_secs_f64((w - self.secs(now)).clamp(0.0, HEARTBEAT_EVERY.as_secs_f64()))
+                    });
+                    self.idle(jobs, wait);
+                }
+            }
+        }
+    }
+
+    fn secs(&self, t: Instant) -> f64 {
+        t.saturating_duration_since(self.epoch).as_secs_f64()
+    }
+
+    /// Waits for work: a prepared request, or a queued one.
+    fn idle(&mut self, jobs: &mut JobQueue, wait: Duration) {
+        if self.preparing > 0 {
+            let wait = wait.min(Duration::from_millis(5));
+            if let Ok(done) = self.prepared.recv_timeout(wait) {
+                self.take_prepared(done);
+            }
+        } else if jobs.waiting() > 0 {
+            // Requests wait beyond the capacity: nothing to do until a row is due or one expires.
+            std::thread::sleep(wait.min(Duration::from_millis(2)));
+        } else {
+            jobs.wait_until_queued(wait);
+        }
+    }
+
+    fn vocode(&self, work: VocoderWork) {
+        // Sending fails only when the vocoder thread is gone, which stops the engine.
+        let _ = self.vocoder.send(work);
+    }
+
+    /// Seconds of vocoder work per second of audio, from its running totals.
+    fn observe_vocoder(&mut self) {
+        let now = (Metrics::get(&METRICS.vocoder_us), Metrics::get(&METRICS.tokens));
+        let (us, tokens) = (now.0 - self.vocoder_seen.0, now.1 - self.vocoder_seen.1);
+        if tokens >= 200 {
+            self.costs
+                .observe_vocoder(us as f64 / 1e6, tokens as f64 / CODES_PER_SECOND);
+            self.vocoder_seen = now;
+        }
+    }
+
+    fn views(&self, now: Instant) -> Vec<RowView> {
+        let target = self.settings.first_audio_target;
+        self.rows
+            .iter()
+            .map(|s| {
+                let playout = s.job.playout();
+                // Planned on the decoder's side: audio in complete chunks counts, rendered or
+                // not (the margin covers the vocoder), minus what the listener has played.
+                let origin = s.job.listener_waits_from();
+                let committed = Duration::from_secs_f64(s.committed_s);
+                let played = playout.played_duration();
+                let dry = match playout.first_audio() {
+                    None => origin + target,
+                    Some(_) if !played.is_zero() => now + committed.saturating_sub(played),
+                    Some(first) => first.max(origin) + committed,
+                };
+                RowView {
+                    id: s.row,
+                    phase: s.phase,
+                    deadline: self.secs(dry),
+                    to_chunk: self.settings.chunks.to_next_chunk(s.decoded),
+                    fresh: playout.first_audio().is_none() && s.job.req.options.plays_in.is_zero(),
+                }
+            })
+            .collect()
+    }
+
+    /// Frees the slots of requests whose listener hung up (or that failed in the vocoder).
+    fn drop_cancelled(&mut self) {
+        let (gone, kept): (Vec<Speaking>, Vec<Speaking>) = std::mem::take(&mut self.rows)
+            .into_iter()
+            .partition(|s| s.job.is_cancelled());
+        self.rows = kept;
+        for s in gone {
+            if s.phase == Phase::Decode {
+                self.decoder.release(s.slot);
+                self.vocode(VocoderWork::Drop { id: s.id });
+            }
+        }
+    }
+
+    /// Refuses requests that waited longer than the engine may keep a listener waiting.
+    fn refuse_expired(&mut self, jobs: &mut JobQueue) {
+        let now = Instant::now();
+        let within = self.settings.admit_within;
+        let expired = jobs.take_expired(|job| now > job.listener_waits_from() + within);
+        for job in expired {
+            Metrics::add(&METRICS.refused_busy, 1);
+            let speaking = self.rows.len() + self.preparing;
+            job.finish(Err(anyhow!(
+                "engine busy: no room within {} ms ({speaking} calls speaking, the most the engine holds in real time)",
+                within.as_millis()
+            )));
+        }
+    }
+
+    /// Admits queued requests while a slot is free and every admitted call keeps real time.
+    fn admit(&mut self, jobs: &mut JobQueue) {
+        loop {
+            let speaking = self.rows.len() + self.preparing;
+            if speaking >= self.decoder.max_batch() || !self.settings.admission.admits(&self.costs, speaking) {
+                return;
+            }
+            let Some(job) = jobs.try_next() else { return };
+            if job.is_cancelled() {
+                continue;
+            }
+            match self.prepare.send(job) {
+                Ok(()) => self.preparing += 1,
+                Err(e) => e.0.finish(Err(anyhow!("the text and voice thread stopped"))),
+            }
+        }
+    }
+
+    fn collect_prepared(&mut self) {
+        while let Ok(done) = self.prepared.try_recv() {
+            self.take_prepared(done);
+        }
+    }
+
+    fn take_prepared(&mut self, (job, prepared): (Job, anyhow::Result<Prepared>)) {
+        self.preparing -= 1;
+        match prepared {
+            Ok(p) if p.sentences.is_empty() => job.finish(Ok(())),
+            Ok(p) => {
+                self.next_id += 1;
+                self.rows.push(Speaking {
+                    row: self.next_id,
+                    job,
+                    sentences: p.sentences,
+                    sentence: 0,
+                    voice: p.voice,
+                    phase: Phase::Prefill,
+                    slot: 0,
+                    id: 0,
+                    decoded: 0,
+                    chunked: 0,
+                    committed_s: 0.0,
+                });
+            }
+            Err(e) => job.finish(Err(e)),
+        }
+    }
+
+    fn row_options(&self, opts: &SpeechOptions, sentence: usize) -> RowOptions {
+        RowOptions {
+            params: opts.sentence_sampling(&self.settings.sampling, sentence),
+            forced_tokens: self.settings.forced_tokens,
+        }
+    }
+
+    fn take_rows(&mut self, ids: &[RowId]) -> Vec<Speaking> {
+        let (taken, kept): (Vec<Speaking>, Vec<Speaking>) = std::mem::take(&mut self.rows)
+            .into_iter()
+            .partition(|s| ids.contains(&s.row));
+        self.rows = kept;
+        taken
+    }
+
+    /// Prefills each row's current sentence, all in one batch, and hands on their first codes.
+    fn prefill(&mut self, ids: &[RowId]) {
+        let started = Instant::now();
+        let mut ready = Vec::new();
+        for s in self.take_rows(ids) {
+            let opts = self.row_options(&s.job.req.options, s.sentence);
+            let prefix = self
+                .model
+                .gpt()
+                .prefix_embeddings(&s.voice.gpt_cond_latent, &s.sentences[s.sentence]);
+            match prefix {
+                Ok(prefix) => ready.push((s, prefix, opts)),
+                Err(e) => self.vocode(VocoderWork::Finish {
+                    sink: s.job.sink(),
+                    result: Err(e),
+                }),
+            }
+        }
+        let requests: Vec<(&Tensor, &RowOptions)> = ready.iter().map(|(_, p, o)| (p, o)).collect();
+        let firsts = self.decoder.admit_many(&requests);
+        let n = ready.len();
+        for ((s, _, _), first) in ready.into_iter().zip(firsts) {
+            self.start_with(s, first);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        self.costs.observe_prefill(n, secs);
+        Metrics::add(&METRICS.busy_us, (secs * 1e6) as u64);
+    }
+
+    /// Hands on a sentence's first code (or its failure).
+    fn start_with(&mut self, mut s: Speaking, first: anyhow::Result<Token>) {
+        let first = match first {
+            Ok(first) => first,
+            Err(e) => {
+                return self.vocode(VocoderWork::Finish {
+                    sink: s.job.sink(),
+                    result: Err(e),
+                })
+            }
+        };
+        self.next_id += 1;
+        s.id = self.next_id;
+        s.slot = first.slot;
+        s.phase = Phase::Decode;
+        s.decoded = 0;
+        s.chunked = 0;
+        self.vocode(VocoderWork::Begin {
+            id: s.id,
+            speaker: s.voice.speaker_embedding.shallow_clone(),
+            speed: s.job.req.options.speed,
+            sink: s.job.sink(),
+        });
+        self.advance(s, first);
+    }
+
+    /// Passes one code's latent to the vocoder; at the end of a sentence the row waits for
+    /// the next one's prefill, and at the end of the last the request is over.
+    fn advance(&mut self, mut s: Speaking, token: Token) {
+        if let Some(why) = token.failed {
+            // The decoder has freed the row's slot; the rest of the batch goes on.
+            self.vocode(VocoderWork::Drop { id: s.id });
+            return self.vocode(VocoderWork::Finish {
+                sink: s.job.sink(),
+                result: Err(anyhow!("decoding failed: {why}")),
+            });
+        }
+        Metrics::add(&METRICS.tokens, 1);
+        s.decoded += 1;
+        if token.finished.is_some() || self.settings.chunks.completes_chunk(s.decoded) {
+            let speed = s.job.req.options.speed.unwrap_or(self.settings.speed);
+            s.committed_s += (s.decoded - s.chunked) as f64 / CODES_PER_SECOND / speed;
+            s.chunked = s.decoded;
+        }
+        self.vocode(VocoderWork::Latent {
+            id: s.id,
+            latent: token.latent,
+        });
+        if token.finished.is_none() {
+            return self.rows.push(s);
+        }
+        self.vocode(VocoderWork::End { id: s.id });
+        s.sentence += 1;
+        if s.sentence >= s.sentences.len() {
+            return self.vocode(VocoderWork::Finish {
+                sink: s.job.sink(),
+                result: Ok(()),
+            });
+        }
+        s.phase = Phase::Prefill;
+        s.decoded = 0;
+        self.rows.push(s);
+    }
+
+    /// One batched decode step of the given rows.
+    fn step(&mut self, ids: &[RowId]) {
+        let started = Instant::now();
+        let slots: Vec<usize> = self
+            .rows
+            .iter()
+            .filter(|s| ids.contains(&s.row) && s.phase == Phase::Decode)
+            .map(|s| s.slot)
+            .collect();
+        if self.settings.fault == Some(Fault::PanicStep) && slots.len() >= 2 {
+            panic!("fault injected: panic_step");
+        }
+        Metrics::add(&METRICS.steps, 1);
+        Metrics::add(&METRICS.step_rows, slots.len() as u64);
+        let result = self.decoder.step(&slots);
+        let secs = started.elapsed().as_secs_f64();
+        self.costs.observe_step(slots.len(), secs);
+        Metrics::add(&METRICS.busy_us, (secs * 1e6) as u64);
+        let tokens = match result {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                // A failed step leaves its rows unusable: end those requests.
+                for s in self.take_rows(ids) {
+                    self.decoder.release(s.slot);
+                    self.vocode(VocoderWork::Drop { id: s.id });
+                    self.vocode(VocoderWork::Finish {
+                        sink: s.job.sink(),
+                        result: Err(anyhow!("decoding step failed: {e:#}")),
+                    });
+                }
+                return;
+            }
+        };
+        for token in tokens {
+            let Some(at) = self
+                .rows
+                .iter()
+                .position(|s| s.phase == Phase::Decode && s.slot == token.slot)
+            else {
+                continue;
+            };
+            let s = self.rows.swap_remove(at);
+            self.advance(s, token);
+        }
+    }
+}
+
+/// Times the decoder at start (prefills of one row and of every slot; steps at batch sizes
+/// from 1 to every slot), so admission knows the capacity before the first call. The slots
+/// are left empty.
+pub fn measure_costs(model: &Xtts, decoder: &mut BatchDecoder) -> anyhow::Result<CostModel> {
+    let gpt = model.gpt();
+    let cfg = gpt.config();
+    let cond = Tensor::f_zeros([1, COND_LATENTS, cfg.dim], (gpt.kind(), gpt.device()))?;
+    let text: Vec<i64> = (1..=24).collect();
+    let prefix = gpt.prefix_embeddings(&cond, &text)?;
+    let opts = RowOptions {
+        params: SamplingParams {
+            seed: Some(0),
+            ..SamplingParams::default()
+        },
+        forced_tokens: Some(cfg.max_new_tokens as usize),
+    };
+    let max = decoder.max_batch();
+    let timed = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        f()?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    // The first prefill pays libtorch's warm-up: run it once untimed.
+    let slot = decoder.admit(&prefix, &opts)?.slot;
+    decoder.release(slot);
+    let mut prefills = Vec::new();
+    let mut slots = Vec::new();
+    prefills.push((
+        1,
+        timed(&mut || {
+            slots.push(decoder.admit(&prefix, &opts)?.slot);
+            Ok(())
+        })?,
+    ));
+    if max > 1 {
+        let rest: Vec<(&Tensor, &RowOptions)> = (1..max).map(|_| (&prefix, &opts)).collect();
+        let mut batch = Vec::new();
+        let secs = timed(&mut || {
+            batch = decoder.admit_many(&rest);
+            Ok(())
+        })?;
+        for first in batch {
+            slots.push(first?.slot);
+        }
+        prefills.push((max - 1, secs));
+    }
+    let mut steps = Vec::new();
+    let mut rows = 1;
+    loop {
+        let run = &slots[..rows];
+        decoder.step(run)?;
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            best = best.min(timed(&mut || decoder.step(run).map(drop))?);
+        }
+        steps.push((rows, best));
+        if rows == max {
+            break;
+        }
+        rows = (rows * 2).min(max);
+    }
+    slots.iter().for_each(|&s| decoder.release(s));
+    Ok(CostModel::from_samples(max, &steps, &prefills))
+}
