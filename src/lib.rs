@@ -12,4 +12,5 @@ pub mod engine;
 pub mod say;
 pub mod serve;
 pub mod synth;
+pub mod voicebot;
 pub mod xtts;
