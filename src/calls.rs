@@ -1,11 +1,13 @@
 //! Which speech belongs to which AudioSocket call. A call is known by the UUID Asterisk sends
 //! first on the socket. Speech for it comes from a request the AGI server parked under that
 //! UUID, or from text the control API queued for it; otherwise the call is a test call.
+//! A [`CallController`] (a voicebot) registered for a UUID takes over the call's audio.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -34,6 +36,22 @@ pub struct SpeakJob {
     pub done: Option<oneshot::Sender<PlayOutcome>>,
 }
 
+/// Drives a call's audio in place of queued jobs (a voicebot): supplies each 20 ms frame and
+/// hears what the caller sends. Called from the call's tasks; no method may block.
+pub trait CallController: Send + Sync {
+    /// The frame to send at this 20 ms tick as (rate, slin bytes), or None for silence.
+    /// `rate` is the call's rate.
+    fn next_frame(&self, rate: u32) -> Option<(u32, Bytes)>;
+    /// The controller asks to end the call (sent as an AudioSocket hangup).
+    fn wants_hangup(&self) -> bool;
+    /// Caller audio, one message as received.
+    fn caller_audio(&self, rate: u32, pcm: &[u8]);
+    /// A DTMF digit the caller pressed.
+    fn dtmf(&self, digit: char);
+    /// The call ended; `by_caller`: the caller hung up or went away.
+    fn ended(&self, by_caller: bool);
+}
+
 /// Queued jobs wait this long for their call to connect before they are dropped.
 const PENDING_TTL: Duration = Duration::from_secs(60);
 
@@ -43,6 +61,8 @@ struct Inner {
     live: HashMap<Uuid, mpsc::UnboundedSender<SpeakJob>>,
     /// Jobs for calls not connected yet, with the time they were queued.
     pending: HashMap<Uuid, Vec<(Instant, SpeakJob)>>,
+    /// Calls (live or not yet) whose audio a controller drives.
+    controllers: HashMap<Uuid, Arc<dyn CallController>>,
 }
 
 /// Shared registry of calls; cheap to clone.
@@ -112,6 +132,30 @@ impl CallRegistry {
     pub fn cancel(&self, uuid: &Uuid) -> usize {
         let mut inner = self.inner.lock().unwrap();
         inner.pending.remove(uuid).map_or(0, |jobs| jobs.len())
+    }
+
+    /// Hands the call's audio to `controller`; false (and nothing changes) when another
+    /// controller has it already.
+    pub fn set_controller(&self, uuid: Uuid, controller: Arc<dyn CallController>) -> bool {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.controllers.contains_key(&uuid) {
+            return false;
+        }
+        inner.controllers.insert(uuid, controller);
+        true
+    }
+
+    /// Removes `controller` from the call, if it is still the one registered.
+    pub fn remove_controller(&self, uuid: &Uuid, controller: &Arc<dyn CallController>) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.controllers.get(uuid).is_some_and(|c| Arc::ptr_eq(c, controller)) {
+            inner.controllers.remove(uuid);
+        }
+    }
+
+    /// The controller driving the call, if any.
+    pub fn controller(&self, uuid: &Uuid) -> Option<Arc<dyn CallController>> {
+        self.inner.lock().unwrap().controllers.get(uuid).cloned()
     }
 
     /// Whether a call with this UUID is connected now.

@@ -7,6 +7,7 @@
 //!   The call need not be connected yet (`live: false`): the speech waits for it.
 //!   Bad input gets 400 `{"error": "...", "field": "..."}`.
 //! * `GET /v1/health`: 200 with the engine's sample rate and the daemon's version.
+//! * `GET /v1/calls/{call_id}/ws`: a voicebot's WebSocket controlling that call ([`crate::voicebot`]).
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
@@ -43,6 +44,7 @@ pub fn router(services: SharedServices) -> Router {
     Router::new()
         .route("/v1/calls/{uuid}/say", post(say))
         .route("/v1/health", get(health))
+        .route("/v1/calls/{call_id}/ws", get(crate::voicebot::endpoint::upgrade))
         .with_state(services)
 }
 

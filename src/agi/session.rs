@@ -174,7 +174,14 @@ pub async fn run(stream: TcpStream, services: SharedServices) -> Result<()> {
     let mut conn = Conn {
         framed: framed.map_codec(|_| AgiCodec),
     };
+    let is_voicebot = Script::parse(&preamble.network_script).is_ok_and(|s| s.name == "voicebot");
     let outcome = match plan(&preamble, &services) {
+        _ if is_voicebot => match crate::voicebot::dial::agi(&mut conn, &services, &preamble).await {
+            Ok(outcome) => outcome,
+            Err(Stop::Failed(reason)) => Outcome::failed(reason),
+            Err(Stop::HungUp) => return Ok(()),
+            Err(Stop::Broken(e)) => return Err(e),
+        },
         Err(reason) => Outcome::failed(format!("{reason:#}")),
         Ok(plan) => match speak(&mut conn, &services, &plan).await {
             Ok(outcome) => outcome,
