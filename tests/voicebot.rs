@@ -32,6 +32,7 @@ const FRAME: Duration = Duration::from_millis(20);
 #[derive(Default)]
 struct Probe {
     requests: Mutex<Vec<String>>,
+    langs: Mutex<Vec<String>>,
     cancelled: AtomicUsize,
 }
 
@@ -57,6 +58,7 @@ impl SpeechBackend for ToneBackend {
 
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
         self.probe.requests.lock().unwrap().push(req.text.clone());
+        self.probe.langs.lock().unwrap().push(req.lang.clone());
         let total = duration_ms(&req.text) * ENGINE_RATE as usize / 1000;
         let slow = req.text.contains("slow");
         let chunk = ENGINE_RATE as usize / 10; // 100 ms
@@ -90,12 +92,22 @@ fn validate(req: &SpeechRequest) -> Result<()> {
 struct Daemon {
     audiosocket: SocketAddr,
     control: SocketAddr,
+    agi: SocketAddr,
     probe: Arc<Probe>,
 }
 
 async fn start(extra_config: &str) -> Daemon {
+    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let g = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (audiosocket, control, agi) = (
+        a.local_addr().unwrap(),
+        c.local_addr().unwrap(),
+        g.local_addr().unwrap(),
+    );
     let config = Config::from_toml(&format!(
-        "[audiosocket]\nuuid_timeout_ms = 1000\n[test_call]\nenabled = false\n{extra_config}"
+        "[audiosocket]\nuuid_timeout_ms = 1000\n[agi]\naudiosocket_address = \"{audiosocket}\"\n\
+         [test_call]\nenabled = false\n{extra_config}"
     ))
     .unwrap();
     let probe = Arc::new(Probe::default());
@@ -105,14 +117,13 @@ async fn start(extra_config: &str) -> Daemon {
         engine,
         calls: CallRegistry::new(),
     });
-    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let c = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (audiosocket, control) = (a.local_addr().unwrap(), c.local_addr().unwrap());
     tokio::spawn(xttsd::audiosocket::serve(a, services.clone()));
+    tokio::spawn(xttsd::agi::serve(g, services.clone()));
     tokio::spawn(xttsd::control::serve(c, services));
     Daemon {
         audiosocket,
         control,
+        agi,
         probe,
     }
 }
@@ -753,4 +764,169 @@ async fn a_hundred_bots_on_a_hundred_calls_all_get_their_speech() {
             "{played_ms} vs {voiced}"
         );
     }
+}
+
+/// A bot server that xttsd dials: records the path and token it was called with and the
+/// `session.started` it got, says one sentence, and hangs up once it was played.
+async fn bot_server() -> (SocketAddr, tokio::task::JoinHandle<(String, String, Event, Vec<Event>)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let seen = Arc::new(Mutex::new((String::new(), String::new())));
+        let record = seen.clone();
+        let callback = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                             resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            let auth = req
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            *record.lock().unwrap() = (req.uri().path().to_string(), auth);
+            Ok(resp)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(stream, callback).await.unwrap();
+        let mut events = Vec::new();
+        let mut started = None;
+        while let Some(Ok(message)) = ws.next().await {
+            let WsMessage::Text(text) = message else { continue };
+            let event: Event = serde_json::from_str(&text).unwrap();
+            match &event {
+                Event::SessionStarted { .. } => {
+                    started = Some(event.clone());
+                    let speak = json!({"type": "speak", "utterance_id": "hi", "text": "Hello from the bot, 300 ms.", "end": true});
+                    ws.send(WsMessage::Text(speak.to_string().into())).await.unwrap();
+                }
+                Event::SpeechDone { .. } => {
+                    ws.send(WsMessage::Text(json!({"type": "hangup"}).to_string().into()))
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+            events.push(event);
+        }
+        let (path, auth) = seen.lock().unwrap().clone();
+        (path, auth, started.expect("session.started"), events)
+    });
+    (addr, task)
+}
+
+fn agi_variable<'a>(vars: &'a [(String, String)], name: &str) -> &'a str {
+    vars.iter()
+        .rev()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dialplan_sends_a_call_to_a_configured_bot() {
+    let (bot_addr, bot) = bot_server().await;
+    let d = start(&format!(
+        "[voicebot.bots.support]\nurl = \"ws://{bot_addr}/calls/{{call_id}}\"\ntoken = \"t0k\"\n"
+    ))
+    .await;
+    let record = xttsd::client::agi::call(&xttsd::client::agi::CallOptions {
+        url: format!("agi://{}/voicebot?bot=support&lang=de", d.agi),
+        text: String::new(),
+        dtmf: String::new(),
+        hangup_after: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        agi_variable(&record.variables, "XTTS_STATUS"),
+        "SUCCESS",
+        "{:?}",
+        record.variables
+    );
+    assert!(
+        record.commands.iter().any(|c| c.starts_with("EXEC AudioSocket")),
+        "{:?}",
+        record.commands
+    );
+    let voiced = record.arrivals.iter().filter(|a| a.voiced).count();
+    assert!(voiced >= 14, "the caller heard {voiced} voiced frames");
+    let (path, auth, started, events) = timeout(Duration::from_secs(5), bot).await.unwrap().unwrap();
+    assert!(
+        path.starts_with("/calls/") && Uuid::parse_str(&path[7..]).is_ok(),
+        "{path}"
+    );
+    assert_eq!(auth, "Bearer t0k");
+    let Event::SessionStarted { vars, call_id, .. } = started else {
+        unreachable!()
+    };
+    assert_eq!(path[7..], call_id);
+    assert_eq!(vars.get("uniqueid").map(String::as_str), Some("1700000000.1"));
+    assert!(vars.contains_key("caller_id") && vars.contains_key("dnid"), "{vars:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Hangup { by: HangupBy::Bot, .. })),
+        "{events:?}"
+    );
+    // lang=de from the dialplan became the call's language.
+    assert_eq!(*d.probe.langs.lock().unwrap(), ["de"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_bot_fails_the_dialplan_request_with_the_reason() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let d = start(&format!("[voicebot.bots.gone]\nurl = \"ws://{closed}/{{call_id}}\"\n")).await;
+    let record = xttsd::client::agi::call(&xttsd::client::agi::CallOptions {
+        url: format!("agi://{}/voicebot?bot=gone", d.agi),
+        text: String::new(),
+        dtmf: String::new(),
+        hangup_after: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(agi_variable(&record.variables, "XTTS_STATUS"), "FAILED");
+    let error = agi_variable(&record.variables, "XTTS_ERROR");
+    assert!(error.contains("bot 'gone'") && error.contains("unreachable"), "{error}");
+    assert!(
+        !record.commands.iter().any(|c| c.starts_with("EXEC")),
+        "{:?}",
+        record.commands
+    );
+    // An unknown bot name is named too.
+    let record = xttsd::client::agi::call(&xttsd::client::agi::CallOptions {
+        url: format!("agi://{}/voicebot?bot=nobody", d.agi),
+        text: String::new(),
+        dtmf: String::new(),
+        hangup_after: None,
+    })
+    .await
+    .unwrap();
+    assert!(agi_variable(&record.variables, "XTTS_ERROR").contains("no bot named 'nobody'"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_audiosocket_call_goes_to_the_configured_bot() {
+    let (bot_addr, bot) = bot_server().await;
+    let d = start(&format!(
+        "[voicebot]\naudiosocket_bot = \"front\"\n[voicebot.bots.front]\nurl = \"ws://{bot_addr}/{{call_id}}\"\n"
+    ))
+    .await;
+    let call = Uuid::new_v4();
+    let leg = leg(
+        d.audiosocket,
+        call,
+        LegPlan {
+            until: Duration::from_secs(5),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    assert!(leg.server_hangup, "the bot hung up after its sentence");
+    assert!(leg.voiced() >= 14, "{} voiced frames", leg.voiced());
+    let (path, auth, started, _) = timeout(Duration::from_secs(5), bot).await.unwrap().unwrap();
+    assert_eq!(path, format!("/{call}"));
+    assert_eq!(auth, "");
+    assert!(
+        matches!(started, Event::SessionStarted { attached: true, .. }),
+        "{started:?}"
+    );
 }
