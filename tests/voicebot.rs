@@ -768,6 +768,8 @@ async fn a_hundred_bots_on_a_hundred_calls_all_get_their_speech() {
 
 /// A bot server that xttsd dials: records the path and token it was called with and the
 /// `session.started` it got, says one sentence, and hangs up once it was played.
+// tungstenite's handshake callback returns its (large) HTTP response type as the error.
+#[allow(clippy::result_large_err)]
 async fn bot_server() -> (SocketAddr, tokio::task::JoinHandle<(String, String, Event, Vec<Event>)>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -929,4 +931,69 @@ async fn an_audiosocket_call_goes_to_the_configured_bot() {
         matches!(started, Event::SessionStarted { attached: true, .. }),
         "{started:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn buffered_text_is_bounded_with_backpressure_before_refusal() {
+    let d = start("[voicebot]\nmax_buffered_chars = 200\npause_chars = 100\n").await;
+    let call = Uuid::new_v4();
+    let mut bot = Bot::connect(d.control, call).await;
+    bot.wait("session.started", |e| matches!(e, Event::SessionStarted { .. }))
+        .await;
+    let piece = "word ".repeat(12); // 60 characters, no sentence end: nothing is released yet
+    for _ in 0..4 {
+        bot.send(speak("u", &piece)).await;
+    }
+    let pause = bot.wait("pause", |e| matches!(e, Event::Backpressure { .. })).await;
+    assert!(
+        matches!(
+            pause,
+            Event::Backpressure {
+                state: xttsd::voicebot::protocol::Pressure::Pause,
+                buffered_chars: 120,
+                ..
+            }
+        ),
+        "{pause:?}"
+    );
+    let refused = bot.wait("buffer_full", |e| matches!(e, Event::Error { .. })).await;
+    assert!(
+        matches!(
+            refused,
+            Event::Error {
+                code: ErrorCode::BufferFull,
+                fatal: false,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    bot.send(json!({"type": "end", "utterance_id": "u"})).await;
+    let resume = bot.wait("resume", |e| matches!(e, Event::Backpressure { .. })).await;
+    assert!(
+        matches!(
+            resume,
+            Event::Backpressure {
+                state: xttsd::voicebot::protocol::Pressure::Resume,
+                ..
+            }
+        ),
+        "{resume:?}"
+    );
+    // The refused piece was not added: 180 characters went to the engine.
+    let leg_task = tokio::spawn(leg(
+        d.audiosocket,
+        call,
+        LegPlan {
+            until: Duration::from_secs(5),
+            ..Default::default()
+        },
+        None,
+    ));
+    let done = bot.wait("done", |e| matches!(e, Event::SpeechDone { .. })).await;
+    let Event::SpeechDone { played_text, .. } = done else {
+        unreachable!()
+    };
+    assert_eq!(played_text, piece.repeat(3));
+    drop(leg_task);
 }

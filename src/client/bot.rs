@@ -140,11 +140,7 @@ where
                         }
                         report.events.push((at, event));
                     }
-                    Message::Binary(data) => {
-                        if decode_audio_frame(&data).is_some() {
-                            report.audio_frames += 1;
-                        }
-                    }
+                    Message::Binary(data) if decode_audio_frame(&data).is_some() => report.audio_frames += 1,
                     Message::Close(_) => break,
                     _ => {}
                 }

@@ -634,7 +634,7 @@ mod tests {
             let mut now = 0u64;
             let mut audio_until = 0u64;
             let mut at = 0;
-            let mut release = |r: &mut Releaser, now: u64, audio_until: &mut u64, out: &mut Vec<(u64, String)>| {
+            let release = |r: &mut Releaser, now: u64, audio_until: &mut u64, out: &mut Vec<(u64, String)>| {
                 while let Some(seg) = r.poll(now, audio_until.saturating_sub(now)) {
                     *audio_until = (*audio_until).max(now) + audio_ms(lang, &seg);
                     out.push((now, seg));
