@@ -5,6 +5,7 @@
 //! go to the [`Tap`], where the call's clock takes them.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,38 @@ const HANGUP_GRACE: Duration = Duration::from_secs(1);
 const LIVE_ATTACH_WAIT: Duration = Duration::from_millis(200);
 /// Ended utterance ids remembered per call (for `utterance_closed` rather than a new one).
 const MAX_CLOSED_IDS: usize = 10_000;
+
+/// Sizes of the segments released to the engine, over every call (read by `xttsd bench --bot`).
+#[derive(Debug, Default)]
+pub struct SegmentStats {
+    pub first: AtomicU64,
+    pub first_chars: AtomicU64,
+    pub later: AtomicU64,
+    pub later_chars: AtomicU64,
+    pub max_chars: AtomicU64,
+}
+
+pub static SEGMENTS: SegmentStats = SegmentStats {
+    first: AtomicU64::new(0),
+    first_chars: AtomicU64::new(0),
+    later: AtomicU64::new(0),
+    later_chars: AtomicU64::new(0),
+    max_chars: AtomicU64::new(0),
+};
+
+impl SegmentStats {
+    fn record(&self, first: bool, chars: usize) {
+        let chars = chars as u64;
+        if first {
+            self.first.fetch_add(1, Ordering::Relaxed);
+            self.first_chars.fetch_add(chars, Ordering::Relaxed);
+        } else {
+            self.later.fetch_add(1, Ordering::Relaxed);
+            self.later_chars.fetch_add(chars, Ordering::Relaxed);
+        }
+        self.max_chars.fetch_max(chars, Ordering::Relaxed);
+    }
+}
 
 /// What the socket reader hands the session.
 #[derive(Debug)]
@@ -972,6 +1005,7 @@ impl Session {
                     break;
                 }
                 if let Some(text) = u.releaser.poll(now_ms, unplayed) {
+                    SEGMENTS.record(u.segments.is_empty(), text.trim().chars().count());
                     u.segments.push(Segment::new(text));
                     started = Some((u.serial, u.segments.len() - 1));
                     released_any = true;
