@@ -636,6 +636,101 @@ async fn hangup_from_either_side_ends_both() {
         .iter()
         .any(|(_, e)| matches!(e, Event::Hangup { by: HangupBy::Bot, .. })));
     assert_eq!(bot.closed, Some(1000));
+
+    // The bot's socket goes away: the call is hung up too.
+    let call = Uuid::new_v4();
+    let mut bot = Bot::connect(d.control, call).await;
+    bot.wait("session.started", |e| matches!(e, Event::SessionStarted { .. }))
+        .await;
+    let leg_task = tokio::spawn(leg(
+        d.audiosocket,
+        call,
+        LegPlan {
+            until: Duration::from_secs(5),
+            ..Default::default()
+        },
+        None,
+    ));
+    bot.wait("call.attached", |e| matches!(e, Event::CallAttached { .. }))
+        .await;
+    drop(bot);
+    let leg_result = timeout(Duration::from_secs(3), leg_task).await.unwrap().unwrap();
+    assert!(leg_result.server_hangup, "Asterisk got no hangup after the bot left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clearing_one_utterance_lets_the_next_play() {
+    let d = start("").await;
+    let call = Uuid::new_v4();
+    let mut bot = Bot::connect(d.control, call).await;
+    bot.wait("session.started", |e| matches!(e, Event::SessionStarted { .. }))
+        .await;
+    let leg_task = tokio::spawn(leg(
+        d.audiosocket,
+        call,
+        LegPlan {
+            until: Duration::from_secs(4),
+            ..Default::default()
+        },
+        None,
+    ));
+    bot.send(json!({"type": "speak", "utterance_id": "a", "text": "A slow and long one of 3000 ms.", "end": true}))
+        .await;
+    bot.send(json!({"type": "speak", "utterance_id": "b", "text": "Then this, 200 ms.", "end": true}))
+        .await;
+    bot.wait(
+        "a started",
+        |e| matches!(e, Event::SpeechStarted { utterance_id, .. } if utterance_id == "a"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bot.send(json!({"type": "clear", "utterance_id": "a"})).await;
+    let cleared = bot.wait("cleared", |e| matches!(e, Event::Cleared { .. })).await;
+    assert!(
+        matches!(&cleared, Event::Cleared { utterance_ids, .. } if utterance_ids == &["a"]),
+        "{cleared:?}"
+    );
+    let done_b = bot
+        .wait(
+            "b done",
+            |e| matches!(e, Event::SpeechDone { utterance_id, .. } if utterance_id == "b"),
+        )
+        .await;
+    assert!(
+        matches!(&done_b, Event::SpeechDone { reason: DoneReason::Completed, played_ms, .. } if *played_ms >= 200),
+        "{done_b:?}"
+    );
+    let done_a = done_of(&bot.events, "a");
+    assert!(
+        matches!(
+            done_a[..],
+            [Event::SpeechDone {
+                reason: DoneReason::Cleared,
+                ..
+            }]
+        ),
+        "{done_a:?}"
+    );
+    // Clearing an utterance that has ended is answered with nothing cleared; an unknown one is an error.
+    bot.send(json!({"type": "clear", "utterance_id": "a"})).await;
+    let again = bot.wait("cleared again", |e| matches!(e, Event::Cleared { .. })).await;
+    assert!(
+        matches!(&again, Event::Cleared { utterance_ids, .. } if utterance_ids.is_empty()),
+        "{again:?}"
+    );
+    bot.send(json!({"type": "clear", "utterance_id": "zzz"})).await;
+    let err = bot.wait("error", |e| matches!(e, Event::Error { .. })).await;
+    assert!(
+        matches!(
+            err,
+            Event::Error {
+                code: ErrorCode::UnknownUtterance,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    drop(leg_task);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

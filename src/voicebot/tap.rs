@@ -270,4 +270,25 @@ mod tests {
         let (seq, _, _) = decode_audio_frame(&audio.try_recv().unwrap()).unwrap();
         assert_eq!(seq, 3);
     }
+
+    #[test]
+    fn caller_audio_in_ulaw_carries_the_bot_speaking_flag() {
+        let (tap, _events, mut audio) = tap(4);
+        tap.set_audio(Forward::Caller, Encoding::Ulaw);
+        tap.caller_audio(8000, &[0; 320]);
+        tap.push(1, 8000, vec![Bytes::from(vec![1u8; 320])]);
+        std::thread::sleep(SILENT_ATTACH);
+        assert!(tap.next_frame(8000).is_some());
+        let samples: Vec<i16> = (0..160).map(|i| i * 100 - 8000).collect();
+        let pcm: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        tap.caller_audio(8000, &pcm);
+        let (seq0, flags0, first) = decode_audio_frame(&audio.try_recv().unwrap())
+            .map(|(a, b, c)| (a, b, c.to_vec()))
+            .unwrap();
+        assert_eq!((seq0, flags0, first.len()), (0, 0, 160));
+        let frame = audio.try_recv().unwrap();
+        let (seq, flags, payload) = decode_audio_frame(&frame).unwrap();
+        assert_eq!((seq, flags), (1, FLAG_BOT_SPEAKING));
+        assert_eq!(payload, g711::ulaw_encode_all(&samples));
+    }
 }
