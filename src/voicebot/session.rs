@@ -34,6 +34,10 @@ const BUSY_RETRY: Duration = Duration::from_millis(50);
 const HANGUP_GRACE: Duration = Duration::from_secs(1);
 /// A connection to a call that is already live waits this long for its first frame.
 const LIVE_ATTACH_WAIT: Duration = Duration::from_millis(200);
+/// Events waiting for a bot that does not read its socket, before the session gives up on it.
+pub const OUTBOUND_QUEUE: usize = 4096;
+/// Utterances and marks queued per call.
+const MAX_QUEUED_ITEMS: usize = 1000;
 /// Ended utterance ids remembered per call (for `utterance_closed` rather than a new one).
 const MAX_CLOSED_IDS: usize = 10_000;
 
@@ -90,7 +94,8 @@ pub enum Outbound {
 /// The session's ends of its socket: messages in, events out, caller audio out.
 pub struct Links {
     pub inbound: mpsc::Receiver<Inbound>,
-    pub outbound: mpsc::UnboundedSender<Outbound>,
+    /// Bounded ([`OUTBOUND_QUEUE`]): a bot that stops reading its socket is dropped.
+    pub outbound: mpsc::Sender<Outbound>,
     pub audio: mpsc::Sender<Bytes>,
 }
 
@@ -142,7 +147,7 @@ pub async fn run(services: SharedServices, start: Start, links: Links) {
         let _ = registered.send(took);
     }
     if !took {
-        let _ = outbound.send(Outbound::Event(Event::Error {
+        let _ = outbound.try_send(Outbound::Event(Event::Error {
             code: ErrorCode::AlreadyControlled,
             message: "another connection controls this call".into(),
             field: None,
@@ -150,7 +155,7 @@ pub async fn run(services: SharedServices, start: Start, links: Links) {
             ref_id: None,
             fatal: true,
         }));
-        let _ = outbound.send(Outbound::Close(4409, "call already controlled".into()));
+        let _ = outbound.try_send(Outbound::Close(4409, "call already controlled".into()));
         return;
     }
     let mut session = Session::new(services.clone(), call_id, tap, outbound);
@@ -299,7 +304,7 @@ struct Session {
     services: SharedServices,
     call_id: Uuid,
     tap: Arc<Tap>,
-    out: mpsc::UnboundedSender<Outbound>,
+    out: mpsc::Sender<Outbound>,
     epoch: Instant,
     voice: String,
     lang: String,
@@ -323,7 +328,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(services: SharedServices, call_id: Uuid, tap: Arc<Tap>, out: mpsc::UnboundedSender<Outbound>) -> Self {
+    fn new(services: SharedServices, call_id: Uuid, tap: Arc<Tap>, out: mpsc::Sender<Outbound>) -> Self {
         let engine = &services.config.engine;
         Self {
             voice: engine.default_voice.clone(),
@@ -350,11 +355,14 @@ impl Session {
         }
     }
 
-    fn send(&self, event: Event) {
-        let _ = self.out.send(Outbound::Event(event));
+    fn send(&mut self, event: Event) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(Outbound::Event(event)) {
+            tracing::warn!(call = %self.call_id, "voicebot does not read its socket; dropping it");
+            self.on_bot_gone();
+        }
     }
 
-    fn refuse(&self, refusal: Refusal, ref_id: Option<serde_json::Value>) {
+    fn refuse(&mut self, refusal: Refusal, ref_id: Option<serde_json::Value>) {
         tracing::debug!(call = %self.call_id, code = ?refusal.code, message = %refusal.message, "voicebot message refused");
         self.send(refusal.event(ref_id));
     }
@@ -519,6 +527,7 @@ impl Session {
             }
             BotMessage::Clear { utterance_id } => self.on_clear(utterance_id),
             BotMessage::Mark { name } => {
+                self.check_queue_room()?;
                 self.queue.push_back(Item::Mark(name));
                 Ok(())
             }
@@ -686,6 +695,7 @@ impl Session {
             };
             self.check_speech(&voice, &lang, &options)
                 .map_err(|r| r.utterance(&id))?;
+            self.check_queue_room().map_err(|r| r.utterance(&id))?;
             let limit = crate::xtts::text::char_limit(&lang);
             let mut u = Utterance {
                 id,
@@ -705,6 +715,16 @@ impl Session {
             self.queue.push_back(Item::Utterance(Box::new(u)));
         }
         self.check_pressure();
+        Ok(())
+    }
+
+    fn check_queue_room(&self) -> Result<(), Refusal> {
+        if self.queue.len() >= MAX_QUEUED_ITEMS {
+            return Err(Refusal::new(
+                ErrorCode::BufferFull,
+                format!("{MAX_QUEUED_ITEMS} utterances and marks are queued already"),
+            ));
+        }
         Ok(())
     }
 
@@ -920,7 +940,7 @@ impl Session {
             }
         }
         self.send(Event::Hangup { by, at_ms });
-        let _ = self.out.send(Outbound::Close(1000, "call ended".into()));
+        let _ = self.out.try_send(Outbound::Close(1000, "call ended".into()));
         self.finished = true;
     }
 

@@ -12,6 +12,8 @@ use super::protocol::Event;
 use super::session::{self, Inbound, Links, Outbound, Start};
 use crate::serve::SharedServices;
 
+/// How long the last events may take to leave once the session has ended.
+const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Messages still unread from the bot before its socket is no longer read.
 const INBOUND_QUEUE: usize = 64;
 
@@ -87,7 +89,7 @@ where
 {
     let (mut sink, mut stream) = socket.split();
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outbound>();
+    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(session::OUTBOUND_QUEUE);
     let (audio_tx, mut audio_rx) = mpsc::channel::<Bytes>(services.config.voicebot.audio_buffer_frames);
     let call_id = start.call_id;
     let reader = tokio::spawn(async move {
@@ -144,8 +146,12 @@ where
         },
     )
     .await;
-    // The session dropped its sender: the writer sends what is left, then closes.
-    let _ = writer.await;
+    // The session dropped its sender: the writer sends what is left, then closes; a bot that
+    // does not read gets a few seconds for that.
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
+        abort.abort();
+    }
     reader.abort();
 }
 
