@@ -223,8 +223,7 @@ async fn one_call(control: &str, audiosocket: &str, i: usize) -> Result<CallFigu
     let clear_ms = clear_at.map(|clear| {
         voiced
             .iter()
-            .filter(|&&t| t > clear)
-            .last()
+            .rfind(|&&t| t > clear)
             .map_or(0.0, |&t| (t - clear).as_secs_f64() * 1e3)
     });
     let speech_end = clear_at.unwrap_or(*voiced.last().expect("non-empty"));
