@@ -4,11 +4,13 @@
 //!
 //! Everything a peer can push here is bounded: jobs per call (live or not yet connected), jobs
 //! waiting in total, and how long a job waits for its call (swept on a timer and on attach).
+//! A [`CallController`] (a voicebot) registered for a UUID takes over the call's audio.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -29,6 +31,8 @@ pub enum FailReason {
     Shutdown,
     /// Asterisk refused or failed a command (no app_audiosocket, a spool file it cannot read).
     Asterisk,
+    /// The voicebot a call was routed to could not be reached.
+    Bot,
 }
 
 impl FailReason {
@@ -40,6 +44,7 @@ impl FailReason {
             FailReason::Timeout => "TIMEOUT",
             FailReason::Shutdown => "SHUTDOWN",
             FailReason::Asterisk => "ASTERISK",
+            FailReason::Bot => "BOT",
         }
     }
 
@@ -169,6 +174,22 @@ struct Live {
     jobs: mpsc::Sender<SpeakJob>,
 }
 
+/// Drives a call's audio in place of queued jobs (a voicebot): supplies each 20 ms frame and
+/// hears what the caller sends. Called from the call's tasks; no method may block.
+pub trait CallController: Send + Sync {
+    /// The frame to send at this 20 ms tick as (rate, slin bytes), or None for silence.
+    /// `rate` is the call's rate.
+    fn next_frame(&self, rate: u32) -> Option<(u32, Bytes)>;
+    /// The controller asks to end the call (sent as an AudioSocket hangup).
+    fn wants_hangup(&self) -> bool;
+    /// Caller audio, one message as received.
+    fn caller_audio(&self, rate: u32, pcm: &[u8]);
+    /// A DTMF digit the caller pressed.
+    fn dtmf(&self, digit: char);
+    /// The call ended; `by_caller`: the caller hung up or went away.
+    fn ended(&self, by_caller: bool);
+}
+
 #[derive(Default)]
 struct Inner {
     /// Calls with a live AudioSocket session: jobs go straight to it.
@@ -177,6 +198,8 @@ struct Inner {
     pending: HashMap<Uuid, Vec<(Instant, SpeakJob)>>,
     pending_count: usize,
     next_id: u64,
+    /// Calls (live or not yet) whose audio a controller drives.
+    controllers: HashMap<Uuid, Arc<dyn CallController>>,
 }
 
 impl Inner {
@@ -306,6 +329,30 @@ impl CallRegistry {
     /// Whether jobs are waiting for `uuid` to connect.
     pub fn is_pending(&self, uuid: &Uuid) -> bool {
         self.inner.lock().unwrap().pending.contains_key(uuid)
+    }
+
+    /// Hands the call's audio to `controller`; false (and nothing changes) when another
+    /// controller has it already.
+    pub fn set_controller(&self, uuid: Uuid, controller: Arc<dyn CallController>) -> bool {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.controllers.contains_key(&uuid) {
+            return false;
+        }
+        inner.controllers.insert(uuid, controller);
+        true
+    }
+
+    /// Removes `controller` from the call, if it is still the one registered.
+    pub fn remove_controller(&self, uuid: &Uuid, controller: &Arc<dyn CallController>) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.controllers.get(uuid).is_some_and(|c| Arc::ptr_eq(c, controller)) {
+            inner.controllers.remove(uuid);
+        }
+    }
+
+    /// The controller driving the call, if any.
+    pub fn controller(&self, uuid: &Uuid) -> Option<Arc<dyn CallController>> {
+        self.inner.lock().unwrap().controllers.get(uuid).cloned()
     }
 
     /// Whether a call with this UUID is connected now.

@@ -36,6 +36,7 @@ pub struct Config {
     pub fallback: FallbackPolicy,
     pub daemon: DaemonConfig,
     pub limits: LimitsConfig,
+    pub voicebot: VoicebotConfig,
 }
 
 /// How the process runs: drain, who may connect, logs.
@@ -351,6 +352,106 @@ impl Default for TestCallConfig {
     }
 }
 
+/// Voicebots: the per-call WebSocket on the control listener, and bots xttsd dials itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoicebotConfig {
+    /// Serve `GET /v1/calls/{call_id}/ws` on the control listener.
+    pub enabled: bool,
+    /// Bearer token bots must present; required when the control listener is not loopback.
+    pub token: String,
+    /// DTMF digits that clear the bot's speech (barge-in) before the bot is told of them.
+    pub barge_in_digits: String,
+    /// Largest message a bot may send, in bytes.
+    pub max_message_bytes: usize,
+    /// Longest text of one `speak`, in characters.
+    pub max_text_chars: usize,
+    /// Text received and not yet synthesized, per call, beyond which `speak` is refused.
+    pub max_buffered_chars: usize,
+    /// From this much buffered text the bot is asked to pause (`backpressure`).
+    pub pause_chars: usize,
+    /// Caller audio frames queued for a slow bot before frames are dropped.
+    pub audio_buffer_frames: usize,
+    /// Dialling a bot gives up after this long.
+    pub connect_timeout_ms: u64,
+    /// A bot (from `bots`) that every AudioSocket call with nothing queued is dialled out to;
+    /// empty: none.
+    pub audiosocket_bot: String,
+    /// Bots xttsd dials: `[voicebot.bots.NAME] url = "ws://host:port/path/{call_id}"`, token = "".
+    pub bots: std::collections::BTreeMap<String, BotConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotConfig {
+    /// `ws://` URL; `{call_id}` is replaced by the call's UUID.
+    pub url: String,
+    /// Sent as `Authorization: Bearer TOKEN` when set.
+    pub token: String,
+}
+
+impl Default for VoicebotConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            token: String::new(),
+            barge_in_digits: String::new(),
+            max_message_bytes: 65_536,
+            max_text_chars: 4000,
+            max_buffered_chars: 8000,
+            pause_chars: 4000,
+            audio_buffer_frames: 100,
+            connect_timeout_ms: 2000,
+            audiosocket_bot: String::new(),
+            bots: Default::default(),
+        }
+    }
+}
+
+impl VoicebotConfig {
+    fn check(&self, control_listen: Option<SocketAddr>) -> Result<()> {
+        if let Some(addr) = control_listen {
+            anyhow::ensure!(
+                !self.enabled || addr.ip().is_loopback() || !self.token.is_empty(),
+                "voicebot.token must be set when control.listen ({addr}) is not a loopback address"
+            );
+        }
+        anyhow::ensure!(
+            self.barge_in_digits
+                .chars()
+                .all(|d| matches!(d, '0'..='9' | '*' | '#' | 'A'..='D')),
+            "voicebot.barge_in_digits may hold only 0-9, *, #, A-D, not '{}'",
+            self.barge_in_digits
+        );
+        anyhow::ensure!(
+            self.max_message_bytes >= 1024,
+            "voicebot.max_message_bytes must be at least 1024"
+        );
+        anyhow::ensure!(self.max_text_chars > 0, "voicebot.max_text_chars must be at least 1");
+        anyhow::ensure!(
+            self.pause_chars > 0 && self.pause_chars <= self.max_buffered_chars,
+            "voicebot.pause_chars must be between 1 and voicebot.max_buffered_chars"
+        );
+        anyhow::ensure!(
+            self.audio_buffer_frames > 0,
+            "voicebot.audio_buffer_frames must be at least 1"
+        );
+        for (name, bot) in &self.bots {
+            anyhow::ensure!(
+                bot.url.starts_with("ws://"),
+                "voicebot.bots.{name}.url must be a ws:// URL, not '{}'",
+                bot.url
+            );
+        }
+        anyhow::ensure!(
+            self.audiosocket_bot.is_empty() || self.bots.contains_key(&self.audiosocket_bot),
+            "voicebot.audiosocket_bot '{}' is not one of voicebot.bots",
+            self.audiosocket_bot
+        );
+        Ok(())
+    }
+}
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
@@ -440,6 +541,7 @@ impl Config {
             anyhow::ensure!(n > 0, "{key} must be at least 1");
         }
         anyhow::ensure!(self.agi.reply_timeout_ms > 0, "agi.reply_timeout_ms must be at least 1");
+        self.voicebot.check(self.control.listen)?;
         Ok(())
     }
 }
@@ -519,5 +621,27 @@ mod tests {
     #[test]
     fn test_calls_are_off_unless_asked_for() {
         assert!(!Config::default().test_call.enabled);
+    }
+
+    #[test]
+    fn voicebot_off_loopback_needs_a_token() {
+        let err = Config::from_toml("[control]\nlisten = \"0.0.0.0:9093\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("voicebot.token"), "{err:#}");
+        Config::from_toml("[control]\nlisten = \"0.0.0.0:9093\"\n[voicebot]\ntoken = \"s3cret\"\n").unwrap();
+        Config::from_toml("[control]\nlisten = \"0.0.0.0:9093\"\n[voicebot]\nenabled = false\n").unwrap();
+        Config::from_toml("[control]\nlisten = \"[::1]:9093\"\n").unwrap();
+    }
+
+    #[test]
+    fn voicebot_bots_are_checked() {
+        let cfg = Config::from_toml(
+            "[voicebot]\naudiosocket_bot = \"sales\"\n[voicebot.bots.sales]\nurl = \"ws://127.0.0.1:8080/call/{call_id}\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.voicebot.bots["sales"].url, "ws://127.0.0.1:8080/call/{call_id}");
+        let err = Config::from_toml("[voicebot]\naudiosocket_bot = \"nobody\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("voicebot.audiosocket_bot"), "{err:#}");
+        let err = Config::from_toml("[voicebot.bots.x]\nurl = \"http://a\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("voicebot.bots.x.url"), "{err:#}");
     }
 }

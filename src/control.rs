@@ -13,6 +13,7 @@
 //! * `GET /v1/ready`: readiness, 200 once the model is loaded and while the daemon takes calls;
 //!   503 while it drains.
 //! * `GET /metrics`: Prometheus metrics (OpenMetrics text).
+//! * `GET /v1/calls/{call_id}/ws`: a voicebot's WebSocket controlling that call ([`crate::voicebot`]).
 //!
 //! Other modules add their routes to [`router`].
 
@@ -61,6 +62,7 @@ pub fn router(services: SharedServices) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/v1/calls/{call_id}/ws", get(crate::voicebot::endpoint::upgrade))
         .with_state(services)
 }
 

@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod say;
 pub mod serve;
 pub mod shutdown;
+pub mod voicebot;
 pub mod xtts;

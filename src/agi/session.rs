@@ -286,8 +286,17 @@ pub async fn run(stream: TcpStream, services: SharedServices) -> Result<()> {
         reply_timeout: Duration::from_millis(services.config.agi.reply_timeout_ms),
         hung_up: false,
     };
+    let is_voicebot = Script::parse(&preamble.network_script).is_ok_and(|s| s.name == "voicebot");
     let outcome = if services.shutdown.is_draining() {
         Outcome::failed(FailReason::Shutdown, "shutdown")
+    } else if is_voicebot {
+        match crate::voicebot::dial::agi(&mut conn, &services, &preamble).await {
+            Ok(outcome) => outcome,
+            Err(Stop::Failed(reason, error)) => Outcome::failed(reason, error),
+            Err(Stop::HungUp) => Outcome::hangup(0),
+            Err(Stop::Silent(why)) => anyhow::bail!("Asterisk stopped answering: {why}"),
+            Err(Stop::Broken(e)) => return Err(e),
+        }
     } else {
         match plan(&preamble, &services) {
             Err(reason) => {

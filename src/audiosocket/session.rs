@@ -141,11 +141,19 @@ pub async fn run(stream: TcpStream, services: SharedServices) -> SessionReport {
             };
         }
     };
+    if !inbox.had_pending {
+        crate::voicebot::dial::dial_audiosocket_call(&services, uuid).await;
+    }
     let (tx, rx) = mpsc::unbounded_channel();
-    let _reader = AbortOnDrop(tokio::spawn(read_loop(reader, tx)));
-    let test_call = is_test_call(&services, uuid, inbox.had_pending);
-    let mut call = Call::new(services.clone(), wr, codec, test_call);
+    let _reader = AbortOnDrop(tokio::spawn(read_loop(reader, tx, services.calls.clone(), uuid)));
+    // A call a voicebot drives is never a test call.
+    let controlled = services.calls.controller(&uuid).is_some();
+    let test_call = !controlled && is_test_call(&services, uuid, inbox.had_pending);
+    let mut call = Call::new(services.clone(), wr, codec, test_call, uuid);
     let end = call.run(rx, inbox).await;
+    if let Some(controller) = services.calls.controller(&uuid) {
+        controller.ended(matches!(end, SessionEnd::CallerGone(_) | SessionEnd::ProtocolError(_)));
+    }
     SessionReport {
         uuid: Some(uuid),
         end,
@@ -170,12 +178,21 @@ fn describe(message: &Message) -> String {
     }
 }
 
-/// Forwards what the caller sends; ends with exactly one `Closed`.
-async fn read_loop(mut reader: MessageReader<OwnedReadHalf>, tx: mpsc::UnboundedSender<Inbound>) {
+/// Forwards what the caller sends (audio also to the call's controller, if one drives it);
+/// ends with exactly one `Closed`.
+async fn read_loop(
+    mut reader: MessageReader<OwnedReadHalf>,
+    tx: mpsc::UnboundedSender<Inbound>,
+    calls: crate::calls::CallRegistry,
+    uuid: Uuid,
+) {
     let mut rate = None;
     let end = loop {
         match reader.next().await {
-            Ok(Some(Message::Audio { rate: r, .. })) => {
+            Ok(Some(Message::Audio { rate: r, pcm })) => {
+                if let Some(controller) = calls.controller(&uuid) {
+                    controller.caller_audio(r, &pcm);
+                }
                 if rate != Some(r) {
                     rate = Some(r);
                     let _ = tx.send(Inbound::Rate(r));
@@ -317,10 +334,19 @@ struct Call {
     upcoming: Option<Playback>,
     pacer: Pacer,
     stats: SessionStats,
+    uuid: Uuid,
+    /// A controller (voicebot) has taken over the call's audio.
+    controlled: bool,
 }
 
 impl Call {
-    fn new(services: SharedServices, writer: OwnedWriteHalf, codec: AudioSocketCodec, test_call: bool) -> Self {
+    fn new(
+        services: SharedServices,
+        writer: OwnedWriteHalf,
+        codec: AudioSocketCodec,
+        test_call: bool,
+        uuid: Uuid,
+    ) -> Self {
         let test = &services.config.test_call;
         let mut call = Self {
             writer,
@@ -334,6 +360,8 @@ impl Call {
             pacer: Pacer::new(),
             stats: SessionStats::default(),
             services: services.clone(),
+            uuid,
+            controlled: services.calls.controller(&uuid).is_some(),
         };
         if test_call && !test.greeting.trim().is_empty() {
             let greeting = call.test_call_job(test.greeting.clone());
@@ -471,6 +499,10 @@ impl Call {
     /// Starts queued jobs until one is playing or none are left, and starts synthesizing the
     /// next one once the playing one has all its audio.
     async fn start_next_job(&mut self) -> Step {
+        if self.controlled {
+            // Jobs wait while a controller drives the call.
+            return Ok(());
+        }
         while self.current.is_none() {
             if let Some(next) = self.upcoming.take() {
                 self.current = Some(next);
@@ -512,6 +544,10 @@ impl Call {
 
     async fn on_dtmf(&mut self, digit: char) -> Step {
         tracing::debug!(%digit, "DTMF");
+        if let Some(controller) = self.services.calls.controller(&self.uuid) {
+            controller.dtmf(digit);
+            return Ok(());
+        }
         if let Some(p) = self.current.as_ref() {
             if p.job.escape_digits.contains(digit) {
                 // Barge-in: drop the playback (and with it the Speech, so synthesis stops)
@@ -531,9 +567,36 @@ impl Call {
         Ok(())
     }
 
+    /// A controller took the call over: what was playing or queued here stops.
+    fn hand_over(&mut self) {
+        self.controlled = true;
+        self.test_call = false;
+        for p in [self.current.take(), self.upcoming.take()].into_iter().flatten() {
+            let played = p.played_ms();
+            report(p.job, Some(p.engine), "INTERRUPTED", None, played);
+        }
+        for (job, _) in self.queue.drain(..) {
+            report(job, None, "INTERRUPTED", None, 0);
+        }
+    }
+
     /// One 20 ms deadline: send the next speech frame, or silence.
     async fn tick(&mut self) -> Step {
-        let frame = self.current.as_mut().and_then(|p| p.frames.pop_front());
+        let controller = self.services.calls.controller(&self.uuid);
+        if let Some(controller) = &controller {
+            if !self.controlled {
+                self.hand_over();
+            }
+            if controller.wants_hangup() {
+                return self.hang_up().await;
+            }
+        } else {
+            self.controlled = false;
+        }
+        let frame = match &controller {
+            Some(controller) => controller.next_frame(self.rate),
+            None => self.current.as_mut().and_then(|p| p.frames.pop_front()),
+        };
         let speech = frame.is_some();
         let (rate, pcm) = match frame {
             Some(frame) => frame,
@@ -554,7 +617,7 @@ impl Call {
         self.stats.frames += 1;
         if speech {
             self.stats.speech_frames += 1;
-            if let Some(p) = self.current.as_mut() {
+            if let Some(p) = self.current.as_mut().filter(|_| controller.is_none()) {
                 p.played_frames += 1;
                 if let Some(asked) = p.asked.take() {
                     METRICS.first_audio_seconds.observe(asked.elapsed().as_secs_f64());

@@ -5,6 +5,7 @@
 //! With `--reference` it then runs the reference implementation on the same sentences and
 //! compares the one-call figures side by side.
 
+pub mod bot;
 pub mod reference;
 
 use std::path::PathBuf;
@@ -85,6 +86,11 @@ pub struct Args {
     /// The reference benchmark script.
     #[arg(long, default_value = reference::DEFAULT_SCRIPT)]
     pub reference_script: PathBuf,
+    /// Voicebot calls instead: each call's bot streams its reply over the control API's
+    /// WebSocket as an LLM would (3-5 character tokens at 40 tokens/s after 300 ms), then
+    /// barges in; reports first token to first audio, clear to silence and segment sizes.
+    #[arg(long)]
+    pub bot: bool,
 }
 
 /// Results of one round.
@@ -178,6 +184,9 @@ pub fn run(args: Args) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if args.bot {
+        return rt.block_on(bot::run(services, &round_calls, &args));
+    }
     let rounds = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding loopback")?;
         let addr = listener.local_addr()?.to_string();

@@ -6,7 +6,7 @@
 #
 # Steps (each under its own time limit, under 10 minutes in all): environment report, CUDA check
 # on the tiny model, a random full-size checkpoint, `xttsd say` on it (first chunk, real-time
-# factor), then `xttsd bench` over 1..200 concurrent calls. Everything lands in $OUT; the
+# factor), then `xttsd bench` over 1..200 concurrent calls and `xttsd bench --bot` over 1..100 voicebot calls. Everything lands in $OUT; the
 # 1.9 GB checkpoint goes to $WORK (default: a temporary folder, removed at the end; a given
 # $WORK keeps it for the next run).
 set -uo pipefail
@@ -92,4 +92,16 @@ timeout 300 "$KIT/xttsd" bench --model "$MODEL" --voice "$VOICE" --device "$DEVI
 echo "bench exit status: $?"
 cat "$OUT/bench.txt"
 grep -v INFO "$OUT/bench.log" | tail -n 5
+
+BOT_CALLS="${BOT_CALLS:-1,10,50,100}"
+step "xttsd bench --bot --device $DEVICE --calls $BOT_CALLS --tokens $TOKENS --max-batch $MAX_BATCH $BENCH_EXTRA"
+# Voicebot calls: text streamed as an LLM sends it, then a barge-in; first token to first audio,
+# clear to silence, late frames, segment sizes.
+# shellcheck disable=SC2086 # BENCH_EXTRA is a list of flags
+timeout 120 "$KIT/xttsd" bench --bot --model "$MODEL" --voice "$VOICE" --device "$DEVICE" \
+    --calls "$BOT_CALLS" --tokens "$TOKENS" --max-batch "$MAX_BATCH" $BENCH_EXTRA --json "$OUT/bench_bot.json" \
+    >"$OUT/bench_bot.txt" 2>"$OUT/bench_bot.log"
+echo "bench --bot exit status: $?"
+cat "$OUT/bench_bot.txt"
+grep -v INFO "$OUT/bench_bot.log" | tail -n 5
 step "done: results in $OUT"
