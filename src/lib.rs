@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod prompt_cache;
 pub mod say;
 pub mod serve;
 pub mod synth;
