@@ -43,7 +43,8 @@ pub fn router(services: SharedServices) -> Router {
     Router::new()
         .route("/v1/calls/{uuid}/say", post(say))
         .route("/v1/health", get(health))
-        .with_state(services)
+        .with_state(services.clone())
+        .merge(crate::speech_api::routes(services))
 }
 
 /// Serves the API until the listener fails.

@@ -12,5 +12,7 @@ pub mod engine;
 pub mod prompt_cache;
 pub mod say;
 pub mod serve;
+pub mod speech_api;
+pub mod ssml;
 pub mod synth;
 pub mod xtts;
