@@ -181,7 +181,16 @@ fn cardinal(text: &str, lang: &str) -> Result<String, String> {
     let (negative, number) = parse_number(text)?;
     let spoken = match (number, words(lang)) {
         (Number::Integer(n), _) => spoken_number(n, lang)?,
-        (Number::Decimal(x), Some(w)) => w.decimal(x).map_err(|e| e.to_string())?,
+        (Number::Decimal(x), Some(w)) => match w.decimal(x) {
+            Ok(spoken) => spoken,
+            // num2words has no decimals in some languages (Turkish): whole part, the decimal
+            // sign, then the decimals digit by digit.
+            Err(_) => {
+                let (whole, decimals) = text.trim_start_matches(['-', '−']).split_once(['.', ',']).unwrap_or((text, ""));
+                let whole: u128 = whole.parse().map_err(|_| format!("'{text}' is not a number"))?;
+                format!("{} {} {}", spoken_number(whole, lang)?, decimal_sign(lang), read_digits(decimals, lang))
+            }
+        },
         (Number::Decimal(x), None) => x.to_string(),
     };
     Ok(if negative {
@@ -189,6 +198,49 @@ fn cardinal(text: &str, lang: &str) -> Result<String, String> {
     } else {
         spoken
     })
+}
+
+/// Currency and cent names where num2words has none.
+fn unit_names(currency: Currency, lang: &str) -> (&'static str, &'static str) {
+    match (lang, currency) {
+        ("ar", Currency::Usd) => ("دولار", "سنت"),
+        ("ar", Currency::Eur) => ("يورو", "سنت"),
+        ("ar", Currency::Gbp) => ("جنيه إسترليني", "بنس"),
+        ("cs", Currency::Usd) => ("dolarů", "centů"),
+        ("cs", Currency::Eur) => ("eur", "centů"),
+        ("cs", Currency::Gbp) => ("liber", "pencí"),
+        ("hu", Currency::Usd) => ("dollár", "cent"),
+        ("hu", Currency::Eur) => ("euró", "cent"),
+        ("hu", Currency::Gbp) => ("font", "penny"),
+        ("ko", Currency::Usd) => ("달러", "센트"),
+        ("ko", Currency::Eur) => ("유로", "센트"),
+        ("ko", Currency::Gbp) => ("파운드", "펜스"),
+        ("tr", Currency::Usd) => ("dolar", "sent"),
+        ("tr", Currency::Eur) => ("avro", "sent"),
+        ("tr", Currency::Gbp) => ("sterlin", "peni"),
+        (_, Currency::Usd) => ("dollars", "cents"),
+        (_, Currency::Eur) => ("euros", "cents"),
+        (_, Currency::Gbp) => ("pounds", "pence"),
+    }
+}
+
+/// The word for the decimal sign.
+fn decimal_sign(lang: &str) -> &'static str {
+    match lang {
+        "tr" => "virgül",
+        "de" | "nl" => "komma",
+        "fr" => "virgule",
+        "es" => "coma",
+        "it" => "virgola",
+        "pt" => "vírgula",
+        "pl" => "przecinek",
+        "cs" => "celá",
+        "ru" => "целых",
+        "hu" => "egész",
+        "ar" => "فاصلة",
+        "ko" => "점",
+        _ => "point",
+    }
 }
 
 fn ordinal(text: &str, lang: &str) -> Result<String, String> {
@@ -199,7 +251,8 @@ fn ordinal(text: &str, lang: &str) -> Result<String, String> {
 
 fn ordinal_words(n: u128, lang: &str) -> Result<String, String> {
     match words(lang) {
-        Some(w) => w.ordinal(n).map_err(|e| e.to_string()),
+        // num2words has no ordinals in some languages (Czech): the cardinal is understood.
+        Some(w) => w.ordinal(n).or_else(|_| w.cardinal(n)).map_err(|e| e.to_string()),
         None => Ok(match lang {
             "zh" => format!("第{n}"),
             "ja" => format!("{n}番目"),
@@ -317,7 +370,31 @@ fn date(text: &str, format: Option<&str>, lang: &str) -> Result<String, String> 
     let day = match d {
         None => None,
         Some(d) => Some(match lang {
-            "en" | "de" | "pl" | "cs" | "ru" => ordinal_words(d as u128, lang)?,
+            "en" => ordinal_words(d as u128, lang)?,
+            // A day is a masculine ordinal in German ("erster März"), genitive in Polish
+            // ("pierwszego marca") and Czech ("prvního března"), neuter in Russian ("первое марта").
+            "de" => {
+                let o = ordinal_words(d as u128, lang)?;
+                if o.ends_with('e') { format!("{o}r") } else { o }
+            }
+            "pl" => ordinal_words(d as u128, lang)?
+                .split(' ')
+                .map(|w| match w.strip_suffix('y') {
+                    Some(stem) => format!("{stem}ego"),
+                    None if w.ends_with('i') => format!("{w}ego"),
+                    None => w.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            "cs" => czech_day(d),
+            "ru" => {
+                let o = ordinal_words(d as u128, lang)?;
+                match (o.strip_suffix("ий"), o.strip_suffix("ый").or_else(|| o.strip_suffix("ой"))) {
+                    (Some(stem), _) => format!("{stem}ье"),
+                    (None, Some(stem)) => format!("{stem}ое"),
+                    _ => o,
+                }
+            }
             "fr" if d == 1 => "premier".to_string(),
             "it" if d == 1 => "primo".to_string(),
             _ => num(d)?,
@@ -366,6 +443,28 @@ fn date(text: &str, format: Option<&str>, lang: &str) -> Result<String, String> 
     Ok(order.into_iter().flatten().collect::<Vec<_>>().join(" "))
 }
 
+/// A day of the month as Czech dates read it: the genitive ordinal ("prvního").
+fn czech_day(d: u32) -> String {
+    const UNITS: [&str; 10] = [
+        "", "prvního", "druhého", "třetího", "čtvrtého", "pátého", "šestého", "sedmého", "osmého", "devátého",
+    ];
+    const TEENS: [&str; 10] = [
+        "desátého", "jedenáctého", "dvanáctého", "třináctého", "čtrnáctého", "patnáctého", "šestnáctého",
+        "sedmnáctého", "osmnáctého", "devatenáctého",
+    ];
+    match d {
+        1..=9 => UNITS[d as usize].to_string(),
+        10..=19 => TEENS[d as usize - 10].to_string(),
+        _ => {
+            let tens = if d >= 30 { "třicátého" } else { "dvacátého" };
+            match d % 10 {
+                0 => tens.to_string(),
+                u => format!("{tens} {}", UNITS[u as usize]),
+            }
+        }
+    }
+}
+
 /// `14:30`, `14:30:15`, `2:30 pm`, `2pm`: hours and minutes in the language's way.
 fn time(text: &str, lang: &str) -> Result<String, String> {
     let lower = text.to_lowercase();
@@ -390,7 +489,7 @@ fn time(text: &str, lang: &str) -> Result<String, String> {
     let mut spoken = match lang {
         "en" => match m {
             0 if suffix.is_some() => hw,
-            0 => format!("{hw} hundred"),
+            0 => format!("{hw} o'clock"),
             1..=9 => format!("{hw} oh {mw}"),
             _ => format!("{hw} {mw}"),
         },
@@ -420,7 +519,9 @@ fn time(text: &str, lang: &str) -> Result<String, String> {
         "zh" => join_nonzero(format!("{h}点"), m, format!("{m}分")),
         "ja" => join_nonzero(format!("{h}時"), m, format!("{m}分")),
         "hi" => join_nonzero(format!("{h} बजकर"), m, format!("{m} मिनट")),
-        // Polish, Czech, Russian: hours and minutes as numbers, as spoken on the phone.
+        // Polish, Czech, Russian: hours and minutes as numbers, as spoken on the phone
+        // ("четырнадцать ноль пять").
+        _ if m < 10 => join_nonzero(hw, m, format!("{} {mw}", digit_word(0, lang))),
         _ => join_nonzero(hw, m, mw),
     };
     if s > 0 {
@@ -473,7 +574,23 @@ fn currency(text: &str, lang: &str) -> Result<String, String> {
     if words(lang).is_none() {
         return Ok(text.to_string());
     }
-    let spoken = currency_words(amount, currency, lang).map_err(|e| e.to_string())?;
+    // num2words reads every amount as riyals in Arabic, and with English unit names in Czech,
+    // Hungarian and (for euros) Korean: those languages get their own unit names.
+    let own_units = matches!(lang, "ar" | "cs" | "hu" | "ko");
+    let spoken = match currency_words(amount, currency, lang) {
+        Ok(spoken) if !own_units => spoken,
+        // num2words has no currency wording in some languages (Turkish): amount and unit.
+        _ => {
+            let (unit, cents) = unit_names(currency, lang);
+            let whole = amount.trunc() as u128;
+            let fraction = ((amount - amount.trunc()) * 100.0).round() as u128;
+            let mut spoken = format!("{} {unit}", spoken_number(whole, lang)?);
+            if fraction > 0 {
+                spoken = format!("{spoken} {} {cents}", spoken_number(fraction, lang)?);
+            }
+            spoken
+        }
+    };
     Ok(if negative {
         format!("{} {spoken}", minus_word(lang))
     } else {
