@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod engine;
 pub mod prompt_cache;
+pub mod prompts;
 pub mod say;
 pub mod serve;
 pub mod speech_api;

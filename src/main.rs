@@ -21,6 +21,8 @@ enum Command {
     Call(xttsd::client::Args),
     /// Load-test the daemon in-process: N concurrent calls over AudioSocket, latency and throughput.
     Bench(xttsd::bench::Args),
+    /// Render a prompt file into an Asterisk sound-file set.
+    Render(xttsd::prompts::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Command::Say(args) => xttsd::say::run(args),
         Command::Call(args) => xttsd::client::run(args),
         Command::Bench(args) => xttsd::bench::run(args),
+        Command::Render(args) => xttsd::prompts::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

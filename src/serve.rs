@@ -70,6 +70,8 @@ pub async fn serve_all(services: SharedServices) -> Result<()> {
     if let Some(control) = control {
         tasks.spawn(crate::control::serve(control, services.clone()));
     }
+    // Prompt files are rendered into the cache in the background, below calls in priority.
+    let _prewarm = crate::prompts::start_prewarm(&services.engine, cfg);
     tracing::info!("xttsd ready");
     tokio::select! {
         done = tasks.join_next() => {

@@ -32,7 +32,8 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use crate::engine::{EngineError, SpeechEvent, SpeechOptions, SpeechRequest, SPEED_RANGE};
+use crate::config::AudioConfig;
+use crate::engine::{Engine, EngineError, SpeechEvent, SpeechOptions, SpeechRequest, SPEED_RANGE};
 use crate::prompt_cache::{self, CacheMode, PromptCache};
 use crate::serve::SharedServices;
 use render::{FileFormat, Renderer, StreamFormat};
@@ -100,6 +101,58 @@ pub fn ssml_pieces(request: &SpeechRequest, base_speed: f64) -> Result<Vec<Piece
             }
         })
         .collect())
+}
+
+/// Why rendering stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The engine did not take a request (invalid, busy, stopped).
+    #[error(transparent)]
+    Refused(EngineError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Renders `pieces` at `rate` through the prompt cache (when given) and the call path's
+/// shaping, sending PCM to `out` as it is made. Stops quietly when `out` is closed.
+pub async fn render_pieces(
+    engine: &Engine,
+    cache: Option<&Arc<PromptCache>>,
+    pieces: Vec<Piece>,
+    rate: u32,
+    audio: &AudioConfig,
+    mode: CacheMode,
+    out: mpsc::Sender<Vec<i16>>,
+) -> Result<(), RenderError> {
+    let mut renderer = Renderer::new(engine.sample_rate(), rate, audio);
+    let failed = |e: anyhow::Error| RenderError::Failed(format!("{e:#}"));
+    for piece in pieces {
+        let pcm = match piece {
+            Piece::Pause(d) => renderer.silence(d.as_millis() as u64),
+            Piece::Speak(req) => {
+                let mut speech = prompt_cache::speak(cache, engine, req, mode).map_err(RenderError::Refused)?;
+                renderer.begin().map_err(failed)?;
+                loop {
+                    let pcm = match speech.next().await {
+                        Some(SpeechEvent::Audio(chunk)) => renderer.push(&chunk).map_err(failed)?,
+                        Some(SpeechEvent::Done) => break,
+                        Some(SpeechEvent::Failed(reason)) => {
+                            return Err(RenderError::Failed(format!("synthesis failed: {reason}")))
+                        }
+                        None => return Err(RenderError::Refused(EngineError::Stopped)),
+                    };
+                    if !pcm.is_empty() && out.send(pcm).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                renderer.end().map_err(failed)?
+            }
+        };
+        if !pcm.is_empty() && out.send(pcm).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// A refused request.
@@ -314,39 +367,22 @@ impl Api {
         cache: CacheMode,
         out: &mpsc::Sender<Result<Vec<i16>, ApiError>>,
     ) -> Result<(), ApiError> {
-        let engine = &self.services.engine;
-        let mut renderer = Renderer::new(engine.sample_rate(), rate, &self.services.config.audio);
-        let failed = |e: anyhow::Error| ApiError::server(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
-        for piece in pieces {
-            let pcm = match piece {
-                Piece::Pause(d) => renderer.silence(d.as_millis() as u64),
-                Piece::Speak(req) => {
-                    let mut speech = prompt_cache::speak(self.cache.as_ref(), engine, req, cache).map_err(|e| self.refused(e))?;
-                    renderer.begin().map_err(failed)?;
-                    loop {
-                        let pcm = match speech.next().await {
-                            Some(SpeechEvent::Audio(chunk)) => renderer.push(&chunk).map_err(failed)?,
-                            Some(SpeechEvent::Done) => break,
-                            Some(SpeechEvent::Failed(reason)) => {
-                                return Err(ApiError::server(
-                                    StatusCode::INTERNAL_SERVER_ERROR,
-                                    format!("synthesis failed: {reason}"),
-                                ))
-                            }
-                            None => return Err(ApiError::server(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped")),
-                        };
-                        if !pcm.is_empty() && out.send(Ok(pcm)).await.is_err() {
-                            return Ok(()); // the client is gone
-                        }
-                    }
-                    renderer.end().map_err(failed)?
+        let services = &self.services;
+        let (tx, mut rx) = mpsc::channel(16);
+        let rendering = render_pieces(&services.engine, self.cache.as_ref(), pieces, rate, &services.config.audio, cache, tx);
+        // Owns the receiver, so a client that is gone closes the channel and stops rendering.
+        let forwarding = async move {
+            while let Some(pcm) = rx.recv().await {
+                if out.send(Ok(pcm)).await.is_err() {
+                    return; // the client is gone
                 }
-            };
-            if !pcm.is_empty() && out.send(Ok(pcm)).await.is_err() {
-                return Ok(());
             }
-        }
-        Ok(())
+        };
+        let (result, ()) = tokio::join!(rendering, forwarding);
+        result.map_err(|e| match e {
+            RenderError::Refused(e) => self.refused(e),
+            RenderError::Failed(reason) => ApiError::server(StatusCode::INTERNAL_SERVER_ERROR, reason),
+        })
     }
 
     fn refused(&self, e: EngineError) -> ApiError {
