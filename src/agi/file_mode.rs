@@ -3,6 +3,7 @@
 //! played, and every file not yet played is deleted when the session stops for any reason.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
@@ -14,6 +15,7 @@ use super::session::{Conn, Outcome, Plan, Stop};
 use super::transcode::FileFormat;
 use crate::config::AudioConfig;
 use crate::engine::{Engine, SpeechEvent, SpeechRequest};
+use crate::prompt_cache::PromptCache;
 use crate::serve::SharedServices;
 
 /// Splits text into sentences for synthesis one at a time.
@@ -117,6 +119,7 @@ pub async fn play(
         services.config.agi.spool_dir.clone(),
         format,
         services.config.audio.clone(),
+        PromptCache::shared(&services.config),
         tx,
     )));
     let mut played_ms = 0;
@@ -183,6 +186,7 @@ async fn produce(
     spool_dir: PathBuf,
     format: FileFormat,
     audio: AudioConfig,
+    cache: Option<Arc<PromptCache>>,
     files: mpsc::Sender<SpoolFile>,
 ) -> Result<()> {
     let session = Uuid::new_v4();
@@ -191,7 +195,7 @@ async fn produce(
             text: sentence,
             ..base.clone()
         };
-        let samples = synthesize(&engine, request).await?;
+        let samples = synthesize(&engine, cache.as_ref(), request).await?;
         if samples.is_empty() {
             continue;
         }
@@ -205,8 +209,8 @@ async fn produce(
 }
 
 /// The whole audio of one request.
-async fn synthesize(engine: &Engine, request: SpeechRequest) -> Result<Vec<f32>> {
-    let mut speech = engine.speak(request)?;
+async fn synthesize(engine: &Engine, cache: Option<&Arc<PromptCache>>, request: SpeechRequest) -> Result<Vec<f32>> {
+    let mut speech = crate::prompt_cache::speak(cache, engine, request, crate::prompt_cache::CacheMode::Auto)?;
     let mut samples = Vec::new();
     loop {
         match speech.next().await {

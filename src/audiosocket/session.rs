@@ -17,7 +17,8 @@ use super::codec::{encode_message, AudioSocketCodec, Message};
 use super::reader::MessageReader;
 use crate::audio::{frame_samples, slin_bytes, FramePipeline, FRAME_MS};
 use crate::calls::{CallInbox, PlayOutcome, SpeakJob};
-use crate::engine::{Speech, SpeechEvent, SpeechRequest};
+use crate::engine::{SpeechEvent, SpeechRequest};
+use crate::prompt_cache::{CacheMode, CachedSpeech, PromptCache};
 use crate::serve::SharedServices;
 
 /// Call rate until the caller's audio says otherwise (kind 0x10).
@@ -183,7 +184,7 @@ impl Pacer {
 struct Playback {
     job: SpeakJob,
     /// The engine's output; None once it has ended. Dropping it cancels synthesis.
-    speech: Option<Speech>,
+    speech: Option<CachedSpeech>,
     /// Created at the first audio chunk, at the call's rate then.
     pipeline: Option<FramePipeline>,
     frames: VecDeque<(u32, Bytes)>,
@@ -192,7 +193,7 @@ struct Playback {
 }
 
 impl Playback {
-    fn new(job: SpeakJob, speech: Speech) -> Self {
+    fn new(job: SpeakJob, speech: CachedSpeech) -> Self {
         tracing::debug!(text = %job.request.text, "speaking");
         Self {
             job,
@@ -351,6 +352,12 @@ impl Call {
         }
     }
 
+    /// Speech for a request: from the prompt cache when stored there, else from the engine.
+    fn speak(&self, request: SpeechRequest) -> Result<CachedSpeech, crate::engine::EngineError> {
+        let cache = PromptCache::shared(&self.services.config);
+        crate::prompt_cache::speak(cache.as_ref(), &self.services.engine, request, CacheMode::Auto)
+    }
+
     /// Starts queued jobs until one is playing or none are left, and starts synthesizing the
     /// next one once the playing one has all its audio.
     async fn start_next_job(&mut self) -> Step {
@@ -362,7 +369,7 @@ impl Call {
             let Some(job) = self.queue.pop_front() else {
                 return Ok(());
             };
-            match self.services.engine.speak(job.request.clone()) {
+            match self.speak(job.request.clone()) {
                 Ok(speech) => self.current = Some(Playback::new(job, speech)),
                 Err(e) => {
                     tracing::warn!(error = %e, "speech request refused");
@@ -383,7 +390,7 @@ impl Call {
                 let mut request = job.request.clone();
                 let buffered = self.current.as_ref().map_or(0, |p| p.frames.len() as u32);
                 request.options.plays_in = FRAME * buffered;
-                match self.services.engine.speak(request) {
+                match self.speak(request) {
                     Ok(speech) => self.upcoming = Some(Playback::new(job, speech)),
                     // Refused now (engine busy): ask again when it is its turn to play.
                     Err(_) => self.queue.push_front(job),
