@@ -8,6 +8,7 @@ pub mod calls;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod endings;
 pub mod engine;
 pub mod prompt_cache;
 pub mod prompts;

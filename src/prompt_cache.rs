@@ -295,6 +295,8 @@ pub struct PromptCache {
     fixed_seed: u64,
     bitrate: i32,
     keys: KeyContext,
+    /// Cut trailing silence and run-on before storing (off in the reference stream mode).
+    trim_endings: bool,
     index: Mutex<Index>,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
     stats: Mutex<CacheStats>,
@@ -309,6 +311,7 @@ impl PromptCache {
             max_bytes,
             fixed_seed,
             bitrate: opus::BITRATE,
+            trim_endings: true,
             keys,
             index: Mutex::new(Index::default()),
             flights: Mutex::new(HashMap::new()),
@@ -356,7 +359,8 @@ impl PromptCache {
         }
         let keys = KeyContext::from_config(cfg);
         match PromptCache::open(&p.cache_dir, p.cache_max_mb.saturating_mul(1 << 20), p.seed, keys) {
-            Ok(cache) => {
+            Ok(mut cache) => {
+                cache.trim_endings = cfg.engine.stream_mode != "reference";
                 let cache = Arc::new(cache);
                 open.push((p.cache_dir.clone(), cache.clone()));
                 Some(cache)
@@ -557,6 +561,9 @@ impl PromptCache {
         };
         let ok = end.is_ok();
         flight.finish(end);
+        if self.trim_endings {
+            audio.truncate(crate::endings::speech_end(&audio, CACHE_RATE));
+        }
         if ok && !audio.is_empty() {
             let cache = self.clone();
             let key2 = key.clone();
@@ -963,6 +970,42 @@ mod tests {
         let kept: Vec<bool> = reqs.iter().map(|r| cache.lookup(r).is_some()).collect();
         assert_eq!(kept, vec![true, false, false, true, true]);
         assert_eq!(cache.stats().evicted, 2);
+    }
+
+    /// Speech then 1 s of silence.
+    struct TrailingSilence;
+
+    impl SpeechBackend for TrailingSilence {
+        fn sample_rate(&self) -> u32 {
+            24000
+        }
+        fn speak(&mut self, _req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
+            emit((0..12000).map(|i| 0.5 * (i as f32 * 0.1).sin()).collect());
+            emit(vec![0.0; 24000]);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn stored_prompts_end_with_the_speech_except_in_reference_mode() {
+        for (mode, expect) in [("windowed", 12000 + 80 * 24), ("reference", 36000)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = Config::default();
+            cfg.prompts.cache_dir = dir.path().join("cache");
+            cfg.engine.stream_mode = mode.into();
+            let cache = PromptCache::shared(&cfg).unwrap();
+            let engine = Engine::start(TrailingSilence, |_: &SpeechRequest| Ok(()), 4);
+            let req = request("Goodbye.", Some(1));
+            let live = cache.speak(&engine, req.clone(), CacheMode::Auto).unwrap().collect().await.unwrap();
+            assert_eq!(live.len(), 36000, "listeners of the synthesis hear it all");
+            for _ in 0..200 {
+                if cache.lookup(&req).is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(cache.lookup(&req).unwrap().samples().unwrap().len(), expect, "{mode}");
+        }
     }
 
     /// Figures for the record (`cargo test --release --lib prompt_cache::tests::figures --
