@@ -75,10 +75,16 @@ pub fn speech_end(samples: &[f32], rate: u32) -> usize {
     };
     // A short, quiet burst after a long pause is run-on: end before the pause.
     let frames = |ms: usize| ms / FRAME_MS;
-    let burst_start = levels[..=last].iter().rposition(|&db| !is_speech(db)).map_or(0, |i| i + 1);
+    let burst_start = levels[..=last]
+        .iter()
+        .rposition(|&db| !is_speech(db))
+        .map_or(0, |i| i + 1);
     let burst = &levels[burst_start..=last];
     if burst.len() <= frames(BABBLE_MAX_MS) && burst_start > 0 {
-        let gap_start = levels[..burst_start].iter().rposition(|&db| is_speech(db)).map_or(0, |i| i + 1);
+        let gap_start = levels[..burst_start]
+            .iter()
+            .rposition(|&db| is_speech(db))
+            .map_or(0, |i| i + 1);
         let gap = burst_start - gap_start;
         let burst_level = burst.iter().cloned().fold(f64::MIN, f64::max);
         if gap_start > 0 && gap >= frames(BABBLE_GAP_MS) && burst_level < loud - BABBLE_QUIETER_DB {
@@ -143,7 +149,10 @@ mod tests {
         // 17 letters at 14/s = 1.2 s; x 2.5 + 1.5 s = 4.5 s = 98 codes.
         assert_eq!(en, 98);
         assert!(code_budget("Press one for sales and two for support.", "en", 1.0) > en);
-        assert!(code_budget("Press one for sales.", "en", 0.5) > en, "slower speech needs more codes");
+        assert!(
+            code_budget("Press one for sales.", "en", 0.5) > en,
+            "slower speech needs more codes"
+        );
         // Eight hanzi take longer to say than eight letters.
         assert!(code_budget("欢迎致电我们公司", "zh-cn", 1.0) > code_budget("abcdefgh", "en", 1.0));
         assert_eq!(code_budget("", "en", 1.0), 33, "the floor alone");

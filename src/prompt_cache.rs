@@ -115,7 +115,13 @@ impl KeyContext {
             "xtts-v2|{}|{}|{}|{}|{}",
             e.stream_mode, e.gpt_dtype, e.device, e.first_chunk_tokens, e.stream_chunk_tokens
         );
-        Self::new(model_fingerprint(&e.model_dir), engine, e.speakers_dir.clone(), e.sampling(), e.speed)
+        Self::new(
+            model_fingerprint(&e.model_dir),
+            engine,
+            e.speakers_dir.clone(),
+            e.sampling(),
+            e.speed,
+        )
     }
 
     /// The cache key of a request (hex SHA-256).
@@ -517,7 +523,11 @@ impl PromptCache {
         let flight = {
             let mut flights = self.flights.lock().unwrap();
             if let Some(flight) = flights.get(&key) {
-                return Ok(CachedSpeech::follow(flight.clone()));
+                // `refresh` wants a new rendering, not one that has already ended.
+                let ended = flight.state.lock().unwrap().end.is_some();
+                if !(ended && mode == CacheMode::Refresh) {
+                    return Ok(CachedSpeech::follow(flight.clone()));
+                }
             }
             // A flight is removed only after its audio is stored: a key with neither was
             // stored before we looked, or is new.
@@ -574,7 +584,11 @@ impl PromptCache {
                 Err(e) => tracing::warn!("storing a prompt failed: {e}"),
             }
         }
-        self.flights.lock().unwrap().remove(&key);
+        // Only this flight: a `refresh` may have started a newer one under the same key.
+        let mut flights = self.flights.lock().unwrap();
+        if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            flights.remove(&key);
+        }
     }
 }
 
@@ -749,7 +763,10 @@ mod tests {
 
     fn engine() -> (Engine, Arc<AtomicUsize>) {
         let count = Arc::new(AtomicUsize::new(0));
-        (Engine::start(Counting(count.clone()), |_: &SpeechRequest| Ok(()), 16), count)
+        (
+            Engine::start(Counting(count.clone()), |_: &SpeechRequest| Ok(()), 16),
+            count,
+        )
     }
 
     fn context(speakers: &Path) -> KeyContext {
@@ -794,7 +811,11 @@ mod tests {
         };
         // Not shaping: case, spacing, Unicode composition of the same text.
         assert_eq!(with(&|r| r.text = "  press 1   FOR sales. ".into()), k);
-        assert_eq!(with(&|r| r.options.speed = Some(1.0)), k, "the configured speed spelled out");
+        assert_eq!(
+            with(&|r| r.options.speed = Some(1.0)),
+            k,
+            "the configured speed spelled out"
+        );
         // Shaping, one at a time.
         let changed = [
             with(&|r| r.text = "Press 2 for sales.".into()),
@@ -811,9 +832,21 @@ mod tests {
         for (i, c) in changed.iter().enumerate() {
             assert_ne!(*c, k, "change {i} kept the key");
         }
-        let other_model = KeyContext::new("model-b".into(), "engine-a".into(), speakers.clone(), SamplingParams::default(), 1.0);
+        let other_model = KeyContext::new(
+            "model-b".into(),
+            "engine-a".into(),
+            speakers.clone(),
+            SamplingParams::default(),
+            1.0,
+        );
         assert_ne!(other_model.key(&base).unwrap(), k);
-        let other_engine = KeyContext::new("model-a".into(), "engine-b".into(), speakers.clone(), SamplingParams::default(), 1.0);
+        let other_engine = KeyContext::new(
+            "model-a".into(),
+            "engine-b".into(),
+            speakers.clone(),
+            SamplingParams::default(),
+            1.0,
+        );
         assert_ne!(other_engine.key(&base).unwrap(), k);
         // The voice's clip content, not its name alone (a longer file: a new size stamp).
         std::fs::write(speakers.join("anna.wav"), b"clip number two").unwrap();
@@ -857,13 +890,34 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 1, "hits must not reach the engine");
         assert_eq!(cache.stats().hits, 3);
         // A fresh cache on the same directory (a restart) finds it too.
-        let reopened = super::PromptCache::open(&dir.path().join("cache"), 1 << 20, 7, context(&dir.path().join("speakers"))).unwrap();
+        let reopened = super::PromptCache::open(
+            &dir.path().join("cache"),
+            1 << 20,
+            7,
+            context(&dir.path().join("speakers")),
+        )
+        .unwrap();
         assert!(reopened.lookup(&req).is_some());
         // refresh renders again; off and unseeded requests bypass the cache.
-        cache.speak(&engine, req.clone(), CacheMode::Refresh).unwrap().collect().await.unwrap();
+        cache
+            .speak(&engine, req.clone(), CacheMode::Refresh)
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 2);
-        cache.speak(&engine, req.clone(), CacheMode::Off).unwrap().collect().await.unwrap();
-        cache.speak(&engine, request("Welcome to the shop.", None), CacheMode::Auto).unwrap().collect().await.unwrap();
+        cache
+            .speak(&engine, req.clone(), CacheMode::Off)
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        cache
+            .speak(&engine, request("Welcome to the shop.", None), CacheMode::Auto)
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 4);
     }
 
@@ -909,7 +963,12 @@ mod tests {
         assert!(b.collect().await.is_err());
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(cache.lookup(&req).is_none());
-        cache.speak(&engine, req, CacheMode::Auto).unwrap().collect().await.unwrap_err();
+        cache
+            .speak(&engine, req, CacheMode::Auto)
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err();
         assert_eq!(count.load(Ordering::SeqCst), 2, "a failure is retried, not cached");
     }
 
@@ -996,7 +1055,12 @@ mod tests {
             let cache = PromptCache::shared(&cfg).unwrap();
             let engine = Engine::start(TrailingSilence, |_: &SpeechRequest| Ok(()), 4);
             let req = request("Goodbye.", Some(1));
-            let live = cache.speak(&engine, req.clone(), CacheMode::Auto).unwrap().collect().await.unwrap();
+            let live = cache
+                .speak(&engine, req.clone(), CacheMode::Auto)
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
             assert_eq!(live.len(), 36000, "listeners of the synthesis hear it all");
             for _ in 0..200 {
                 if cache.lookup(&req).is_some() {
@@ -1060,11 +1124,20 @@ mod tests {
         let unseeded = request("hi", None);
         assert!(cache.plan(&unseeded, CacheMode::Auto, false).is_none());
         assert!(cache.plan(&request("hi", Some(1)), CacheMode::Off, false).is_none());
-        assert_eq!(cache.plan(&unseeded, CacheMode::Refresh, false).unwrap().options.seed, Some(7));
-        assert_eq!(cache.plan(&unseeded, CacheMode::Auto, true).unwrap().options.seed, Some(7));
+        assert_eq!(
+            cache.plan(&unseeded, CacheMode::Refresh, false).unwrap().options.seed,
+            Some(7)
+        );
+        assert_eq!(
+            cache.plan(&unseeded, CacheMode::Auto, true).unwrap().options.seed,
+            Some(7)
+        );
         let mut greedy = unseeded.clone();
         greedy.options.greedy = Some(true);
         assert_eq!(cache.plan(&greedy, CacheMode::Auto, false).unwrap().options.seed, None);
-        assert!(CacheMode::parse("sometimes").unwrap_err().to_string().contains("sometimes"));
+        assert!(CacheMode::parse("sometimes")
+            .unwrap_err()
+            .to_string()
+            .contains("sometimes"));
     }
 }

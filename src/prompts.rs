@@ -49,7 +49,11 @@ pub fn parse(text: &str, origin: &str, engine: &EngineConfig, fixed_seed: u64) -
         let name = fields.next().unwrap_or("").trim();
         check_name(name).with_context(at)?;
         let text = fields.next().map(str::trim).unwrap_or("");
-        ensure!(!text.is_empty(), "{}: prompt '{name}' has no text (NAME<TAB>TEXT)", at());
+        ensure!(
+            !text.is_empty(),
+            "{}: prompt '{name}' has no text (NAME<TAB>TEXT)",
+            at()
+        );
         let mut request = SpeechRequest {
             text: text.to_string(),
             voice: engine.default_voice.clone(),
@@ -88,9 +92,12 @@ pub fn parse(text: &str, origin: &str, engine: &EngineConfig, fixed_seed: u64) -
 fn check_name(name: &str) -> Result<()> {
     ensure!(!name.is_empty(), "a prompt line starts with an empty name");
     ensure!(
-        name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+        name.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
             && !name.starts_with('/')
-            && !name.split('/').any(|part| part.is_empty() || part == "." || part == ".."),
+            && !name
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == ".."),
         "prompt name '{name}' must be letters, digits, _ - . and / (sub-folders), not absolute or with ..",
     );
     Ok(())
@@ -327,11 +334,24 @@ mod tests {
         assert_eq!(p.len(), 3);
         assert_eq!(p[0].name, "welcome");
         assert_eq!(p[0].request.text, "Welcome to the shop.");
-        assert_eq!((p[0].request.voice.as_str(), p[0].request.lang.as_str()), ("default", "en"));
-        assert_eq!(p[0].request.options.seed, Some(7), "an unseeded prompt gets the fixed seed");
+        assert_eq!(
+            (p[0].request.voice.as_str(), p[0].request.lang.as_str()),
+            ("default", "en")
+        );
+        assert_eq!(
+            p[0].request.options.seed,
+            Some(7),
+            "an unseeded prompt gets the fixed seed"
+        );
         assert_eq!(p[1].name, "menu/sales");
-        assert_eq!((p[1].request.voice.as_str(), p[1].request.lang.as_str()), ("anna", "de"));
-        assert_eq!((p[1].request.options.speed, p[1].request.options.seed), (Some(0.9), Some(5)));
+        assert_eq!(
+            (p[1].request.voice.as_str(), p[1].request.lang.as_str()),
+            ("anna", "de")
+        );
+        assert_eq!(
+            (p[1].request.options.speed, p[1].request.options.seed),
+            (Some(0.9), Some(5))
+        );
         assert_eq!(p[2].request.options.seed, None, "greedy is deterministic already");
         assert!(p.iter().all(|p| p.request.options.plays_in == NOT_URGENT));
     }
@@ -339,7 +359,11 @@ mod tests {
     #[test]
     fn bad_prompt_lines_name_file_and_line() {
         let e = |text: &str| format!("{:#}", parse(text, "menu.txt", &cfg().engine, 1).unwrap_err());
-        assert!(e("ok\tHi\nbad\n").starts_with("menu.txt:2: prompt 'bad' has no text"), "{}", e("ok\tHi\nbad\n"));
+        assert!(
+            e("ok\tHi\nbad\n").starts_with("menu.txt:2: prompt 'bad' has no text"),
+            "{}",
+            e("ok\tHi\nbad\n")
+        );
         assert!(e("a\tHi\tspeed=fast\n").contains("menu.txt:1"));
         assert!(e("a\tHi\tpitch=2\n").contains("unknown option 'pitch'"));
         assert!(e("a\tHi\tvoice\n").contains("'voice' is not key=value"));
@@ -390,7 +414,9 @@ mod tests {
         let prompts = read(&file, &cfg).unwrap();
         let out = dir.path().join("sounds");
         for format in [SoundFormat::Ulaw, SoundFormat::Sln16, SoundFormat::Wav] {
-            let written = render_set(&engine, Some(&cache), &prompts, &out, format, &cfg).await.unwrap();
+            let written = render_set(&engine, Some(&cache), &prompts, &out, format, &cfg)
+                .await
+                .unwrap();
             assert_eq!(
                 written,
                 vec![
@@ -407,6 +433,10 @@ mod tests {
             assert_eq!(two_segments_and_a_pause / per_sample, format.rate() as usize / 2);
         }
         assert_eq!(seen.lock().unwrap().len(), 3, "the sound set comes from the cache");
-        assert!(std::fs::read_dir(out.join("menu")).unwrap().all(|e| !e.unwrap().path().to_string_lossy().ends_with(".part")));
+        assert!(std::fs::read_dir(out.join("menu")).unwrap().all(|e| !e
+            .unwrap()
+            .path()
+            .to_string_lossy()
+            .ends_with(".part")));
     }
 }

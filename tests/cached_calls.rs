@@ -141,12 +141,20 @@ async fn a_cached_prompt_plays_with_no_engine_request() {
     for _ in 0..5 {
         let again = call(&d).await;
         // 3 s of speech: 150 frames, the same as when it was synthesized.
-        assert_eq!(again.report.voiced_frames, first.report.voiced_frames, "{}", again.report);
+        assert_eq!(
+            again.report.voiced_frames, first.report.voiced_frames,
+            "{}",
+            again.report
+        );
         assert!((149..=151).contains(&again.report.voiced_frames), "{}", again.report);
         assert_eq!(again.report.gaps_over_40ms, 0, "{}", again.report);
         firsts.push(again.report.first_voice_ms.unwrap());
     }
-    assert_eq!(d.requests.load(Ordering::SeqCst), 1, "cached calls made engine requests");
+    assert_eq!(
+        d.requests.load(Ordering::SeqCst),
+        1,
+        "cached calls made engine requests"
+    );
     assert_eq!(cache.stats().hits, 5);
     firsts.sort_by(f64::total_cmp);
     eprintln!(
@@ -198,6 +206,10 @@ async fn many_calls_play_a_cached_menu_on_time() {
         firsts[calls / 2],
         firsts[calls * 99 / 100],
     );
-    assert_eq!(d.requests.load(Ordering::SeqCst), 1, "no engine request for cached calls");
+    assert_eq!(
+        d.requests.load(Ordering::SeqCst),
+        1,
+        "no engine request for cached calls"
+    );
     assert_eq!(late, 0, "frames were late");
 }

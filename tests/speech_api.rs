@@ -64,8 +64,16 @@ impl SpeechBackend for Tone {
 fn validate(req: &SpeechRequest) -> Result<()> {
     anyhow::ensure!(!req.text.trim().is_empty(), "text is empty");
     req.options.validate(&SamplingParams::default())?;
-    anyhow::ensure!(["en", "de", "fr"].contains(&req.lang.as_str()), "unknown language '{}'", req.lang);
-    anyhow::ensure!(["default", "anna"].contains(&req.voice.as_str()), "unknown voice '{}'", req.voice);
+    anyhow::ensure!(
+        ["en", "de", "fr"].contains(&req.lang.as_str()),
+        "unknown language '{}'",
+        req.lang
+    );
+    anyhow::ensure!(
+        ["default", "anna"].contains(&req.voice.as_str()),
+        "unknown voice '{}'",
+        req.voice
+    );
     Ok(())
 }
 
@@ -167,7 +175,13 @@ async fn every_file_format_decodes_to_the_speech() {
         ("sln16", "audio/x-sln16"),
         ("opus", "audio/ogg; codecs=opus"),
     ] {
-        let resp = post(server.addr, "/v1/tts", json!({"text": "Hello 400 ms", "format": format}), &[]).await;
+        let resp = post(
+            server.addr,
+            "/v1/tts",
+            json!({"text": "Hello 400 ms", "format": format}),
+            &[],
+        )
+        .await;
         assert_eq!(resp.status(), 200, "{format}");
         assert_eq!(content_type(&resp), mime);
         let bytes = body_of(resp).await;
@@ -176,17 +190,32 @@ async fn every_file_format_decodes_to_the_speech() {
                 let reader = hound::WavReader::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
                 let spec = reader.spec();
                 assert_eq!((spec.channels, spec.bits_per_sample), (1, 16));
-                let s: Vec<f32> = reader.into_samples::<i16>().map(|s| s.unwrap() as f32 / 32768.0).collect();
+                let s: Vec<f32> = reader
+                    .into_samples::<i16>()
+                    .map(|s| s.unwrap() as f32 / 32768.0)
+                    .collect();
                 (spec.sample_rate, s)
             }
             "ulaw" => (
                 8000,
-                xttsd::audio::g711::ulaw_decode_all(&bytes).iter().map(|&s| s as f32 / 32768.0).collect(),
+                xttsd::audio::g711::ulaw_decode_all(&bytes)
+                    .iter()
+                    .map(|&s| s as f32 / 32768.0)
+                    .collect(),
             ),
             "sln16" => (16000, i16s(&bytes, false)),
             _ => (24000, xttsd::audio::opus::decode(bytes.to_vec(), 24000).unwrap()),
         };
-        assert_eq!(rate, if format.ends_with('8') || format == "ulaw" { 8000 } else if format == "sln16" { 16000 } else { 24000 });
+        assert_eq!(
+            rate,
+            if format.ends_with('8') || format == "ulaw" {
+                8000
+            } else if format == "sln16" {
+                16000
+            } else {
+                24000
+            }
+        );
         check_tone(&samples, rate, 400);
     }
 }
@@ -217,12 +246,30 @@ async fn the_stream_starts_before_synthesis_ends() {
     check_tone(&i16s(&bytes, true), 24000, 1000);
 
     // The same speech as little-endian PCM and as 8 kHz µ-law.
-    let pcm = body_of(post(server.addr, "/v1/tts/stream", json!({"text": "x 300 ms", "format": "pcm"}), &[]).await).await;
+    let pcm = body_of(
+        post(
+            server.addr,
+            "/v1/tts/stream",
+            json!({"text": "x 300 ms", "format": "pcm"}),
+            &[],
+        )
+        .await,
+    )
+    .await;
     check_tone(&i16s(&pcm, false), 24000, 300);
-    let resp = post(server.addr, "/v1/tts/stream", json!({"text": "x 300 ms", "format": "ulaw"}), &[]).await;
+    let resp = post(
+        server.addr,
+        "/v1/tts/stream",
+        json!({"text": "x 300 ms", "format": "ulaw"}),
+        &[],
+    )
+    .await;
     assert_eq!(content_type(&resp), "audio/PCMU; rate=8000");
     let ulaw = body_of(resp).await;
-    let samples: Vec<f32> = xttsd::audio::g711::ulaw_decode_all(&ulaw).iter().map(|&s| s as f32 / 32768.0).collect();
+    let samples: Vec<f32> = xttsd::audio::g711::ulaw_decode_all(&ulaw)
+        .iter()
+        .map(|&s| s as f32 / 32768.0)
+        .collect();
     check_tone(&samples, 8000, 300);
 }
 
@@ -258,15 +305,27 @@ async fn an_openai_client_request_is_accepted() {
     .await;
     assert_eq!(resp.status(), 200);
     check_tone(&i16s(&body_of(resp).await, false), 24000, 300);
-    let resp = post(server.addr, "/v1/audio/speech", json!({"model": "tts-1", "input": "Hi", "voice": "nova", "response_format": "opus"}), &openai_headers).await;
+    let resp = post(
+        server.addr,
+        "/v1/audio/speech",
+        json!({"model": "tts-1", "input": "Hi", "voice": "nova", "response_format": "opus"}),
+        &openai_headers,
+    )
+    .await;
     assert_eq!(content_type(&resp), "audio/ogg; codecs=opus");
     let voices: Vec<String> = server.seen.lock().unwrap().iter().map(|r| r.voice.clone()).collect();
     assert_eq!(voices, ["default", "anna", "default"]);
 
     // Errors in OpenAI's shape, naming the parameter.
     for (body, param) in [
-        (json!({"model": "tts-1", "input": "Hi", "voice": "alloy", "response_format": "mp3"}), "response_format"),
-        (json!({"model": "tts-1", "input": "Hi", "voice": "alloy", "speed": 4.0}), "speed"),
+        (
+            json!({"model": "tts-1", "input": "Hi", "voice": "alloy", "response_format": "mp3"}),
+            "response_format",
+        ),
+        (
+            json!({"model": "tts-1", "input": "Hi", "voice": "alloy", "speed": 4.0}),
+            "speed",
+        ),
         (json!({"model": "tts-1", "voice": "alloy"}), "input"),
         (json!({"model": "tts-1", "input": "Hi", "voice": "bob"}), "voice"),
     ] {
@@ -307,10 +366,22 @@ async fn bad_requests_get_json_naming_the_field() {
             assert!(!err["error"].as_str().unwrap().is_empty());
         }
     }
-    let resp = post(server.addr, "/v1/tts", json!({"text": "<speak>Hi <break time='2x'/></speak>"}), &[]).await;
+    let resp = post(
+        server.addr,
+        "/v1/tts",
+        json!({"text": "<speak>Hi <break time='2x'/></speak>"}),
+        &[],
+    )
+    .await;
     let err: Value = serde_json::from_slice(&body_of(resp).await).unwrap();
-    assert!(err["error"].as_str().unwrap().starts_with("SSML line 1, column 11"), "{err}");
-    assert!(server.seen.lock().unwrap().is_empty(), "refused requests must not reach the engine");
+    assert!(
+        err["error"].as_str().unwrap().starts_with("SSML line 1, column 11"),
+        "{err}"
+    );
+    assert!(
+        server.seen.lock().unwrap().is_empty(),
+        "refused requests must not reach the engine"
+    );
 }
 
 #[tokio::test]
@@ -324,11 +395,21 @@ async fn seeded_requests_are_served_from_the_cache() {
         let again = body_of(post(server.addr, "/v1/tts", body.clone(), &[]).await).await;
         assert_eq!(again.len(), first.len());
     }
-    let stream = post(server.addr, "/v1/tts/stream", json!({"text": "Press one 300 ms", "options": {"seed": 4}}), &[]).await;
+    let stream = post(
+        server.addr,
+        "/v1/tts/stream",
+        json!({"text": "Press one 300 ms", "options": {"seed": 4}}),
+        &[],
+    )
+    .await;
     check_tone(&i16s(&body_of(stream).await, true), 24000, 300);
     assert_eq!(server.seen.lock().unwrap().len(), 1, "hits make no engine request");
     // Unseeded, cache=off and refresh go to the engine.
-    for extra in [json!({}), json!({"cache": "off", "options": {"seed": 4}}), json!({"cache": "refresh", "options": {"seed": 4}})] {
+    for extra in [
+        json!({}),
+        json!({"cache": "off", "options": {"seed": 4}}),
+        json!({"cache": "refresh", "options": {"seed": 4}}),
+    ] {
         let mut b = json!({"text": "Press one 300 ms"});
         b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         assert_eq!(post(server.addr, "/v1/tts", b, &[]).await.status(), 200);
@@ -378,8 +459,16 @@ async fn voices_lists_what_the_engine_accepts() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let v: Value = serde_json::from_slice(&body_of(resp).await).unwrap();
-    let names: Vec<&str> = v["voices"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["voices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["anna", "default"]);
     assert_eq!(v["languages"], json!(["en", "fr", "de"]));
-    assert_eq!((v["default_voice"].as_str(), v["default_language"].as_str()), (Some("default"), Some("en")));
+    assert_eq!(
+        (v["default_voice"].as_str(), v["default_language"].as_str()),
+        (Some("default"), Some("en"))
+    );
 }

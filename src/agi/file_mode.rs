@@ -13,7 +13,6 @@ use uuid::Uuid;
 use super::codec::Command;
 use super::session::{Conn, Outcome, Plan, Stop};
 use super::transcode::FileFormat;
-use crate::config::AudioConfig;
 use crate::engine::{Engine, SpeechEvent, SpeechRequest};
 use crate::prompt_cache::PromptCache;
 use crate::serve::SharedServices;
@@ -113,13 +112,10 @@ pub async fn play(
     // One finished file may wait while the next sentence is synthesised.
     let (tx, mut files) = mpsc::channel::<SpoolFile>(1);
     let mut producer = AbortOnDrop(tokio::spawn(produce(
-        services.engine.clone(),
+        services.clone(),
         plan.request.clone(),
         sentences,
-        services.config.agi.spool_dir.clone(),
         format,
-        services.config.audio.clone(),
-        PromptCache::shared(&services.config),
         tx,
     )));
     let mut played_ms = 0;
@@ -180,27 +176,26 @@ pub async fn play(
 
 /// Synthesises each sentence into a spool file and hands it over, in order.
 async fn produce(
-    engine: Engine,
+    services: SharedServices,
     base: SpeechRequest,
     sentences: Vec<String>,
-    spool_dir: PathBuf,
     format: FileFormat,
-    audio: AudioConfig,
-    cache: Option<Arc<PromptCache>>,
     files: mpsc::Sender<SpoolFile>,
 ) -> Result<()> {
+    let (engine, spool_dir, audio) = (&services.engine, &services.config.agi.spool_dir, &services.config.audio);
+    let cache = PromptCache::shared(&services.config);
     let session = Uuid::new_v4();
     for (i, sentence) in sentences.into_iter().enumerate() {
         let request = SpeechRequest {
             text: sentence,
             ..base.clone()
         };
-        let samples = synthesize(&engine, cache.as_ref(), request).await?;
+        let samples = synthesize(engine, cache.as_ref(), request).await?;
         if samples.is_empty() {
             continue;
         }
-        let bytes = format.encode(&samples, engine.sample_rate(), &audio)?;
-        let file = SpoolFile::write(&spool_dir, &format!("xttsd-{session}-{i:03}"), format, &bytes)?;
+        let bytes = format.encode(&samples, engine.sample_rate(), audio)?;
+        let file = SpoolFile::write(spool_dir, &format!("xttsd-{session}-{i:03}"), format, &bytes)?;
         if files.send(file).await.is_err() {
             return Ok(()); // the session stopped; the file was dropped (deleted) with the message
         }

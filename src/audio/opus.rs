@@ -154,7 +154,10 @@ impl OpusReader {
             };
             let data = audiopus::packet::Packet::try_from(&packet.data[..]).context("Opus packet")?;
             let signals = audiopus::MutSignals::try_from(&mut self.buf[..]).context("Opus buffer")?;
-            let n = self.decoder.decode_float(Some(data), signals, false).context("Opus decode")?;
+            let n = self
+                .decoder
+                .decode_float(Some(data), signals, false)
+                .context("Opus decode")?;
             let mut decoded = &self.buf[..n];
             let drop = self.skip.min(decoded.len());
             self.skip -= drop;
@@ -257,7 +260,10 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused() {
-        assert!(encode(&[0.0; 10], 44100, BITRATE).unwrap_err().to_string().contains("44100"));
+        assert!(encode(&[0.0; 10], 44100, BITRATE)
+            .unwrap_err()
+            .to_string()
+            .contains("44100"));
         assert!(OpusReader::new(b"not ogg at all".to_vec(), 24000).is_err());
         let file = encode(&[0.0; 960], 24000, BITRATE).unwrap();
         assert!(OpusReader::new(file[..30].to_vec(), 24000).is_err());

@@ -369,7 +369,15 @@ impl Api {
     ) -> Result<(), ApiError> {
         let services = &self.services;
         let (tx, mut rx) = mpsc::channel(16);
-        let rendering = render_pieces(&services.engine, self.cache.as_ref(), pieces, rate, &services.config.audio, cache, tx);
+        let rendering = render_pieces(
+            &services.engine,
+            self.cache.as_ref(),
+            pieces,
+            rate,
+            &services.config.audio,
+            cache,
+            tx,
+        );
         // Owns the receiver, so a client that is gone closes the channel and stops rendering.
         let forwarding = async move {
             while let Some(pcm) = rx.recv().await {
@@ -430,7 +438,8 @@ impl Api {
 async fn tts_file(State(api): State<Api>, body: Bytes) -> Response {
     let result = async {
         let req = api.parse_tts(&body)?;
-        let format = FileFormat::parse(req.format.as_deref().unwrap_or("wav24")).map_err(|e| ApiError::bad("format", e))?;
+        let format =
+            FileFormat::parse(req.format.as_deref().unwrap_or("wav24")).map_err(|e| ApiError::bad("format", e))?;
         api.file(req.pieces, format, req.cache).await
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -439,7 +448,8 @@ async fn tts_file(State(api): State<Api>, body: Bytes) -> Response {
 async fn tts_stream(State(api): State<Api>, body: Bytes) -> Response {
     let result = async {
         let req = api.parse_tts(&body)?;
-        let format = StreamFormat::parse(req.format.as_deref().unwrap_or("l16")).map_err(|e| ApiError::bad("format", e))?;
+        let format =
+            StreamFormat::parse(req.format.as_deref().unwrap_or("l16")).map_err(|e| ApiError::bad("format", e))?;
         api.stream(req.pieces, format, req.cache).await
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -456,10 +466,17 @@ async fn openai_speech(State(api): State<Api>, body: Bytes) -> Response {
         let cfg = &api.services.config.engine;
         let mut options = SpeechOptions::default();
         if let Some(speed) = field("speed") {
-            options.speed = Some(speed.as_f64().ok_or_else(|| ApiError::bad("speed", "speed must be a number"))?);
+            options.speed = Some(
+                speed
+                    .as_f64()
+                    .ok_or_else(|| ApiError::bad("speed", "speed must be a number"))?,
+            );
         }
         if let Some(seed) = field("seed") {
-            options.seed = Some(seed.as_u64().ok_or_else(|| ApiError::bad("seed", "seed must be a whole number"))?);
+            options.seed = Some(
+                seed.as_u64()
+                    .ok_or_else(|| ApiError::bad("seed", "seed must be a whole number"))?,
+            );
         }
         let lang = match field("lang").or(field("language")) {
             Some(v) => text_of("lang", v)?,
@@ -494,7 +511,10 @@ async fn openai_speech(State(api): State<Api>, body: Bytes) -> Response {
         if let Some(stream_format) = field("stream_format") {
             let s = text_of("stream_format", stream_format)?;
             if s != "audio" {
-                return Err(ApiError::bad("stream_format", format!("stream_format '{s}' is not supported (audio only)")));
+                return Err(ApiError::bad(
+                    "stream_format",
+                    format!("stream_format '{s}' is not supported (audio only)"),
+                ));
             }
         }
         let pieces = vec![Piece::Speak(request)];

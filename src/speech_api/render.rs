@@ -208,8 +208,15 @@ mod tests {
         let seams: Vec<usize> = (1..3).map(|k| k * (2400 + 1200)).collect();
         for s in seams {
             let around = &out[s.saturating_sub(5)..s + 5];
-            let step = around.windows(2).map(|w| (w[1] as i32 - w[0] as i32).abs()).max().unwrap();
-            assert!(step < 5000, "click at seam {s}: step {step} (largest in speech {biggest_step})");
+            let step = around
+                .windows(2)
+                .map(|w| (w[1] as i32 - w[0] as i32).abs())
+                .max()
+                .unwrap();
+            assert!(
+                step < 5000,
+                "click at seam {s}: step {step} (largest in speech {biggest_step})"
+            );
         }
     }
 

@@ -75,7 +75,10 @@ pub fn parse(text: &str, voice: &str, lang: &str) -> Result<Vec<Item>, SsmlError
     };
     let root = doc.root_element();
     if root.tag_name().name() != "speak" {
-        return Err(b.error(root, format!("the root element must be <speak>, not <{}>", root.tag_name().name())));
+        return Err(b.error(
+            root,
+            format!("the root element must be <speak>, not <{}>", root.tag_name().name()),
+        ));
     }
     let ctx = Context {
         voice: voice.to_string(),
@@ -119,12 +122,8 @@ impl Builder<'_> {
     }
 
     fn required<'n>(&self, node: Node<'n, 'n>, name: &str) -> Result<&'n str, SsmlError> {
-        node.attribute(name).ok_or_else(|| {
-            self.error(
-                node,
-                format!("<{}> needs a {name} attribute", node.tag_name().name()),
-            )
-        })
+        node.attribute(name)
+            .ok_or_else(|| self.error(node, format!("<{}> needs a {name} attribute", node.tag_name().name())))
     }
 
     /// Adds text spoken in `ctx`.
@@ -207,7 +206,8 @@ impl Builder<'_> {
         match node.tag_name().name() {
             "speak" => {
                 if let Some(tag) = node.attribute((XML_NS, "lang")) {
-                    inner.lang = language_code(tag).ok_or_else(|| self.error(node, format!("unknown language '{tag}'")))?;
+                    inner.lang =
+                        language_code(tag).ok_or_else(|| self.error(node, format!("unknown language '{tag}'")))?;
                 }
                 self.children(node, &inner)
             }
@@ -218,7 +218,11 @@ impl Builder<'_> {
             }
             "say-as" => {
                 let kind = self.required(node, "interpret-as")?;
-                let text: String = node.descendants().filter(|n| n.is_text()).filter_map(|n| n.text()).collect();
+                let text: String = node
+                    .descendants()
+                    .filter(|n| n.is_text())
+                    .filter_map(|n| n.text())
+                    .collect();
                 match say_as::expand(kind, node.attribute("format"), &text, base(&ctx.lang)) {
                     Ok(Some(spoken)) => {
                         self.text(&format!(" {spoken} "), ctx);
@@ -230,7 +234,8 @@ impl Builder<'_> {
             }
             "prosody" => {
                 if let Some(rate) = node.attribute("rate") {
-                    let factor = rate_factor(rate).ok_or_else(|| self.error(node, format!("prosody rate '{rate}' is not a rate")))?;
+                    let factor = rate_factor(rate)
+                        .ok_or_else(|| self.error(node, format!("prosody rate '{rate}' is not a rate")))?;
                     inner.rate = (ctx.rate * factor).clamp(*SPEED_RANGE.start(), *SPEED_RANGE.end());
                 }
                 self.children(node, &inner)
@@ -283,7 +288,10 @@ impl Builder<'_> {
                 .ok_or_else(|| self.error(node, format!("break time '{time}' is not a duration")))?;
             let d = Duration::from_secs_f64(ms * scale / 1000.0);
             if d > MAX_BREAK {
-                return Err(self.error(node, format!("break time '{time}' is longer than {} s", MAX_BREAK.as_secs())));
+                return Err(self.error(
+                    node,
+                    format!("break time '{time}' is longer than {} s", MAX_BREAK.as_secs()),
+                ));
             }
             return Ok(d);
         }
@@ -294,7 +302,12 @@ impl Builder<'_> {
             "medium" => 400,
             "strong" => 700,
             "x-strong" => 1200,
-            other => return Err(self.error(node, format!("break strength '{other}' is not none, x-weak, weak, medium, strong or x-strong"))),
+            other => {
+                return Err(self.error(
+                    node,
+                    format!("break strength '{other}' is not none, x-weak, weak, medium, strong or x-strong"),
+                ))
+            }
         };
         Ok(Duration::from_millis(ms))
     }
@@ -388,9 +401,24 @@ mod tests {
             ("<speak>Hello <b>world</speak>", 1, 22, "expected 'b' tag"),
             ("<speak>Hi & bye</speak>", 1, 11, ""),
             ("<speech>Hi</speech>", 1, 1, "root element must be <speak>"),
-            ("<speak><lang xml:lang='tlh'>Qapla</lang></speak>", 1, 8, "unknown language 'tlh'"),
-            ("<speak><say-as interpret-as='date'>2026-13-01</say-as></speak>", 1, 8, "month 13"),
-            ("<speak><say-as interpret-as='currency'>5 JPY</say-as></speak>", 1, 8, "'JPY'"),
+            (
+                "<speak><lang xml:lang='tlh'>Qapla</lang></speak>",
+                1,
+                8,
+                "unknown language 'tlh'",
+            ),
+            (
+                "<speak><say-as interpret-as='date'>2026-13-01</say-as></speak>",
+                1,
+                8,
+                "month 13",
+            ),
+            (
+                "<speak><say-as interpret-as='currency'>5 JPY</say-as></speak>",
+                1,
+                8,
+                "'JPY'",
+            ),
             ("<speak><prosody rate='zippy'>x</prosody></speak>", 1, 8, "zippy"),
             ("<speak><break time='20s'/></speak>", 1, 8, "longer than 10 s"),
             ("Hello <speak>", 1, 1, ""),
@@ -399,7 +427,9 @@ mod tests {
             let err = parse(ssml, "default", "en").unwrap_err();
             assert_eq!((err.line, err.column), (line, column), "{ssml}: {err}");
             assert!(err.message.contains(message), "{ssml}: {err}");
-            assert!(err.to_string().starts_with(&format!("SSML line {line}, column {column}: ")));
+            assert!(err
+                .to_string()
+                .starts_with(&format!("SSML line {line}, column {column}: ")));
         }
     }
 

@@ -37,7 +37,18 @@ fn spoken_number(n: u128, lang: &str) -> Result<String, String> {
 /// One digit as a word.
 fn digit_word(d: u32, lang: &str) -> String {
     const ZH: [&str; 10] = ["零", "一", "二", "三", "四", "五", "六", "七", "八", "九"];
-    const JA: [&str; 10] = ["ぜろ", "いち", "に", "さん", "よん", "ご", "ろく", "なな", "はち", "きゅう"];
+    const JA: [&str; 10] = [
+        "ぜろ",
+        "いち",
+        "に",
+        "さん",
+        "よん",
+        "ご",
+        "ろく",
+        "なな",
+        "はち",
+        "きゅう",
+    ];
     const HI: [&str; 10] = ["शून्य", "एक", "दो", "तीन", "चार", "पाँच", "छह", "सात", "आठ", "नौ"];
     match lang {
         "zh" => ZH[d as usize].to_string(),
@@ -186,9 +197,17 @@ fn cardinal(text: &str, lang: &str) -> Result<String, String> {
             // num2words has no decimals in some languages (Turkish): whole part, the decimal
             // sign, then the decimals digit by digit.
             Err(_) => {
-                let (whole, decimals) = text.trim_start_matches(['-', '−']).split_once(['.', ',']).unwrap_or((text, ""));
+                let (whole, decimals) = text
+                    .trim_start_matches(['-', '−'])
+                    .split_once(['.', ','])
+                    .unwrap_or((text, ""));
                 let whole: u128 = whole.parse().map_err(|_| format!("'{text}' is not a number"))?;
-                format!("{} {} {}", spoken_number(whole, lang)?, decimal_sign(lang), read_digits(decimals, lang))
+                format!(
+                    "{} {} {}",
+                    spoken_number(whole, lang)?,
+                    decimal_sign(lang),
+                    read_digits(decimals, lang)
+                )
             }
         },
         (Number::Decimal(x), None) => x.to_string(),
@@ -245,7 +264,9 @@ fn decimal_sign(lang: &str) -> &'static str {
 
 fn ordinal(text: &str, lang: &str) -> Result<String, String> {
     let digits: String = text.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let n: u128 = digits.parse().map_err(|_| format!("'{text}' is not an ordinal number"))?;
+    let n: u128 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not an ordinal number"))?;
     ordinal_words(n, lang)
 }
 
@@ -264,57 +285,189 @@ fn ordinal_words(n: u128, lang: &str) -> Result<String, String> {
 /// Month names as a date reads them (genitive where the language declines them).
 fn month_name(lang: &str, month: u32) -> &'static str {
     const EN: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
         "December",
     ];
     const ES: [&str; 12] = [
-        "enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "octubre", "noviembre",
+        "enero",
+        "febrero",
+        "marzo",
+        "abril",
+        "mayo",
+        "junio",
+        "julio",
+        "agosto",
+        "septiembre",
+        "octubre",
+        "noviembre",
         "diciembre",
     ];
     const FR: [&str; 12] = [
-        "janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre", "novembre",
+        "janvier",
+        "février",
+        "mars",
+        "avril",
+        "mai",
+        "juin",
+        "juillet",
+        "août",
+        "septembre",
+        "octobre",
+        "novembre",
         "décembre",
     ];
     const DE: [&str; 12] = [
-        "Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober", "November",
+        "Januar",
+        "Februar",
+        "März",
+        "April",
+        "Mai",
+        "Juni",
+        "Juli",
+        "August",
+        "September",
+        "Oktober",
+        "November",
         "Dezember",
     ];
     const IT: [&str; 12] = [
-        "gennaio", "febbraio", "marzo", "aprile", "maggio", "giugno", "luglio", "agosto", "settembre", "ottobre",
-        "novembre", "dicembre",
+        "gennaio",
+        "febbraio",
+        "marzo",
+        "aprile",
+        "maggio",
+        "giugno",
+        "luglio",
+        "agosto",
+        "settembre",
+        "ottobre",
+        "novembre",
+        "dicembre",
     ];
     const PT: [&str; 12] = [
-        "janeiro", "fevereiro", "março", "abril", "maio", "junho", "julho", "agosto", "setembro", "outubro", "novembro",
+        "janeiro",
+        "fevereiro",
+        "março",
+        "abril",
+        "maio",
+        "junho",
+        "julho",
+        "agosto",
+        "setembro",
+        "outubro",
+        "novembro",
         "dezembro",
     ];
     const PL: [&str; 12] = [
-        "stycznia", "lutego", "marca", "kwietnia", "maja", "czerwca", "lipca", "sierpnia", "września", "października",
-        "listopada", "grudnia",
+        "stycznia",
+        "lutego",
+        "marca",
+        "kwietnia",
+        "maja",
+        "czerwca",
+        "lipca",
+        "sierpnia",
+        "września",
+        "października",
+        "listopada",
+        "grudnia",
     ];
     const NL: [&str; 12] = [
-        "januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus", "september", "oktober", "november",
+        "januari",
+        "februari",
+        "maart",
+        "april",
+        "mei",
+        "juni",
+        "juli",
+        "augustus",
+        "september",
+        "oktober",
+        "november",
         "december",
     ];
     const CS: [&str; 12] = [
-        "ledna", "února", "března", "dubna", "května", "června", "července", "srpna", "září", "října", "listopadu",
+        "ledna",
+        "února",
+        "března",
+        "dubna",
+        "května",
+        "června",
+        "července",
+        "srpna",
+        "září",
+        "října",
+        "listopadu",
         "prosince",
     ];
     const RU: [&str; 12] = [
-        "января", "февраля", "марта", "апреля", "мая", "июня", "июля", "августа", "сентября", "октября", "ноября",
+        "января",
+        "февраля",
+        "марта",
+        "апреля",
+        "мая",
+        "июня",
+        "июля",
+        "августа",
+        "сентября",
+        "октября",
+        "ноября",
         "декабря",
     ];
     const TR: [&str; 12] = [
         "Ocak", "Şubat", "Mart", "Nisan", "Mayıs", "Haziran", "Temmuz", "Ağustos", "Eylül", "Ekim", "Kasım", "Aralık",
     ];
     const HU: [&str; 12] = [
-        "január", "február", "március", "április", "május", "június", "július", "augusztus", "szeptember", "október",
-        "november", "december",
+        "január",
+        "február",
+        "március",
+        "április",
+        "május",
+        "június",
+        "július",
+        "augusztus",
+        "szeptember",
+        "október",
+        "november",
+        "december",
     ];
     const AR: [&str; 12] = [
-        "يناير", "فبراير", "مارس", "أبريل", "مايو", "يونيو", "يوليو", "أغسطس", "سبتمبر", "أكتوبر", "نوفمبر", "ديسمبر",
+        "يناير",
+        "فبراير",
+        "مارس",
+        "أبريل",
+        "مايو",
+        "يونيو",
+        "يوليو",
+        "أغسطس",
+        "سبتمبر",
+        "أكتوبر",
+        "نوفمبر",
+        "ديسمبر",
     ];
     const HI: [&str; 12] = [
-        "जनवरी", "फ़रवरी", "मार्च", "अप्रैल", "मई", "जून", "जुलाई", "अगस्त", "सितंबर", "अक्टूबर", "नवंबर", "दिसंबर",
+        "जनवरी",
+        "फ़रवरी",
+        "मार्च",
+        "अप्रैल",
+        "मई",
+        "जून",
+        "जुलाई",
+        "अगस्त",
+        "सितंबर",
+        "अक्टूबर",
+        "नवंबर",
+        "दिसंबर",
     ];
     let table = match lang {
         "es" => &ES,
@@ -339,7 +492,10 @@ fn month_name(lang: &str, month: u32) -> &'static str {
 /// ...; default `ymd` for `2026-03-07`, else `mdy` in English and `dmy` elsewhere), read in
 /// the language's order.
 fn date(text: &str, format: Option<&str>, lang: &str) -> Result<String, String> {
-    let parts: Vec<&str> = text.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&str> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .collect();
     let format = match format {
         Some(f) => f.to_string(),
         None if parts.first().is_some_and(|p| p.len() == 4) => "ymd".into(),
@@ -351,7 +507,9 @@ fn date(text: &str, format: Option<&str>, lang: &str) -> Result<String, String> 
     }
     let (mut y, mut m, mut d) = (None, None, None);
     for (letter, part) in format.chars().zip(&parts) {
-        let n: u32 = part.parse().map_err(|_| format!("date '{text}': '{part}' is not a number"))?;
+        let n: u32 = part
+            .parse()
+            .map_err(|_| format!("date '{text}': '{part}' is not a number"))?;
         match letter {
             'y' => y = Some(n),
             'm' => m = Some(n),
@@ -375,7 +533,11 @@ fn date(text: &str, format: Option<&str>, lang: &str) -> Result<String, String> 
             // ("pierwszego marca") and Czech ("prvního března"), neuter in Russian ("первое марта").
             "de" => {
                 let o = ordinal_words(d as u128, lang)?;
-                if o.ends_with('e') { format!("{o}r") } else { o }
+                if o.ends_with('e') {
+                    format!("{o}r")
+                } else {
+                    o
+                }
             }
             "pl" => ordinal_words(d as u128, lang)?
                 .split(' ')
@@ -389,7 +551,10 @@ fn date(text: &str, format: Option<&str>, lang: &str) -> Result<String, String> 
             "cs" => czech_day(d),
             "ru" => {
                 let o = ordinal_words(d as u128, lang)?;
-                match (o.strip_suffix("ий"), o.strip_suffix("ый").or_else(|| o.strip_suffix("ой"))) {
+                match (
+                    o.strip_suffix("ий"),
+                    o.strip_suffix("ый").or_else(|| o.strip_suffix("ой")),
+                ) {
                     (Some(stem), _) => format!("{stem}ье"),
                     (None, Some(stem)) => format!("{stem}ое"),
                     _ => o,
@@ -428,11 +593,10 @@ fn date(text: &str, format: Option<&str>, lang: &str) -> Result<String, String> 
             counted(d.map(num).transpose()?, "일"),
         ],
         "zh" | "ja" => {
-            let unit = if lang == "zh" { "日" } else { "日" };
             return Ok([
                 counted(y.map(|n| n.to_string()), "年"),
                 counted(m.map(|n| n.to_string()), "月"),
-                counted(d.map(|n| n.to_string()), unit),
+                counted(d.map(|n| n.to_string()), "日"),
             ]
             .into_iter()
             .flatten()
@@ -446,11 +610,28 @@ fn date(text: &str, format: Option<&str>, lang: &str) -> Result<String, String> 
 /// A day of the month as Czech dates read it: the genitive ordinal ("prvního").
 fn czech_day(d: u32) -> String {
     const UNITS: [&str; 10] = [
-        "", "prvního", "druhého", "třetího", "čtvrtého", "pátého", "šestého", "sedmého", "osmého", "devátého",
+        "",
+        "prvního",
+        "druhého",
+        "třetího",
+        "čtvrtého",
+        "pátého",
+        "šestého",
+        "sedmého",
+        "osmého",
+        "devátého",
     ];
     const TEENS: [&str; 10] = [
-        "desátého", "jedenáctého", "dvanáctého", "třináctého", "čtrnáctého", "patnáctého", "šestnáctého",
-        "sedmnáctého", "osmnáctého", "devatenáctého",
+        "desátého",
+        "jedenáctého",
+        "dvanáctého",
+        "třináctého",
+        "čtrnáctého",
+        "patnáctého",
+        "šestnáctého",
+        "sedmnáctého",
+        "osmnáctého",
+        "devatenáctého",
     ];
     match d {
         1..=9 => UNITS[d as usize].to_string(),
@@ -468,17 +649,27 @@ fn czech_day(d: u32) -> String {
 /// `14:30`, `14:30:15`, `2:30 pm`, `2pm`: hours and minutes in the language's way.
 fn time(text: &str, lang: &str) -> Result<String, String> {
     let lower = text.to_lowercase();
-    let suffix = ["a.m.", "p.m.", "am", "pm"].into_iter().find(|s| lower.trim_end().ends_with(s));
+    let suffix = ["a.m.", "p.m.", "am", "pm"]
+        .into_iter()
+        .find(|s| lower.trim_end().ends_with(s));
     let clock = match suffix {
         Some(s) => lower.trim_end().trim_end_matches(s).trim(),
         None => lower.trim(),
     };
     let parts: Vec<&str> = clock.split([':', '.', 'h']).collect();
     let bad = || format!("'{text}' is not a time of day");
-    if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit())) {
+    if parts.is_empty()
+        || parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+    {
         return Err(bad());
     }
-    let n: Vec<u32> = parts.iter().map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let n: Vec<u32> = parts
+        .iter()
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
     let (h, m, s) = (n[0], n.get(1).copied().unwrap_or(0), n.get(2).copied().unwrap_or(0));
     let hour_limit = if suffix.is_some() { 12 } else { 23 };
     if h > hour_limit || m > 59 || s > 59 {
@@ -495,20 +686,40 @@ fn time(text: &str, lang: &str) -> Result<String, String> {
         },
         "de" => join_nonzero(format!("{hw} Uhr"), m, mw),
         "fr" => {
-            let hours = if h == 1 { "une heure".to_string() } else { format!("{hw} heures") };
+            let hours = if h == 1 {
+                "une heure".to_string()
+            } else {
+                format!("{hw} heures")
+            };
             join_nonzero(hours, m, mw)
         }
         "es" => {
-            let hours = if h == 1 { "la una".to_string() } else { format!("las {hw}") };
+            let hours = if h == 1 {
+                "la una".to_string()
+            } else {
+                format!("las {hw}")
+            };
             if m == 0 {
                 format!("{hours} en punto")
             } else {
                 format!("{hours} y {mw}")
             }
         }
-        "it" => join_nonzero(if h == 1 { "l'una".to_string() } else { format!("le {hw}") }, m, format!("e {mw}")),
+        "it" => join_nonzero(
+            if h == 1 {
+                "l'una".to_string()
+            } else {
+                format!("le {hw}")
+            },
+            m,
+            format!("e {mw}"),
+        ),
         "pt" => {
-            let hours = if h == 1 { "uma hora".to_string() } else { format!("{hw} horas") };
+            let hours = if h == 1 {
+                "uma hora".to_string()
+            } else {
+                format!("{hw} horas")
+            };
             join_nonzero(hours, m, format!("e {mw}"))
         }
         "nl" => join_nonzero(format!("{hw} uur"), m, mw),
