@@ -37,6 +37,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub limits: LimitsConfig,
     pub voicebot: VoicebotConfig,
+    pub prompts: PromptsConfig,
 }
 
 /// How the process runs: drain, who may connect, logs.
@@ -404,6 +405,32 @@ impl Default for VoicebotConfig {
             connect_timeout_ms: 2000,
             audiosocket_bot: String::new(),
             bots: Default::default(),
+        }
+    }
+}
+
+/// The prompt cache and the prompt files rendered into it at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromptsConfig {
+    /// Where rendered prompts are kept (Ogg Opus); empty string disables the cache.
+    pub cache_dir: PathBuf,
+    /// Size bound of the cache directory in MiB; least recently used prompts go first.
+    pub cache_max_mb: u64,
+    /// Seed given to prompts that are cached without one (prompt files, `cache=refresh`),
+    /// so a menu sounds the same on every call.
+    pub seed: u64,
+    /// Prompt files (`NAME<TAB>TEXT[<TAB>key=value...]` lines) rendered into the cache at start.
+    pub files: Vec<PathBuf>,
+}
+
+impl Default for PromptsConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: PathBuf::from("cache/prompts"),
+            cache_max_mb: 256,
+            seed: 1,
+            files: Vec::new(),
         }
     }
 }

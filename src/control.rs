@@ -63,7 +63,8 @@ pub fn router(services: SharedServices) -> Router {
         .route("/v1/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/calls/{call_id}/ws", get(crate::voicebot::endpoint::upgrade))
-        .with_state(services)
+        .with_state(services.clone())
+        .merge(crate::speech_api::routes(services))
 }
 
 /// Serves the API until the drain begins, at most `control.max_connections` at once.

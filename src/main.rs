@@ -24,6 +24,8 @@ enum Command {
     Check(xttsd::check::Args),
     /// Load-test the daemon in-process: N concurrent calls over AudioSocket, latency and throughput.
     Bench(xttsd::bench::Args),
+    /// Render a prompt file into an Asterisk sound-file set.
+    Render(xttsd::prompts::Args),
 }
 
 /// Logs to stderr: coloured only on a terminal (journald and log files get plain text), or
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Call(args) => xttsd::client::run(args),
         Command::Bench(args) => xttsd::bench::run(args),
         Command::Check(args) => xttsd::check::run(args),
+        Command::Render(args) => xttsd::prompts::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

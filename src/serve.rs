@@ -216,6 +216,7 @@ pub async fn serve_all(services: SharedServices) -> Result<()> {
         )
     };
     let watchdog = tokio::spawn(watchdog());
+    let _prewarm = crate::prompts::start_prewarm(&services.engine, cfg);
     tracing::info!("xttsd ready");
     notify(&[sd_notify::NotifyState::Ready]);
     wait_for_stop_signal().await;

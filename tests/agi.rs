@@ -108,6 +108,8 @@ async fn start_with(mode: &str, chunk_delay: Duration, adjust: impl FnOnce(&mut 
         _ => AgiMode::Stream,
     };
     config.agi.spool_dir = spool.path().join("spool");
+    // Every request reaches the engine (the prompt cache has its own tests).
+    config.prompts.cache_dir = PathBuf::new();
     adjust(&mut config);
     let log = Arc::new(Mutex::new(Log::default()));
     let backend = ToneBackend {

@@ -5,6 +5,7 @@
 //! the blocking pool, never on the threads that pace calls.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -20,6 +21,7 @@ use crate::calls::FailReason;
 use crate::config::AudioConfig;
 use crate::engine::{Engine, SpeechEvent, SpeechRequest};
 use crate::metrics::METRICS;
+use crate::prompt_cache::{CachedSpeech, PromptCache};
 use crate::serve::SharedServices;
 
 /// Every spool file's name starts with this (and only spool files' names do).
@@ -119,7 +121,7 @@ pub async fn play(conn: &mut Conn, services: &SharedServices, plan: &Plan) -> Re
     // One finished file may wait while the next sentence is synthesised.
     let (tx, mut files) = mpsc::channel::<(SpoolFile, &'static str)>(1);
     let mut producer = AbortOnDrop(tokio::spawn(produce(
-        services.engine.clone(),
+        services.clone(),
         plan.request.clone(),
         sentences,
         Spool {
@@ -228,13 +230,15 @@ struct Spool {
 /// sentence is refused at once when the engine is full (the caller hears nothing yet); a later
 /// one waits for room, so a busy moment does not cut a prompt that is already playing.
 async fn produce(
-    engine: Engine,
+    services: SharedServices,
     base: SpeechRequest,
     sentences: Vec<String>,
     spool: Spool,
     patience: Duration,
     files: mpsc::Sender<(SpoolFile, &'static str)>,
 ) -> Result<(), (FailReason, String)> {
+    let engine = &services.engine;
+    let cache = PromptCache::shared(&services.config);
     let session = Uuid::new_v4();
     let spool = std::sync::Arc::new(spool);
     for (i, sentence) in sentences.into_iter().enumerate() {
@@ -243,7 +247,7 @@ async fn produce(
             ..base.clone()
         };
         let patience = if i == 0 { Duration::ZERO } else { patience };
-        let (samples, spoken_by) = synthesize(&engine, request, patience).await?;
+        let (samples, spoken_by) = synthesize(engine, cache.as_ref(), request, patience).await?;
         if samples.is_empty() {
             continue;
         }
@@ -263,26 +267,31 @@ async fn produce(
     Ok(())
 }
 
-/// The whole audio of one request, and the engine that spoke it.
+/// The whole audio of one request (from the prompt cache when it holds it), and the engine
+/// that spoke it.
 async fn synthesize(
     engine: &Engine,
+    cache: Option<&Arc<PromptCache>>,
     request: SpeechRequest,
     patience: Duration,
 ) -> Result<(Vec<f32>, &'static str), (FailReason, String)> {
-    let queued = if patience.is_zero() {
-        engine.speak(request)
-    } else {
-        engine.speak_within(request, patience).await
+    let queued = match cache {
+        Some(_) => crate::prompt_cache::speak(cache, engine, request, crate::prompt_cache::CacheMode::Auto),
+        None if patience.is_zero() => engine.speak(request).map(CachedSpeech::live),
+        None => engine.speak_within(request, patience).await.map(CachedSpeech::live),
     };
     let mut speech = queued.map_err(|e| (FailReason::of(&e), e.to_string()))?;
     let mut samples = Vec::new();
     let rate = f64::from(engine.sample_rate().max(1));
+    let playout = speech.playout();
     loop {
         match speech.next().await {
             Some(SpeechEvent::Audio(chunk)) => {
                 // The file plays only once complete: audio is taken as fast as it comes, so the
                 // engine sees this listener always about to run dry and never paces it.
-                speech.played(std::time::Duration::from_secs_f64(chunk.len() as f64 / rate));
+                if let Some(playout) = &playout {
+                    playout.played(Duration::from_secs_f64(chunk.len() as f64 / rate));
+                }
                 samples.extend_from_slice(&chunk)
             }
             Some(SpeechEvent::Done) => return Ok((samples, speech.engine())),

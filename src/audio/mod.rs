@@ -2,6 +2,7 @@
 
 pub mod frames;
 pub mod g711;
+pub mod opus;
 pub mod pipeline;
 pub mod resample;
 pub mod shaping;

@@ -19,8 +19,9 @@ use super::codec::{encode_message, AudioSocketCodec, Message};
 use super::reader::MessageReader;
 use crate::audio::{frame_samples, slin_bytes, FramePipeline, FRAME_MS};
 use crate::calls::{AttachError, CallInbox, FailReason, PlayOutcome, SpeakJob};
-use crate::engine::{Speech, SpeechEvent, SpeechRequest};
+use crate::engine::{Playout, SpeechEvent, SpeechRequest};
 use crate::metrics::METRICS;
+use crate::prompt_cache::{CacheMode, CachedSpeech, PromptCache};
 use crate::serve::SharedServices;
 
 /// Call rate until the caller's audio says otherwise (kind 0x10).
@@ -252,8 +253,8 @@ struct Playback {
     /// When synthesis was asked for, until the first frame is sent (time to first audio).
     asked: Option<Instant>,
     /// The engine's output; None once it has ended. Dropping it cancels synthesis.
-    speech: Option<Speech>,
-    /// The engine that speaks it (`xtts`, `builtin`), reported with the outcome.
+    speech: Option<CachedSpeech>,
+    /// The engine that speaks it (`xtts`, `builtin`, `cache`), reported with the outcome.
     engine: &'static str,
     /// Created at the first audio chunk, at the call's rate then.
     pipeline: Option<FramePipeline>,
@@ -261,11 +262,12 @@ struct Playback {
     played_frames: u64,
     failure: Option<String>,
     /// Where the played audio is reported, so the engine serves first who is about to run dry.
-    playout: std::sync::Arc<crate::engine::Playout>,
+    /// Where played frames are reported to the engine (None: a stored prompt, or shared).
+    playout: Option<std::sync::Arc<Playout>>,
 }
 
 impl Playback {
-    fn new(job: SpeakJob, test: bool, speech: Speech) -> Self {
+    fn new(job: SpeakJob, test: bool, speech: CachedSpeech) -> Self {
         tracing::debug!(text = %job.request.text, "speaking");
         Self {
             job,
@@ -496,6 +498,12 @@ impl Call {
         }
     }
 
+    /// Speech for a request: from the prompt cache when stored there, else from the engine.
+    fn speak(&self, request: SpeechRequest) -> Result<CachedSpeech, crate::engine::EngineError> {
+        let cache = PromptCache::shared(&self.services.config);
+        crate::prompt_cache::speak(cache.as_ref(), &self.services.engine, request, CacheMode::Auto)
+    }
+
     /// Starts queued jobs until one is playing or none are left, and starts synthesizing the
     /// next one once the playing one has all its audio.
     async fn start_next_job(&mut self) -> Step {
@@ -511,7 +519,7 @@ impl Call {
             let Some((job, test)) = self.queue.pop_front() else {
                 return Ok(());
             };
-            match self.services.engine.speak(job.request.clone()) {
+            match self.speak(job.request.clone()) {
                 Ok(speech) => self.current = Some(Playback::new(job, test, speech)),
                 Err(e) => {
                     tracing::warn!(error = %e, "speech request refused");
@@ -532,7 +540,7 @@ impl Call {
                 let mut request = job.request.clone();
                 let buffered = self.current.as_ref().map_or(0, |p| p.frames.len() as u32);
                 request.options.plays_in = FRAME * buffered;
-                match self.services.engine.speak(request) {
+                match self.speak(request) {
                     Ok(speech) => self.upcoming = Some(Playback::new(job, test, speech)),
                     // Refused now (engine busy): ask again when it is its turn to play.
                     Err(_) => self.queue.push_front((job, test)),
@@ -622,7 +630,9 @@ impl Call {
                 if let Some(asked) = p.asked.take() {
                     METRICS.first_audio_seconds.observe(asked.elapsed().as_secs_f64());
                 }
-                p.playout.played(FRAME);
+                if let Some(playout) = &p.playout {
+                    playout.played(FRAME);
+                }
             }
         } else {
             self.stats.silence_frames += 1;

@@ -164,6 +164,8 @@ pub fn run(args: Args) -> Result<()> {
     config.engine.max_batch = args.max_batch;
     config.engine.gpt_dtype = args.gpt_dtype.clone();
     config.engine.default_voice = "bench".into();
+    // The benchmark measures synthesis: no request may be served from the prompt cache.
+    config.prompts.cache_dir = PathBuf::new();
     let mut synth_cfg = XttsBackendConfig::from_engine(&config.engine);
     synth_cfg.forced_tokens = args.tokens;
     synth_cfg.cpu_threads = args.threads.max(1) as usize;

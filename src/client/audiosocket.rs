@@ -111,6 +111,9 @@ pub async fn run_leg(addr: &str, uuid: Uuid, opts: LegOptions) -> Result<LegRepo
     let mut samples = Vec::new();
     let mut rate = None;
     let mut pressed = false;
+    // A finished JoinHandle must not be polled again.
+    let mut writer_done = false;
+    let mut writer_error = None;
     let end = loop {
         tokio::select! {
             message = reader.next() => match message {
@@ -129,26 +132,30 @@ pub async fn run_leg(addr: &str, uuid: Uuid, opts: LegOptions) -> Result<LegRepo
                 Ok(Some(Message::Hangup)) => break LegEnd::ServerHangup,
                 Ok(Some(other)) => break LegEnd::Error(format!("server sent {other:?}, which Asterisk rejects")),
                 Ok(None) => break LegEnd::Closed,
-                Err(e) => break LegEnd::Error(e.to_string()),
+                Err(e) => break LegEnd::Error(writer_error.take().unwrap_or_else(|| e.to_string())),
             },
             _ = sleep_until(hangup_at.unwrap_or(give_up_at)), if hangup_at.is_some_and(|h| h < give_up_at) => {
                 break LegEnd::CallerHangup;
             }
             _ = sleep_until(give_up_at) => break LegEnd::TimedOut,
-            result = &mut writer => {
-                // The sender only stops on a write error: the server is gone.
+            result = &mut writer, if !writer_done => {
+                writer_done = true;
+                // The sender only stops on a write error: the server is gone. What it sent
+                // before closing (the last frames, a hangup) is still read.
                 let why = match result {
                     Ok(Err(e)) => format!("{e:#}"),
                     Ok(Ok(())) => "sender stopped".into(),
                     Err(e) => e.to_string(),
                 };
-                break LegEnd::Error(why);
+                writer_error = Some(why);
             }
         }
     };
     let duration = start.elapsed();
-    writer.abort();
-    let _ = (&mut writer).await; // drops the write half: the socket closes like a hangup
+    if !writer_done {
+        writer.abort();
+        let _ = (&mut writer).await; // drops the write half: the socket closes like a hangup
+    }
     drop(reader);
     let mut dtmf_sent = Vec::new();
     while let Ok(sent) = sent_rx.try_recv() {

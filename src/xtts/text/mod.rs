@@ -4,7 +4,7 @@
 mod cleaners;
 pub mod ja;
 mod ko;
-mod numbers;
+pub mod numbers;
 mod pystr;
 mod split;
 mod tokenizer;

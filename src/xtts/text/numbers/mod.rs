@@ -184,6 +184,19 @@ fn expand_currency(caps: &Captures, lang: &str, words: &dyn NumberWords, currenc
     Ok(spoken)
 }
 
+/// An amount in `currency` read out as the reference reads `$12.50` in `lang` (a whole
+/// amount without its zero cents).
+pub fn currency_words(amount: f64, currency: Currency, lang: &str) -> Result<String> {
+    let words = words_for(lang).ok_or_else(|| anyhow!("numbers cannot be read out in language {lang:?}"))?;
+    let mut spoken = words.currency(amount, currency)?;
+    if amount.fract() == 0.0 {
+        if let Some(pos) = spoken.rfind(and_separator(lang)) {
+            spoken.truncate(pos);
+        }
+    }
+    Ok(spoken)
+}
+
 /// Expands numbers in already lowercased `text` for a language other than zh and ja.
 pub fn expand_numbers(text: &str, lang: &str) -> Result<String> {
     let ordinal_re = ordinal_regex(lang).ok_or_else(|| anyhow!("no number rules for language {lang:?}"))?;
