@@ -8,13 +8,11 @@
 //! (never as an argument, so nothing in it is read as an option) and WAV comes out on stdout.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Deserialize;
 
 use crate::audio::resample_all;
 use crate::engine::{next_live_job, Health, JobQueue, SpeechBackend, SpeechRequest, Validator};
@@ -22,35 +20,10 @@ use crate::xtts::text::split_sentences;
 
 /// The engine's sample rate, which the built-in voice is resampled to (as XTTS speaks).
 pub const SAMPLE_RATE: u32 = 24_000;
-/// eSpeak NG's speaking rate at speed 1.0, in words per minute (its own default is 175).
-const DEFAULT_WPM: u32 = 165;
 /// A sentence that takes longer than this to synthesize is abandoned (eSpeak takes milliseconds).
 const SENTENCE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `[builtin]` in config.toml.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BuiltinVoiceConfig {
-    /// The eSpeak NG program (installed by tools/setup from the distribution's `espeak-ng`).
-    pub program: PathBuf,
-    /// Speaking rate at speed 1.0, in words per minute.
-    pub words_per_minute: u32,
-    /// An eSpeak NG voice variant appended to every language (`f3`, `m2`, ...); empty: none.
-    pub variant: String,
-    /// Sentences synthesized at once (each is one short-lived process).
-    pub concurrency: usize,
-}
-
-impl Default for BuiltinVoiceConfig {
-    fn default() -> Self {
-        Self {
-            program: PathBuf::from("espeak-ng"),
-            words_per_minute: DEFAULT_WPM,
-            variant: String::new(),
-            concurrency: 4,
-        }
-    }
-}
+pub use crate::config::BuiltinVoiceConfig;
 
 /// The eSpeak NG voice for each language XTTS speaks (XTTS's codes).
 const LANGUAGES: &[(&str, &str)] = &[

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::config::LimitsConfig;
 use crate::engine::{EngineError, SpeechRequest};
 
 /// Why speech failed, as the dialplan sees it in `XTTS_REASON`.
@@ -140,6 +141,16 @@ pub struct CallLimits {
     pub pending_jobs: usize,
     /// How long a job waits for its call to connect.
     pub pending_ttl: Duration,
+}
+
+impl From<&LimitsConfig> for CallLimits {
+    fn from(cfg: &LimitsConfig) -> Self {
+        Self {
+            jobs_per_call: cfg.max_jobs_per_call,
+            pending_jobs: cfg.max_pending_jobs,
+            pending_ttl: Duration::from_millis(cfg.pending_ttl_ms),
+        }
+    }
 }
 
 impl Default for CallLimits {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::builtin_voice::BuiltinVoice;
-use crate::config::{AgiMode, Config};
+use crate::config::{AgiMode, Config, DeviceSetting};
 
 /// The released XTTS v2 files the daemon cannot run without.
 pub const MODEL_FILES: [&str; 3] = ["config.json", "model.pth", "vocab.json"];
@@ -404,14 +404,14 @@ fn check_ports(config: &Config, report: &mut Report) {
 fn check_device(config: &Config, report: &mut Report) {
     let cuda = tch::Cuda::is_available();
     let count = if cuda { tch::Cuda::device_count() } else { 0 };
-    match (config.engine.device.as_str(), cuda) {
-        ("cuda", false) => report.add(
+    match (config.engine.device, cuda) {
+        (DeviceSetting::Cuda, false) => report.add(
             Level::Error,
             "engine.device",
             "cuda is configured but libtorch sees no usable CUDA device",
         ),
         (_, true) => report.add(Level::Ok, "engine.device", format!("{count} CUDA device(s) visible")),
-        ("auto", false) => report.add(
+        (DeviceSetting::Auto, false) => report.add(
             Level::Warning,
             "engine.device",
             "no CUDA device visible: XTTS runs on the CPU (slow; the built-in voice is unaffected)",

@@ -9,9 +9,6 @@ use anyhow::{Context, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
-use crate::builtin_voice::BuiltinVoiceConfig;
-use crate::calls::CallLimits;
-use crate::engine::FallbackPolicy;
 use crate::xtts::sampling::SamplingParams;
 use crate::xtts::stream::StreamOptions;
 
@@ -20,6 +17,8 @@ use crate::xtts::stream::StreamOptions;
 pub const LARGEST_FRAME_BYTES: usize = 1920;
 /// Speech limited below this would be inaudible on a phone line.
 pub const LOWEST_PEAK_DBFS: f64 = -60.0;
+/// Speaking rates a request (or `engine.speed`) may ask for; 1.0 is normal.
+pub const SPEED_RANGE: std::ops::RangeInclusive<f64> = 0.5..=2.0;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -101,13 +100,73 @@ impl Default for LimitsConfig {
     }
 }
 
-impl LimitsConfig {
-    pub fn calls(&self) -> CallLimits {
-        CallLimits {
-            jobs_per_call: self.max_jobs_per_call,
-            pending_jobs: self.max_pending_jobs,
-            pending_ttl: Duration::from_millis(self.pending_ttl_ms),
+/// Declares a setting chosen by name in config.toml and on the command line: an enum whose
+/// variants are spelled as the lowercase names given, with `FromStr` and `Display` agreeing
+/// with serde and clap.
+macro_rules! named_setting {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] #[value(name = $text)] $variant),+
         }
+
+        impl $name {
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = anyhow::Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => anyhow::bail!(
+                        "unknown {} '{other}': use {}",
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    ),
+                }
+            }
+        }
+    };
+}
+
+named_setting! {
+    /// Where the model runs.
+    DeviceSetting {
+        /// CUDA when libtorch sees a device, else the CPU.
+        Auto = "auto",
+        Cpu = "cpu",
+        /// The first CUDA device; the start fails when there is none.
+        Cuda = "cuda",
+    }
+}
+
+named_setting! {
+    /// How the vocoder streams a sentence.
+    StreamModeSetting {
+        /// A fixed window of latents per chunk: constant vocoder cost per chunk.
+        Windowed = "windowed",
+        /// Bit-compatible with the reference's inference_stream; cost grows with the utterance.
+        Reference = "reference",
+    }
+}
+
+named_setting! {
+    /// The GPT's float type.
+    GptDtype {
+        /// What parity with the reference is proven in.
+        Float32 = "float32",
+        Bfloat16 = "bfloat16",
+        Float16 = "float16",
     }
 }
 
@@ -118,8 +177,7 @@ impl LimitsConfig {
 pub struct EngineConfig {
     /// Directory holding config.json, model.pth, vocab.json (and speakers_xtts.pth).
     pub model_dir: PathBuf,
-    /// `auto` (CUDA when available), `cpu` or `cuda`.
-    pub device: String,
+    pub device: DeviceSetting,
     /// Directory of voice clips (`NAME.wav`, or a folder `NAME/` of clips); cached
     /// conditioning is written beside them.
     pub speakers_dir: PathBuf,
@@ -141,14 +199,11 @@ pub struct EngineConfig {
     /// Tokens per streamed chunk, and for the first chunk (smaller: earlier first audio).
     pub stream_chunk_tokens: usize,
     pub first_chunk_tokens: usize,
-    /// `windowed` (constant vocoder cost per chunk) or `reference` (bit-compatible with
-    /// the reference's inference_stream, cost grows with the utterance).
-    pub stream_mode: String,
+    pub stream_mode: StreamModeSetting,
     /// pypinyin's pinyin tables (`tools/fetch_text_data`); missing: Chinese is read
     /// character by character, approximately.
     pub chinese_dictionary: PathBuf,
-    /// The GPT's float type: `float32` (what parity is proven in), `bfloat16` or `float16`.
-    pub gpt_dtype: String,
+    pub gpt_dtype: GptDtype,
     /// unidic-lite's compiled MeCab dictionary (`tools/fetch_text_data`); without it Japanese
     /// romaji are approximate.
     pub japanese_dictionary: PathBuf,
@@ -256,7 +311,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             model_dir: PathBuf::from("models/xtts_v2"),
-            device: "auto".into(),
+            device: DeviceSetting::Auto,
             speakers_dir: PathBuf::from("speakers"),
             default_voice: "default".into(),
             default_language: "en".into(),
@@ -271,8 +326,8 @@ impl Default for EngineConfig {
             speed: 1.0,
             stream_chunk_tokens: 20,
             first_chunk_tokens: 8,
-            stream_mode: "windowed".into(),
-            gpt_dtype: "float32".into(),
+            stream_mode: StreamModeSetting::Windowed,
+            gpt_dtype: GptDtype::Float32,
             chinese_dictionary: PathBuf::from("models/text/pypinyin"),
             japanese_dictionary: PathBuf::from("models/text/unidic-lite"),
             first_audio_ms: 250,
@@ -497,21 +552,6 @@ impl Config {
     fn check(&self) -> Result<()> {
         let engine = &self.engine;
         anyhow::ensure!(
-            matches!(engine.device.as_str(), "auto" | "cpu" | "cuda"),
-            "engine.device must be auto, cpu or cuda, not '{}'",
-            engine.device
-        );
-        anyhow::ensure!(
-            matches!(engine.stream_mode.as_str(), "windowed" | "reference"),
-            "engine.stream_mode must be windowed or reference, not '{}'",
-            engine.stream_mode
-        );
-        anyhow::ensure!(
-            matches!(engine.gpt_dtype.as_str(), "float32" | "bfloat16" | "float16"),
-            "engine.gpt_dtype must be float32, bfloat16 or float16, not '{}'",
-            engine.gpt_dtype
-        );
-        anyhow::ensure!(
             engine.stream_chunk_tokens > 0,
             "engine.stream_chunk_tokens must be at least 1"
         );
@@ -519,7 +559,7 @@ impl Config {
             engine.first_chunk_tokens > 0,
             "engine.first_chunk_tokens must be at least 1"
         );
-        if engine.stream_mode == "windowed" {
+        if engine.stream_mode == StreamModeSetting::Windowed {
             let holdback = StreamOptions::windowed().holdback;
             anyhow::ensure!(
                 engine.first_chunk_tokens > holdback,
@@ -534,11 +574,14 @@ impl Config {
             "engine.max_load must be between 0.1 and 1.0"
         );
         // The configured values pass the same checks as a request's own.
-        let speed = crate::engine::SpeechOptions {
-            speed: Some(engine.speed),
-            ..Default::default()
-        };
-        speed.validate(&engine.sampling()).context("engine")?;
+        anyhow::ensure!(
+            SPEED_RANGE.contains(&engine.speed),
+            "engine.speed must be between {} and {}, got {}",
+            SPEED_RANGE.start(),
+            SPEED_RANGE.end(),
+            engine.speed
+        );
+        engine.sampling().validate().context("engine")?;
         anyhow::ensure!(
             (LARGEST_FRAME_BYTES..=65_535).contains(&self.audiosocket.max_payload_bytes),
             "audiosocket.max_payload_bytes must be between {LARGEST_FRAME_BYTES} (a 20 ms frame at 48 kHz) and 65535, got {}",
@@ -672,3 +715,53 @@ mod tests {
         assert!(format!("{err:#}").contains("voicebot.bots.x.url"), "{err:#}");
     }
 }
+
+/// When the built-in voice speaks instead of XTTS (`[fallback]` in config.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FallbackPolicy {
+    /// The XTTS model is not installed (or the default voice has no clip).
+    pub when_absent: bool,
+    /// XTTS failed to load or its worker has stopped.
+    pub when_down: bool,
+    /// XTTS refuses for capacity: the caller hears the built-in voice instead of a busy result.
+    pub when_busy: bool,
+}
+
+impl Default for FallbackPolicy {
+    fn default() -> Self {
+        Self {
+            when_absent: true,
+            when_down: true,
+            when_busy: true,
+        }
+    }
+}
+
+
+/// `[builtin]` in config.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuiltinVoiceConfig {
+    /// The eSpeak NG program (installed by tools/setup from the distribution's `espeak-ng`).
+    pub program: PathBuf,
+    /// Speaking rate at speed 1.0, in words per minute.
+    pub words_per_minute: u32,
+    /// An eSpeak NG voice variant appended to every language (`f3`, `m2`, ...); empty: none.
+    pub variant: String,
+    /// Sentences synthesized at once (each is one short-lived process).
+    pub concurrency: usize,
+}
+
+impl Default for BuiltinVoiceConfig {
+    fn default() -> Self {
+        Self {
+            program: PathBuf::from("espeak-ng"),
+            // eSpeak NG's own default rate is 175; a little slower reads better on a phone line.
+            words_per_minute: 165,
+            variant: String::new(),
+            concurrency: 4,
+        }
+    }
+}
+

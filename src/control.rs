@@ -18,6 +18,7 @@
 //! Other modules add their routes to [`router`].
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{Context, Result};
@@ -34,12 +35,32 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
-use crate::calls::{check_voice_name, SpeakJob};
-use crate::engine::{SpeechOptions, SpeechRequest};
+use crate::calls::{check_voice_name, CallRegistry, SpeakJob};
+use crate::config::EngineConfig;
+use crate::engine::{Engine, SpeechOptions, SpeechRequest};
 use crate::listener::Gate;
 use crate::metrics::METRICS;
-use crate::serve::SharedServices;
 use crate::shutdown::Shutdown;
+use crate::speech_api::SpeechApiContext;
+use crate::voicebot::SharedBots;
+
+/// What the control API needs from the daemon.
+pub struct ControlContext {
+    /// The defaults of a request that names no voice or language.
+    pub engine_config: EngineConfig,
+    /// `limits.max_text_chars`.
+    pub max_text_chars: usize,
+    pub engine: Engine,
+    /// Where queued speech waits for its call.
+    pub calls: CallRegistry,
+    pub shutdown: Shutdown,
+    /// The listener's connection limit and allow list.
+    pub gate: Gate,
+    /// The voicebot WebSocket's side of the daemon.
+    pub bots: SharedBots,
+}
+
+type SharedControl = Arc<ControlContext>;
 
 /// Body of `POST /v1/calls/{uuid}/say`.
 #[derive(Debug, Deserialize)]
@@ -55,27 +76,30 @@ struct SayBody {
     options: SpeechOptions,
 }
 
-/// The API's routes, for serving or for driving in-process.
-pub fn router(services: SharedServices) -> Router {
+/// The API's routes, with the speech API's beside them, for serving or for driving in-process.
+pub fn router(ctx: ControlContext, speech_api: SpeechApiContext) -> Router {
+    let voicebots = Router::new()
+        .route("/v1/calls/{call_id}/ws", get(crate::voicebot::endpoint::upgrade))
+        .with_state(ctx.bots.clone());
     Router::new()
         .route("/v1/calls/{uuid}/say", post(say))
         .route("/v1/health", get(health))
         .route("/v1/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/v1/calls/{call_id}/ws", get(crate::voicebot::endpoint::upgrade))
-        .with_state(services.clone())
-        .merge(crate::speech_api::routes(services))
+        .with_state(Arc::new(ctx))
+        .merge(voicebots)
+        .merge(crate::speech_api::routes(speech_api))
 }
 
 /// Serves the API until the drain begins, at most `control.max_connections` at once.
-pub async fn serve(listener: TcpListener, services: SharedServices) -> Result<()> {
+pub async fn serve(listener: TcpListener, ctx: ControlContext, speech_api: SpeechApiContext) -> Result<()> {
     let gated = GatedListener {
         listener,
-        gate: services.gate("control", services.config.control.max_connections),
-        shutdown: services.shutdown.clone(),
+        gate: ctx.gate.clone(),
+        shutdown: ctx.shutdown.clone(),
     };
-    let shutdown = services.shutdown.clone();
-    axum::serve(gated, router(services))
+    let shutdown = ctx.shutdown.clone();
+    axum::serve(gated, router(ctx, speech_api))
         .with_graceful_shutdown(async move { shutdown.draining().await })
         .await
         .context("control API server failed")
@@ -147,7 +171,7 @@ fn bad_request(field: &str, error: impl std::fmt::Display) -> Response {
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-async fn say(State(services): State<SharedServices>, Path(uuid): Path<String>, body: Bytes) -> Response {
+async fn say(State(ctx): State<SharedControl>, Path(uuid): Path<String>, body: Bytes) -> Response {
     let uuid = match Uuid::parse_str(&uuid) {
         Ok(u) => u,
         Err(e) => return bad_request("uuid", format!("'{uuid}' is not a call UUID: {e}")),
@@ -156,7 +180,7 @@ async fn say(State(services): State<SharedServices>, Path(uuid): Path<String>, b
         Ok(b) => b,
         Err(e) => return bad_request(&field_of_json_error(&e), format!("bad JSON body: {e}")),
     };
-    let engine_cfg = &services.config.engine;
+    let engine_cfg = &ctx.engine_config;
     let pick = |given: Option<String>, default: &str| given.filter(|s| !s.is_empty()).unwrap_or_else(|| default.into());
     let request = SpeechRequest {
         text: body.text.trim().to_string(),
@@ -167,7 +191,7 @@ async fn say(State(services): State<SharedServices>, Path(uuid): Path<String>, b
     if request.text.is_empty() {
         return bad_request("text", "text is empty");
     }
-    let (chars, limit) = (request.text.chars().count(), services.config.limits.max_text_chars);
+    let (chars, limit) = (request.text.chars().count(), ctx.max_text_chars);
     if chars > limit {
         return bad_request(
             "text",
@@ -177,17 +201,17 @@ async fn say(State(services): State<SharedServices>, Path(uuid): Path<String>, b
     if let Err(e) = check_voice_name(&request.voice) {
         return bad_request("voice", e);
     }
-    if let Err(e) = services.engine.validate(&request) {
-        return bad_request(blame(&services, &request), e);
+    if let Err(e) = ctx.engine.validate(&request) {
+        return bad_request(blame(&ctx, &request), e);
     }
-    let live = services.calls.is_live(&uuid);
+    let live = ctx.calls.is_live(&uuid);
     let job = SpeakJob {
         request,
         escape_digits: String::new(),
         hangup_after: false,
         done: None,
     };
-    if let Err(e) = services.calls.enqueue(uuid, job) {
+    if let Err(e) = ctx.calls.enqueue(uuid, job) {
         let body = json!({ "error": e.to_string(), "field": "uuid" });
         return (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
     }
@@ -209,8 +233,8 @@ fn field_of_json_error(e: &serde_json::Error) -> String {
 
 /// Which field made the engine refuse a request: the language or the voice if it is refused
 /// on its own (with a short probe text and the default for the other), else the text.
-fn blame(services: &SharedServices, request: &SpeechRequest) -> &'static str {
-    let cfg = &services.config.engine;
+fn blame(ctx: &ControlContext, request: &SpeechRequest) -> &'static str {
+    let cfg = &ctx.engine_config;
     let refused = |lang: &str, voice: &str| {
         let probe = SpeechRequest {
             text: "test".into(),
@@ -218,7 +242,7 @@ fn blame(services: &SharedServices, request: &SpeechRequest) -> &'static str {
             voice: voice.into(),
             options: SpeechOptions::default(),
         };
-        services.engine.validate(&probe).is_err()
+        ctx.engine.validate(&probe).is_err()
     };
     let options_alone = SpeechRequest {
         text: "test".into(),
@@ -226,7 +250,7 @@ fn blame(services: &SharedServices, request: &SpeechRequest) -> &'static str {
         voice: cfg.default_voice.clone(),
         options: request.options.clone(),
     };
-    if services.engine.validate(&options_alone).is_err() {
+    if ctx.engine.validate(&options_alone).is_err() {
         "options"
     } else if refused(&request.lang, &cfg.default_voice) {
         "lang"
@@ -237,27 +261,27 @@ fn blame(services: &SharedServices, request: &SpeechRequest) -> &'static str {
     }
 }
 
-async fn health(State(services): State<SharedServices>) -> Response {
+async fn health(State(ctx): State<SharedControl>) -> Response {
     Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
-        "sample_rate": services.engine.sample_rate(),
-        "engine": services.engine.status(),
+        "sample_rate": ctx.engine.sample_rate(),
+        "engine": ctx.engine.status(),
     }))
     .into_response()
 }
 
-async fn ready(State(services): State<SharedServices>) -> Response {
-    // The services exist only once the model has loaded and the engine thread has started.
-    if services.shutdown.is_draining() {
+async fn ready(State(ctx): State<SharedControl>) -> Response {
+    // The ctx exist only once the model has loaded and the engine thread has started.
+    if ctx.shutdown.is_draining() {
         let body = json!({ "status": "draining" });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
-    Json(json!({ "status": "ready", "calls": services.calls.live_count() })).into_response()
+    Json(json!({ "status": "ready", "calls": ctx.calls.live_count() })).into_response()
 }
 
-async fn metrics(State(services): State<SharedServices>) -> Response {
-    let body = METRICS.render(services.calls.pending_count());
+async fn metrics(State(ctx): State<SharedControl>) -> Response {
+    let body = METRICS.render(ctx.calls.pending_count());
     (
         [(
             axum::http::header::CONTENT_TYPE,

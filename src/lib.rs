@@ -21,5 +21,6 @@ pub mod serve;
 pub mod shutdown;
 pub mod speech_api;
 pub mod ssml;
+pub mod startup;
 pub mod voicebot;
 pub mod xtts;

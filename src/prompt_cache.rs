@@ -368,7 +368,7 @@ impl PromptCache {
         let keys = KeyContext::from_config(cfg);
         match PromptCache::open(&p.cache_dir, p.cache_max_mb.saturating_mul(1 << 20), p.seed, keys) {
             Ok(mut cache) => {
-                cache.trim_endings = cfg.engine.stream_mode != "reference";
+                cache.trim_endings = cfg.engine.stream_mode != crate::config::StreamModeSetting::Reference;
                 let cache = Arc::new(cache);
                 open.push((p.cache_dir.clone(), cache.clone()));
                 Some(cache)
@@ -1073,7 +1073,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut cfg = Config::default();
             cfg.prompts.cache_dir = dir.path().join("cache");
-            cfg.engine.stream_mode = mode.into();
+            cfg.engine.stream_mode = mode.parse().unwrap();
             let cache = PromptCache::shared(&cfg).unwrap();
             let engine = Engine::start(TrailingSilence, |_: &SpeechRequest| Ok(()), 4);
             let req = request("Goodbye.", Some(1));

@@ -303,7 +303,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The engines as `xttsd serve` starts them (XTTS, and the built-in voice as `[fallback]` says).
 fn start_engine(cfg: &Config) -> Result<Engine> {
-    crate::serve::start_engines(cfg)
+    crate::startup::start_engines(cfg)
 }
 
 #[cfg(test)]

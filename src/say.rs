@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::audio::{g711, resample::resample_all, shaping, wav};
 use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
+use crate::config::{DeviceSetting, GptDtype, StreamModeSetting};
 use crate::engine::SpeechOptions;
 use crate::xtts::stream::StreamOptions;
 
@@ -42,18 +43,17 @@ pub struct Args {
     /// Speaking rate (0.5 to 2.0; 1.0 normal).
     #[arg(long)]
     pub speed: Option<f64>,
-    /// cpu | cuda | auto
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Streaming mode for the timings: windowed | reference.
-    #[arg(long, default_value = "windowed")]
-    pub stream_mode: String,
+    #[arg(long, value_enum, default_value_t = DeviceSetting::Auto)]
+    pub device: DeviceSetting,
+    /// Streaming mode for the timings.
+    #[arg(long, value_enum, default_value_t = StreamModeSetting::Windowed)]
+    pub stream_mode: StreamModeSetting,
     /// pypinyin's pinyin tables for Chinese (tools/fetch_text_data).
     #[arg(long, default_value = "models/text/pypinyin")]
     pub chinese_dictionary: PathBuf,
-    /// The GPT's float type: float32 | bfloat16 | float16.
-    #[arg(long, default_value = "float32")]
-    pub gpt_dtype: String,
+    /// The GPT's float type.
+    #[arg(long, value_enum, default_value_t = GptDtype::Float32)]
+    pub gpt_dtype: GptDtype,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -71,14 +71,13 @@ pub fn run(args: Args) -> Result<()> {
         model_dir: args.model.clone(),
         speakers_dir: args.speakers.clone(),
         japanese_dictionary: args.japanese_dictionary.clone(),
-        device: args.device.clone(),
-        stream: match args.stream_mode.as_str() {
-            "windowed" => StreamOptions::windowed(),
-            "reference" => StreamOptions::reference(),
-            other => bail!("unknown --stream-mode '{other}': use windowed or reference"),
+        device: args.device,
+        stream: match args.stream_mode {
+            StreamModeSetting::Windowed => StreamOptions::windowed(),
+            StreamModeSetting::Reference => StreamOptions::reference(),
         },
         chinese_dictionary: args.chinese_dictionary.clone(),
-        gpt_dtype: args.gpt_dtype.clone(),
+        gpt_dtype: args.gpt_dtype,
         ..XttsBackendConfig::default()
     };
     let mut synth = XttsBackend::load(&cfg)?;

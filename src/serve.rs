@@ -8,49 +8,124 @@
 //! is bound, STOPPING=1 when the drain begins, and WATCHDOG=1 pings while it runs.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
-use crate::builtin_voice::BuiltinVoice;
-use crate::calls::CallRegistry;
-use crate::check;
+use crate::agi::{AgiContext, SharedAgiContext};
+use crate::audiosocket::{AudioSocketContext, SharedAudioSocketContext};
+use crate::calls::{CallLimits, CallRegistry};
 use crate::config::Config;
-use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
-use crate::engine::{Engine, SpeechOptions, SpeechRequest};
+use crate::control::ControlContext;
+use crate::engine::Engine;
 use crate::listener::Gate;
+use crate::prompt_cache::PromptCache;
 use crate::shutdown::Shutdown;
+use crate::speech_api::SpeechApiContext;
+use crate::startup::{check_defaults, start_engines};
+use crate::voicebot::{Bots, SharedBots};
 
-/// What every server of the daemon shares.
+/// The daemon's parts, made once from the configuration and the engine. Each server is
+/// handed only what it needs (its context), never this whole.
 pub struct Services {
     pub config: Config,
     pub engine: Engine,
     pub calls: CallRegistry,
     /// Drain and end of every call; every connection task is tracked by it.
     pub shutdown: Shutdown,
+    /// `[prompts]`'s cache; None when off.
+    pub cache: Option<Arc<PromptCache>>,
+    pub bots: SharedBots,
 }
 
 pub type SharedServices = Arc<Services>;
 
 impl Services {
-    /// The services of a daemon with this configuration and engine: a call registry bounded
-    /// by `[limits]`, and a shutdown not begun.
+    /// The parts of a daemon with this configuration and engine: a call registry bounded
+    /// by `[limits]`, the prompt cache, and a shutdown not begun.
     pub fn new(config: Config, engine: Engine) -> SharedServices {
-        let calls = CallRegistry::with_limits(config.limits.calls());
+        let calls = CallRegistry::with_limits(CallLimits::from(&config.limits));
+        let cache = PromptCache::shared(&config);
+        let bots = Arc::new(Bots {
+            config: config.voicebot.clone(),
+            engine_config: config.engine.clone(),
+            audio: config.audio.clone(),
+            engine: engine.clone(),
+            calls: calls.clone(),
+        });
         Arc::new(Services {
             config,
             engine,
             calls,
             shutdown: Shutdown::new(),
+            cache,
+            bots,
         })
     }
 
     /// A listener's gate: its connection limit and the daemon's allow list.
-    pub fn gate(&self, name: &'static str, max_connections: usize) -> Gate {
+    fn gate(&self, name: &'static str, max_connections: usize) -> Gate {
         Gate::new(name, max_connections, &self.config.daemon.allow_from)
+    }
+
+    /// What the AudioSocket server is given.
+    pub fn audiosocket(&self) -> SharedAudioSocketContext {
+        let cfg = &self.config;
+        Arc::new(AudioSocketContext {
+            config: cfg.audiosocket.clone(),
+            test_call: cfg.test_call.clone(),
+            engine_config: cfg.engine.clone(),
+            audio: cfg.audio.clone(),
+            engine: self.engine.clone(),
+            cache: self.cache.clone(),
+            calls: self.calls.clone(),
+            shutdown: self.shutdown.clone(),
+            gate: self.gate("audiosocket", cfg.audiosocket.max_connections),
+            bots: self.bots.clone(),
+        })
+    }
+
+    /// What the FastAGI server is given.
+    pub fn agi(&self) -> SharedAgiContext {
+        let cfg = &self.config;
+        Arc::new(AgiContext {
+            config: cfg.agi.clone(),
+            engine_config: cfg.engine.clone(),
+            max_text_chars: cfg.limits.max_text_chars,
+            audio: cfg.audio.clone(),
+            engine: self.engine.clone(),
+            cache: self.cache.clone(),
+            calls: self.calls.clone(),
+            shutdown: self.shutdown.clone(),
+            gate: self.gate("agi", cfg.agi.max_connections),
+            bots: self.bots.clone(),
+        })
+    }
+
+    /// What the control API is given.
+    pub fn control(&self) -> ControlContext {
+        let cfg = &self.config;
+        ControlContext {
+            engine_config: cfg.engine.clone(),
+            max_text_chars: cfg.limits.max_text_chars,
+            engine: self.engine.clone(),
+            calls: self.calls.clone(),
+            shutdown: self.shutdown.clone(),
+            gate: self.gate("control", cfg.control.max_connections),
+            bots: self.bots.clone(),
+        }
+    }
+
+    /// What the speech API (served beside the control API) is given.
+    pub fn speech_api(&self) -> SpeechApiContext {
+        SpeechApiContext {
+            engine_config: self.config.engine.clone(),
+            audio: self.config.audio.clone(),
+            engine: self.engine.clone(),
+            cache: self.cache.clone(),
+        }
     }
 }
 
@@ -70,127 +145,6 @@ pub fn run(args: Args) -> Result<()> {
     rt.block_on(serve_all(services))
 }
 
-/// Starts XTTS and the built-in voice as `[fallback]` says: XTTS with the built-in voice
-/// standing in when it is down or busy, or the built-in voice alone while XTTS is absent.
-pub fn start_engines(config: &Config) -> Result<Engine> {
-    let policy = config.fallback;
-    let wanted = policy.when_absent || policy.when_down || policy.when_busy;
-    let builtin = if wanted { start_builtin_voice(config) } else { None };
-    let model_dir = &config.engine.model_dir;
-    let missing = check::missing_model_files(model_dir);
-    if !missing.is_empty() {
-        let why = format!(
-            "no XTTS model: {} lacks {}. {}",
-            model_dir.display(),
-            missing.join(", "),
-            check::download_hint(model_dir)
-        );
-        return match builtin {
-            Some(builtin) if policy.when_absent => {
-                tracing::warn!("{why}");
-                tracing::warn!("the built-in voice (eSpeak NG) answers every call until the model is installed");
-                Ok(builtin)
-            }
-            _ => Err(anyhow::anyhow!(why)),
-        };
-    }
-    let (xtts, default_voice_usable) = match start_xtts(config) {
-        Ok(started) => started,
-        Err(e) => {
-            return match builtin {
-                Some(builtin) if policy.when_down => {
-                    tracing::error!("XTTS failed to load: {e:#}");
-                    tracing::warn!("the built-in voice (eSpeak NG) answers every call");
-                    Ok(builtin)
-                }
-                _ => Err(e),
-            };
-        }
-    };
-    let Some(builtin) = builtin else {
-        return Ok(xtts);
-    };
-    let absent_voices = if default_voice_usable {
-        Vec::new()
-    } else {
-        let voice = &config.engine.default_voice;
-        tracing::warn!(
-            "the default voice '{voice}' has no clip ({}/{voice}.wav); the built-in voice speaks for it",
-            config.engine.speakers_dir.display()
-        );
-        vec![voice.clone()]
-    };
-    xtts.with_fallback(builtin, policy, absent_voices)
-}
-
-/// Loads XTTS on its worker thread and warms up the default voice; says whether that voice
-/// is usable.
-fn start_xtts(config: &Config) -> Result<(Engine, bool)> {
-    let synth_cfg = XttsBackendConfig::from_engine(&config.engine);
-    let (default_voice, default_lang) = (
-        config.engine.default_voice.clone(),
-        config.engine.default_language.clone(),
-    );
-    let usable = Arc::new(AtomicBool::new(false));
-    let usable_in_worker = usable.clone();
-    let engine = Engine::spawn(
-        move || {
-            let mut synth = XttsBackend::load(&synth_cfg)?;
-            match synth.warm_up(&default_voice, &default_lang) {
-                Ok(()) => usable_in_worker.store(true, Ordering::Relaxed),
-                Err(e) => tracing::warn!("default voice '{default_voice}' is not usable yet: {e:#}"),
-            }
-            let validator = synth.validator();
-            Ok((synth, validator))
-        },
-        config.engine.queue_limit,
-    )?;
-    Ok((engine, usable.load(Ordering::Relaxed)))
-}
-
-/// The built-in voice's engine, or None (logged) when eSpeak NG cannot run.
-fn start_builtin_voice(config: &Config) -> Option<Engine> {
-    let voice = match BuiltinVoice::new(&config.builtin) {
-        Ok(voice) => voice,
-        Err(e) => {
-            tracing::warn!("no built-in voice: {e:#}");
-            return None;
-        }
-    };
-    let validator = voice.validator();
-    let started = Engine::spawn(move || Ok((voice, validator)), config.engine.queue_limit);
-    match started {
-        Ok(engine) => Some(engine.named("builtin")),
-        Err(e) => {
-            tracing::warn!("no built-in voice: {e:#}");
-            None
-        }
-    }
-}
-
-/// The configured default voice and language, and the test call's, must be ones the loaded
-/// engine speaks: otherwise every call that relies on them would fail.
-pub fn check_defaults(config: &Config, engine: &Engine) -> Result<()> {
-    let probe = |voice: &str, lang: &str| {
-        engine.validate(&SpeechRequest {
-            text: "test".into(),
-            voice: voice.into(),
-            lang: lang.into(),
-            options: SpeechOptions::default(),
-        })
-    };
-    let (voice, lang) = (&config.engine.default_voice, &config.engine.default_language);
-    probe(voice, &config.engine.default_language).context("engine.default_voice")?;
-    probe(voice, lang).context("engine.default_language")?;
-    let test = &config.test_call;
-    if test.enabled {
-        let pick = |own: &String, default: &String| if own.is_empty() { default.clone() } else { own.clone() };
-        probe(&pick(&test.voice, voice), lang).context("test_call.voice")?;
-        probe(voice, &pick(&test.language, lang)).context("test_call.language")?;
-    }
-    Ok(())
-}
-
 /// Binds every configured listener, then serves until a shutdown signal and drains.
 pub async fn serve_all(services: SharedServices) -> Result<()> {
     let cfg = &services.config;
@@ -201,10 +155,10 @@ pub async fn serve_all(services: SharedServices) -> Result<()> {
         Some(addr) => Some(bind(addr, "control").await?),
     };
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(crate::audiosocket::serve(audiosocket, services.clone()));
-    servers.spawn(crate::agi::serve(agi, services.clone()));
+    servers.spawn(crate::audiosocket::serve(audiosocket, services.audiosocket()));
+    servers.spawn(crate::agi::serve(agi, services.agi()));
     if let Some(control) = control {
-        servers.spawn(crate::control::serve(control, services.clone()));
+        servers.spawn(crate::control::serve(control, services.control(), services.speech_api()));
     }
     let sweeper = {
         let shutdown = services.shutdown.clone();

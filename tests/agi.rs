@@ -122,7 +122,7 @@ async fn start_with(mode: &str, chunk_delay: Duration, adjust: impl FnOnce(&mut 
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(xttsd::agi::serve(listener, services.clone()));
+    tokio::spawn(xttsd::agi::serve(listener, services.agi()));
     Daemon {
         addr,
         services,
@@ -704,7 +704,7 @@ async fn start_streaming(chunk_delay: Duration) -> Daemon {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let audiosocket = listener.local_addr().unwrap().to_string();
     let d = start_with("stream", chunk_delay, |c| c.agi.audiosocket_address = audiosocket).await;
-    tokio::spawn(xttsd::audiosocket::serve(listener, d.services.clone()));
+    tokio::spawn(xttsd::audiosocket::serve(listener, d.services.audiosocket()));
     d
 }
 

@@ -121,7 +121,7 @@ async fn start_server(config: Config) -> (SocketAddr, SharedServices, Arc<Probe>
     let (services, probe) = services(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(xttsd::audiosocket::serve(listener, services.clone()));
+    tokio::spawn(xttsd::audiosocket::serve(listener, services.audiosocket()));
     (addr, services, probe)
 }
 

@@ -248,7 +248,7 @@ fn engine_with(
     let mut cfg = XttsBackendConfig {
         model_dir: model_dir(),
         speakers_dir: dir.path().to_path_buf(),
-        device: "cpu".into(),
+        device: xttsd::config::DeviceSetting::Cpu,
         max_batch,
         forced_tokens: Some(forced_tokens),
         ..XttsBackendConfig::default()

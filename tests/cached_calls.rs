@@ -61,7 +61,7 @@ async fn start() -> Daemon {
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(xttsd::audiosocket::serve(listener, services.clone()));
+    tokio::spawn(xttsd::audiosocket::serve(listener, services.audiosocket()));
     Daemon {
         addr,
         services,

@@ -48,7 +48,7 @@ async fn start_with(config: Config) -> (std::net::SocketAddr, SharedServices) {
     let services = Services::new(config, Engine::start(Unused, validate, 4));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(xttsd::control::serve(listener, services.clone()));
+    tokio::spawn(xttsd::control::serve(listener, services.control(), services.speech_api()));
     (addr, services)
 }
 

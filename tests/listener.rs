@@ -57,7 +57,7 @@ async fn agi_listener_survives_running_out_of_file_descriptors() {
     let (services, _spool) = services(|_| {});
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(xttsd::agi::serve(listener, services.clone()));
+    let server = tokio::spawn(xttsd::agi::serve(listener, services.agi()));
     assert!(served(addr).await, "served before the descriptors ran out");
 
     // A client socket made while descriptors are free; connecting it needs none.
@@ -102,7 +102,7 @@ async fn peers_outside_the_allow_list_are_closed_at_accept() {
     let (services, _spool) = services(|c| c.daemon.allow_from = vec!["10.0.0.0/8".parse().unwrap()]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(xttsd::audiosocket::serve(listener, services.clone()));
+    tokio::spawn(xttsd::audiosocket::serve(listener, services.audiosocket()));
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))

@@ -112,9 +112,9 @@ async fn start(extra_config: &str) -> Daemon {
     let probe = Arc::new(Probe::default());
     let engine = Engine::start(ToneBackend { probe: probe.clone() }, validate, 256);
     let services: SharedServices = Services::new(config, engine);
-    tokio::spawn(xttsd::audiosocket::serve(a, services.clone()));
-    tokio::spawn(xttsd::agi::serve(g, services.clone()));
-    tokio::spawn(xttsd::control::serve(c, services));
+    tokio::spawn(xttsd::audiosocket::serve(a, services.audiosocket()));
+    tokio::spawn(xttsd::agi::serve(g, services.agi()));
+    tokio::spawn(xttsd::control::serve(c, services.control(), services.speech_api()));
     Daemon {
         audiosocket,
         control,

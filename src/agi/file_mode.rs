@@ -15,14 +15,15 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::codec::{AgiLine, Command};
-use super::session::{Conn, Outcome, Plan, Stop};
+use super::conn::{Conn, Outcome, Stop};
+use super::plan::Plan;
 use super::transcode::FileFormat;
 use crate::calls::FailReason;
 use crate::config::AudioConfig;
 use crate::engine::{Engine, SpeechEvent, SpeechRequest};
+use super::SharedAgiContext;
 use crate::metrics::METRICS;
 use crate::prompt_cache::{CachedSpeech, PromptCache};
-use crate::serve::SharedServices;
 
 /// Every spool file's name starts with this (and only spool files' names do).
 const SPOOL_PREFIX: &str = "xttsd-";
@@ -115,24 +116,24 @@ impl Drop for AbortOnDrop {
 
 /// Plays the plan's text as spool files. Interrupted by an escape digit or a hangup; at the
 /// drain deadline it stops before the next file.
-pub async fn play(conn: &mut Conn, services: &SharedServices, plan: &Plan) -> Result<Outcome, Stop> {
-    let format = FileFormat::from(services.config.agi.file_format);
+pub async fn play(conn: &mut Conn, ctx: &SharedAgiContext, plan: &Plan) -> Result<Outcome, Stop> {
+    let format = FileFormat::from(ctx.config.file_format);
     let sentences = split_sentences(&plan.request.text);
     // One finished file may wait while the next sentence is synthesised.
     let (tx, mut files) = mpsc::channel::<(SpoolFile, &'static str)>(1);
     let mut producer = AbortOnDrop(tokio::spawn(produce(
-        services.clone(),
+        ctx.clone(),
         plan.request.clone(),
         sentences,
         Spool {
-            dir: services.config.agi.spool_dir.clone(),
+            dir: ctx.config.spool_dir.clone(),
             format,
-            audio: services.config.audio.clone(),
+            audio: ctx.audio.clone(),
         },
-        Duration::from_millis(services.config.agi.reply_timeout_ms),
+        Duration::from_millis(ctx.config.reply_timeout_ms),
         tx,
     )));
-    let shutdown = services.shutdown.clone();
+    let shutdown = ctx.shutdown.clone();
     let mut played_ms = 0;
     // The engine of the files handed over so far (XTTS_ENGINE).
     let mut engine = None;
@@ -230,15 +231,15 @@ struct Spool {
 /// sentence is refused at once when the engine is full (the caller hears nothing yet); a later
 /// one waits for room, so a busy moment does not cut a prompt that is already playing.
 async fn produce(
-    services: SharedServices,
+    ctx: SharedAgiContext,
     base: SpeechRequest,
     sentences: Vec<String>,
     spool: Spool,
     patience: Duration,
     files: mpsc::Sender<(SpoolFile, &'static str)>,
 ) -> Result<(), (FailReason, String)> {
-    let engine = &services.engine;
-    let cache = PromptCache::shared(&services.config);
+    let engine = &ctx.engine;
+    let cache = ctx.cache.clone();
     let session = Uuid::new_v4();
     let spool = std::sync::Arc::new(spool);
     for (i, sentence) in sentences.into_iter().enumerate() {

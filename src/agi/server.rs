@@ -7,18 +7,18 @@ use tracing::Instrument;
 
 use super::{file_mode, session};
 use crate::metrics::METRICS;
-use crate::serve::SharedServices;
+use super::SharedAgiContext;
 
 /// Accepts FastAGI connections until the drain begins.
-pub async fn serve(listener: TcpListener, services: SharedServices) -> Result<()> {
+pub async fn serve(listener: TcpListener, ctx: SharedAgiContext) -> Result<()> {
     // Files a crash left behind would never be deleted otherwise.
-    let spool = services.config.agi.spool_dir.clone();
+    let spool = ctx.config.spool_dir.clone();
     match tokio::task::spawn_blocking(move || file_mode::sweep_spool(&spool)).await {
         Ok(0) | Err(_) => {}
         Ok(n) => tracing::info!(files = n, "removed stale spool files"),
     }
-    let gate = services.gate("agi", services.config.agi.max_connections);
-    let shutdown = services.shutdown.clone();
+    let gate = ctx.gate.clone();
+    let shutdown = ctx.shutdown.clone();
     crate::listener::serve(listener, gate, shutdown, move |stream, peer| {
         let span = tracing::info_span!(
             "agi",
@@ -27,10 +27,10 @@ pub async fn serve(listener: TcpListener, services: SharedServices) -> Result<()
             uniqueid = tracing::field::Empty,
             uuid = tracing::field::Empty
         );
-        let services = services.clone();
+        let ctx = ctx.clone();
         async move {
             let _active = METRICS.active("agi");
-            if let Err(e) = session::run(stream, services).await {
+            if let Err(e) = session::run(stream, ctx).await {
                 tracing::warn!(error = %format!("{e:#}"), "FastAGI session ended with an error");
             }
         }

@@ -7,22 +7,22 @@ use tracing::Instrument;
 
 use super::session::{self, SessionEnd};
 use crate::metrics::METRICS;
-use crate::serve::SharedServices;
+use super::SharedAudioSocketContext;
 
 /// Accepts calls until the drain begins; each call runs in its own tracked task, so a broken
 /// call never disturbs the others and the drain waits for every one.
-pub async fn serve(listener: TcpListener, services: SharedServices) -> Result<()> {
+pub async fn serve(listener: TcpListener, ctx: SharedAudioSocketContext) -> Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "AudioSocket listening");
     }
-    let gate = services.gate("audiosocket", services.config.audiosocket.max_connections);
-    let shutdown = services.shutdown.clone();
+    let gate = ctx.gate.clone();
+    let shutdown = ctx.shutdown.clone();
     crate::listener::serve(listener, gate, shutdown, move |stream, peer| {
         let span = tracing::info_span!("audiosocket", %peer, uuid = tracing::field::Empty);
-        let services = services.clone();
+        let ctx = ctx.clone();
         async move {
             let _active = METRICS.active("audiosocket");
-            let report = session::run(stream, services).await;
+            let report = session::run(stream, ctx).await;
             let stats = &report.stats;
             METRICS.call_ended("audiosocket", report.end.label());
             match &report.end {

@@ -21,8 +21,8 @@ use crate::audio::{frame_samples, slin_bytes, FramePipeline, FRAME_MS};
 use crate::calls::{AttachError, CallInbox, FailReason, PlayOutcome, SpeakJob};
 use crate::engine::{Playout, SpeechEvent, SpeechRequest};
 use crate::metrics::METRICS;
-use crate::prompt_cache::{CacheMode, CachedSpeech, PromptCache};
-use crate::serve::SharedServices;
+use crate::prompt_cache::{CacheMode, CachedSpeech};
+use super::SharedAudioSocketContext;
 
 /// Call rate until the caller's audio says otherwise (kind 0x10).
 const DEFAULT_RATE: u32 = 8000;
@@ -103,8 +103,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// Runs one call to its end. Never fails: every ending is a `SessionEnd`.
-pub async fn run(stream: TcpStream, services: SharedServices) -> SessionReport {
-    let cfg = &services.config.audiosocket;
+pub async fn run(stream: TcpStream, ctx: SharedAudioSocketContext) -> SessionReport {
+    let cfg = &ctx.config;
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
@@ -125,7 +125,7 @@ pub async fn run(stream: TcpStream, services: SharedServices) -> SessionReport {
         Ok(Err(e)) => return no_uuid(format!("bad first message: {e}")),
     };
     tracing::Span::current().record("uuid", tracing::field::display(uuid));
-    let inbox = match services.calls.attach(uuid) {
+    let inbox = match ctx.calls.attach(uuid) {
         Ok(inbox) => inbox,
         Err(AttachError::Duplicate(_)) => {
             tracing::warn!("a call with this UUID is already connected; refusing the second connection");
@@ -143,16 +143,16 @@ pub async fn run(stream: TcpStream, services: SharedServices) -> SessionReport {
         }
     };
     if !inbox.had_pending {
-        crate::voicebot::dial::dial_audiosocket_call(&services, uuid).await;
+        crate::voicebot::dial::dial_audiosocket_call(&ctx.bots, uuid).await;
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    let _reader = AbortOnDrop(tokio::spawn(read_loop(reader, tx, services.calls.clone(), uuid)));
+    let _reader = AbortOnDrop(tokio::spawn(read_loop(reader, tx, ctx.calls.clone(), uuid)));
     // A call a voicebot drives is never a test call.
-    let controlled = services.calls.controller(&uuid).is_some();
-    let test_call = !controlled && is_test_call(&services, uuid, inbox.had_pending);
-    let mut call = Call::new(services.clone(), wr, codec, test_call, uuid);
+    let controlled = ctx.calls.controller(&uuid).is_some();
+    let test_call = !controlled && is_test_call(&ctx, uuid, inbox.had_pending);
+    let mut call = Call::new(ctx.clone(), wr, codec, test_call, uuid);
     let end = call.run(rx, inbox).await;
-    if let Some(controller) = services.calls.controller(&uuid) {
+    if let Some(controller) = ctx.calls.controller(&uuid) {
         controller.ended(matches!(end, SessionEnd::CallerGone(_) | SessionEnd::ProtocolError(_)));
     }
     SessionReport {
@@ -164,8 +164,8 @@ pub async fn run(stream: TcpStream, services: SharedServices) -> SessionReport {
 
 /// Test calls only when configured, only for matching UUIDs, and never for a call with
 /// speech waiting for it.
-fn is_test_call(services: &SharedServices, uuid: Uuid, had_pending: bool) -> bool {
-    let test = &services.config.test_call;
+fn is_test_call(ctx: &SharedAudioSocketContext, uuid: Uuid, had_pending: bool) -> bool {
+    let test = &ctx.test_call;
     test.enabled && !had_pending && uuid.to_string().starts_with(&test.uuid_prefix.to_ascii_lowercase())
 }
 
@@ -319,7 +319,7 @@ fn spoken_digit(d: char) -> String {
 type Step = Result<(), SessionEnd>;
 
 struct Call {
-    services: SharedServices,
+    ctx: SharedAudioSocketContext,
     writer: OwnedWriteHalf,
     codec: AudioSocketCodec,
     /// The rate of the caller's audio; ours follows it.
@@ -343,13 +343,13 @@ struct Call {
 
 impl Call {
     fn new(
-        services: SharedServices,
+        ctx: SharedAudioSocketContext,
         writer: OwnedWriteHalf,
         codec: AudioSocketCodec,
         test_call: bool,
         uuid: Uuid,
     ) -> Self {
-        let test = &services.config.test_call;
+        let test = &ctx.test_call;
         let mut call = Self {
             writer,
             codec,
@@ -361,9 +361,9 @@ impl Call {
             upcoming: None,
             pacer: Pacer::new(),
             stats: SessionStats::default(),
-            services: services.clone(),
+            ctx: ctx.clone(),
             uuid,
-            controlled: services.calls.controller(&uuid).is_some(),
+            controlled: ctx.calls.controller(&uuid).is_some(),
         };
         if test_call && !test.greeting.trim().is_empty() {
             let greeting = call.test_call_job(test.greeting.clone());
@@ -373,8 +373,8 @@ impl Call {
     }
 
     fn test_call_job(&self, text: String) -> SpeakJob {
-        let engine = &self.services.config.engine;
-        let test = &self.services.config.test_call;
+        let engine = &self.ctx.engine_config;
+        let test = &self.ctx.test_call;
         let pick = |own: &String, default: &String| if own.is_empty() { default.clone() } else { own.clone() };
         SpeakJob {
             request: SpeechRequest {
@@ -449,7 +449,7 @@ impl Call {
     async fn step(&mut self, inbound: &mut mpsc::UnboundedReceiver<Inbound>, inbox: &mut CallInbox) -> Step {
         self.start_next_job().await?;
         self.hang_up_if_drained().await?;
-        let shutdown = self.services.shutdown.clone();
+        let shutdown = self.ctx.shutdown.clone();
         // Jobs stay in the bounded inbox until there is room to play them (so a peer cannot
         // queue more than limits.max_jobs_per_call); a test call reads at once, to stop.
         let want_jobs = self.queue.is_empty() || self.test_call;
@@ -480,13 +480,13 @@ impl Call {
             _ = sleep_until(self.pacer.deadline()) => self.tick().await,
             event = next_speech_event(&mut self.current) => {
                 if let Some(p) = self.current.as_mut() {
-                    on_speech_event(p, event, self.rate, &self.services);
+                    on_speech_event(p, event, self.rate, &self.ctx);
                 }
                 self.check_complete().await
             }
             event = next_speech_event(&mut self.upcoming) => {
                 if let Some(p) = self.upcoming.as_mut() {
-                    on_speech_event(p, event, self.rate, &self.services);
+                    on_speech_event(p, event, self.rate, &self.ctx);
                 }
                 Ok(())
             }
@@ -500,8 +500,8 @@ impl Call {
 
     /// Speech for a request: from the prompt cache when stored there, else from the engine.
     fn speak(&self, request: SpeechRequest) -> Result<CachedSpeech, crate::engine::EngineError> {
-        let cache = PromptCache::shared(&self.services.config);
-        crate::prompt_cache::speak(cache.as_ref(), &self.services.engine, request, CacheMode::Auto)
+        let cache = self.ctx.cache.clone();
+        crate::prompt_cache::speak(cache.as_ref(), &self.ctx.engine, request, CacheMode::Auto)
     }
 
     /// Starts queued jobs until one is playing or none are left, and starts synthesizing the
@@ -552,7 +552,7 @@ impl Call {
 
     async fn on_dtmf(&mut self, digit: char) -> Step {
         tracing::debug!(%digit, "DTMF");
-        if let Some(controller) = self.services.calls.controller(&self.uuid) {
+        if let Some(controller) = self.ctx.calls.controller(&self.uuid) {
             controller.dtmf(digit);
             return Ok(());
         }
@@ -590,7 +590,7 @@ impl Call {
 
     /// One 20 ms deadline: send the next speech frame, or silence.
     async fn tick(&mut self) -> Step {
-        let controller = self.services.calls.controller(&self.uuid);
+        let controller = self.ctx.calls.controller(&self.uuid);
         if let Some(controller) = &controller {
             if !self.controlled {
                 self.hand_over();
@@ -680,9 +680,9 @@ impl Call {
 }
 
 /// Feeds one engine event into a playback's frames.
-fn on_speech_event(p: &mut Playback, event: Option<SpeechEvent>, call_rate: u32, services: &SharedServices) {
+fn on_speech_event(p: &mut Playback, event: Option<SpeechEvent>, call_rate: u32, ctx: &SharedAudioSocketContext) {
     let result = match event {
-        Some(SpeechEvent::Audio(chunk)) => push_chunk(p, &chunk, call_rate, services),
+        Some(SpeechEvent::Audio(chunk)) => push_chunk(p, &chunk, call_rate, ctx),
         Some(SpeechEvent::Done) => finish_speech(p),
         Some(SpeechEvent::Failed(why)) => {
             p.failure = Some(why);
@@ -710,12 +710,12 @@ async fn next_speech_event(current: &mut Option<Playback>) -> Option<SpeechEvent
     }
 }
 
-fn push_chunk(p: &mut Playback, chunk: &[f32], call_rate: u32, services: &SharedServices) -> anyhow::Result<()> {
+fn push_chunk(p: &mut Playback, chunk: &[f32], call_rate: u32, ctx: &SharedAudioSocketContext) -> anyhow::Result<()> {
     if p.pipeline.is_none() {
         p.pipeline = Some(FramePipeline::new(
-            services.engine.sample_rate(),
+            ctx.engine.sample_rate(),
             call_rate,
-            &services.config.audio,
+            &ctx.audio,
         )?);
     }
     let pipeline = p.pipeline.as_mut().expect("created above");

@@ -160,9 +160,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut config = Config::default();
     config.engine.model_dir = args.model.clone();
     config.engine.speakers_dir = speakers.path().to_path_buf();
-    config.engine.device = args.device.clone();
+    config.engine.device = args.device.parse()?;
     config.engine.max_batch = args.max_batch;
-    config.engine.gpt_dtype = args.gpt_dtype.clone();
+    config.engine.gpt_dtype = args.gpt_dtype.parse()?;
     config.engine.default_voice = "bench".into();
     // The benchmark measures synthesis: no request may be served from the prompt cache.
     config.prompts.cache_dir = PathBuf::new();
@@ -192,7 +192,7 @@ pub fn run(args: Args) -> Result<()> {
     let rounds = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding loopback")?;
         let addr = listener.local_addr()?.to_string();
-        tokio::spawn(crate::audiosocket::serve(listener, services.clone()));
+        tokio::spawn(crate::audiosocket::serve(listener, services.audiosocket()));
         let mut rounds = Vec::new();
         for &n in &round_calls {
             let round = run_round(&services, &addr, n, &args).await?;
@@ -263,9 +263,9 @@ pub struct Capacity {
 /// Runs `batch` rows of `--tokens` codes (64 by default) through a [`BatchDecoder`] for each
 /// batch size of `--calls` (and 1), with a neutral conditioning: throughput does not depend on it.
 fn decoder_capacity(args: &Args) -> Result<Vec<Capacity>> {
-    let device = crate::engine::xtts_backend::parse_device(&args.device)?;
+    let device = crate::engine::xtts_backend::torch_device(args.device.parse()?)?;
     tch::set_num_threads(args.threads);
-    let kind = crate::engine::xtts_backend::parse_dtype(&args.gpt_dtype)?;
+    let kind = crate::engine::xtts_backend::torch_kind(args.gpt_dtype.parse()?);
     let model = crate::xtts::model::Xtts::load_as(&args.model, device, kind)?;
     let gpt = model.gpt();
     let cfg = gpt.config();

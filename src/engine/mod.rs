@@ -48,7 +48,7 @@ pub struct SpeechRequest {
 
 /// Slowest and fastest speaking rate a request may ask for: beyond these the stretched
 /// latents no longer sound like speech.
-pub const SPEED_RANGE: std::ops::RangeInclusive<f64> = 0.5..=2.0;
+pub use crate::config::{FallbackPolicy, SPEED_RANGE};
 
 /// Per-request settings. Every field is optional: None keeps what `[engine]` configures
 /// (whose defaults follow the reference's `inference_stream()`).
@@ -335,28 +335,6 @@ struct Shared {
     validate: Validator,
     sample_rate: u32,
     health: Arc<Health>,
-}
-
-/// When the built-in voice speaks instead of XTTS (`[fallback]` in config.toml).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FallbackPolicy {
-    /// The XTTS model is not installed (or the default voice has no clip).
-    pub when_absent: bool,
-    /// XTTS failed to load or its worker has stopped.
-    pub when_down: bool,
-    /// XTTS refuses for capacity: the caller hears the built-in voice instead of a busy result.
-    pub when_busy: bool,
-}
-
-impl Default for FallbackPolicy {
-    fn default() -> Self {
-        Self {
-            when_absent: true,
-            when_down: true,
-            when_busy: true,
-        }
-    }
 }
 
 struct Fallback {

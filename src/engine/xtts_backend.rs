@@ -16,7 +16,7 @@ use super::decode::{measure_costs, DecodeLoop, DecodeSettings, Prepared};
 use super::scheduler::{ChunkPlan, Policy, Scheduler};
 use super::vocoder::with_speed;
 use super::{Fault, Health, Job, JobQueue, SpeechBackend, SpeechOptions, SpeechRequest, Validator};
-use crate::config::EngineConfig;
+use crate::config::{DeviceSetting, EngineConfig, GptDtype, StreamModeSetting};
 use crate::xtts::batch::{BatchDecoder, SlotCache};
 use crate::xtts::checkpoint::{load_model_state, Weights};
 use crate::xtts::config::XttsConfig;
@@ -33,7 +33,7 @@ pub struct XttsBackendConfig {
     pub model_dir: PathBuf,
     pub speakers_dir: PathBuf,
     /// `auto`, `cpu` or `cuda`.
-    pub device: String,
+    pub device: DeviceSetting,
     /// Sampling: the reference's `inference_stream()` defaults unless configured.
     pub sampling: SamplingParams,
     pub stream: StreamOptions,
@@ -46,7 +46,7 @@ pub struct XttsBackendConfig {
     /// pypinyin's pinyin tables; when missing, Chinese is read approximately.
     pub chinese_dictionary: PathBuf,
     /// The GPT's float type: `float32` (parity), `bfloat16` or `float16`.
-    pub gpt_dtype: String,
+    pub gpt_dtype: GptDtype,
     /// The Japanese front-end's MeCab dictionary (optional: approximate romaji without it).
     pub japanese_dictionary: PathBuf,
     /// Target time from a request to its first audio.
@@ -64,14 +64,14 @@ impl Default for XttsBackendConfig {
         Self {
             model_dir: PathBuf::from("models/xtts_v2"),
             speakers_dir: PathBuf::from("speakers"),
-            device: "auto".into(),
+            device: DeviceSetting::Auto,
             sampling: SamplingParams::default(),
             stream: StreamOptions::windowed(),
             cpu_threads: 0,
             max_batch: 8,
             forced_tokens: None,
             chinese_dictionary: PathBuf::from(text::zh::DEFAULT_DIR),
-            gpt_dtype: "float32".into(),
+            gpt_dtype: GptDtype::Float32,
             japanese_dictionary: PathBuf::from(text::ja::DEFAULT_DIR),
             first_audio_target: Duration::from_millis(250),
             admit_within: Duration::from_millis(2000),
@@ -83,9 +83,9 @@ impl Default for XttsBackendConfig {
 
 impl XttsBackendConfig {
     pub fn from_engine(cfg: &EngineConfig) -> Self {
-        let mut stream = match cfg.stream_mode.as_str() {
-            "reference" => StreamOptions::reference(),
-            _ => StreamOptions::windowed(),
+        let mut stream = match cfg.stream_mode {
+            StreamModeSetting::Reference => StreamOptions::reference(),
+            StreamModeSetting::Windowed => StreamOptions::windowed(),
         };
         stream.chunk_tokens = cfg.stream_chunk_tokens;
         if stream.mode == StreamMode::Windowed {
@@ -95,14 +95,14 @@ impl XttsBackendConfig {
         Self {
             model_dir: cfg.model_dir.clone(),
             speakers_dir: cfg.speakers_dir.clone(),
-            device: cfg.device.clone(),
+            device: cfg.device,
             sampling: cfg.sampling(),
             stream,
             cpu_threads: cfg.cpu_threads,
             max_batch: cfg.max_batch,
             forced_tokens: None,
             chinese_dictionary: cfg.chinese_dictionary.clone(),
-            gpt_dtype: cfg.gpt_dtype.clone(),
+            gpt_dtype: cfg.gpt_dtype,
             japanese_dictionary: cfg.japanese_dictionary.clone(),
             first_audio_target: Duration::from_millis(cfg.first_audio_ms),
             admit_within: Duration::from_millis(cfg.admit_within_ms),
@@ -197,23 +197,21 @@ impl Preparer {
 }
 
 /// `auto` picks CUDA when libtorch can use it.
-pub fn parse_device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        "cuda" => bail!("device 'cuda' requested but libtorch sees no usable CUDA device"),
-        "auto" => Ok(Device::cuda_if_available()),
-        other => bail!("unknown device '{other}': use auto, cpu or cuda"),
+pub fn torch_device(setting: DeviceSetting) -> Result<Device> {
+    match setting {
+        DeviceSetting::Cpu => Ok(Device::Cpu),
+        DeviceSetting::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceSetting::Cuda => bail!("device 'cuda' requested but libtorch sees no usable CUDA device"),
+        DeviceSetting::Auto => Ok(Device::cuda_if_available()),
     }
 }
 
 /// The GPT float types xttsd runs.
-pub fn parse_dtype(name: &str) -> Result<tch::Kind> {
-    match name {
-        "float32" => Ok(tch::Kind::Float),
-        "bfloat16" => Ok(tch::Kind::BFloat16),
-        "float16" => Ok(tch::Kind::Half),
-        other => bail!("unknown GPT dtype '{other}': use float32, bfloat16 or float16"),
+pub fn torch_kind(dtype: GptDtype) -> tch::Kind {
+    match dtype {
+        GptDtype::Float32 => tch::Kind::Float,
+        GptDtype::Bfloat16 => tch::Kind::BFloat16,
+        GptDtype::Float16 => tch::Kind::Half,
     }
 }
 
@@ -228,7 +226,7 @@ fn model_file(dir: &Path, name: &str) -> Result<PathBuf> {
 
 impl XttsBackend {
     pub fn load(cfg: &XttsBackendConfig) -> Result<Self> {
-        let device = parse_device(&cfg.device)?;
+        let device = torch_device(cfg.device)?;
         if device == Device::Cpu {
             // The pacing of every call runs beside the model: leave it a core.
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -251,7 +249,7 @@ impl XttsBackend {
         let weights = Weights::new(load_model_state(&model_path)?, &model_path, device);
         let encoder =
             VoiceEncoder::new(&weights, &config).with_context(|| format!("loading {}", model_path.display()))?;
-        let model = Xtts::from_weights(config.clone(), &weights, vocab, parse_dtype(&cfg.gpt_dtype)?)
+        let model = Xtts::from_weights(config.clone(), &weights, vocab, torch_kind(cfg.gpt_dtype))
             .with_context(|| format!("loading {}", model_path.display()))?;
         let vocoder = {
             let _guard = tch::no_grad_guard();

@@ -32,10 +32,9 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use crate::config::AudioConfig;
+use crate::config::{AudioConfig, EngineConfig};
 use crate::engine::{Engine, EngineError, SpeechEvent, SpeechOptions, SpeechRequest, SPEED_RANGE};
 use crate::prompt_cache::{self, CacheMode, PromptCache};
-use crate::serve::SharedServices;
 use render::{FileFormat, Renderer, StreamFormat};
 
 /// OpenAI's voice names: spoken in the default voice unless a voice of that name exists here.
@@ -43,24 +42,26 @@ const OPENAI_VOICES: &[&str] = &[
     "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
 ];
 
+/// What the speech API needs from the daemon.
+pub struct SpeechApiContext {
+    /// The defaults of a request (voice, language, speed) and where voices are listed from.
+    pub engine_config: EngineConfig,
+    pub audio: AudioConfig,
+    pub engine: Engine,
+    /// None: every request goes to the engine.
+    pub cache: Option<Arc<PromptCache>>,
+}
+
 #[derive(Clone)]
 struct Api {
-    services: SharedServices,
-    cache: Option<Arc<PromptCache>>,
+    ctx: Arc<SpeechApiContext>,
     builtin_voices: Arc<tokio::sync::OnceCell<Vec<String>>>,
 }
 
-/// The speech API's routes, with the prompt cache `[prompts]` configures.
-pub fn routes(services: SharedServices) -> Router {
-    let cache = PromptCache::shared(&services.config);
-    routes_with(services, cache)
-}
-
-/// The routes with a given cache (None: every request goes to the engine).
-pub fn routes_with(services: SharedServices, cache: Option<Arc<PromptCache>>) -> Router {
+/// The speech API's routes.
+pub fn routes(ctx: SpeechApiContext) -> Router {
     let api = Api {
-        services,
-        cache,
+        ctx: Arc::new(ctx),
         builtin_voices: Arc::new(tokio::sync::OnceCell::new()),
     };
     Router::new()
@@ -285,7 +286,7 @@ impl Api {
             }
         }
         let text = text.ok_or_else(|| ApiError::bad("text", "missing field 'text'"))?;
-        let cfg = &self.services.config.engine;
+        let cfg = &self.ctx.engine_config;
         let request = SpeechRequest {
             text: text.trim().to_string(),
             voice: Self::pick(voice, &cfg.default_voice),
@@ -294,7 +295,7 @@ impl Api {
         };
         let is_ssml = ssml.unwrap_or_else(|| request.text.starts_with("<speak"));
         let pieces = if is_ssml {
-            ssml_pieces(&request, self.services.config.engine.speed).map_err(|e| ApiError::bad("text", e))?
+            ssml_pieces(&request, self.ctx.engine_config.speed).map_err(|e| ApiError::bad("text", e))?
         } else {
             vec![Piece::Speak(request)]
         };
@@ -311,7 +312,7 @@ impl Api {
                 if req.text.is_empty() {
                     return Err(ApiError::bad("text", "text is empty"));
                 }
-                if let Err(e) = self.services.engine.validate(req) {
+                if let Err(e) = self.ctx.engine.validate(req) {
                     return Err(ApiError::bad(self.blame(req), e));
                 }
             }
@@ -325,7 +326,7 @@ impl Api {
     /// Which field made the engine refuse a request: the options, the language or the voice
     /// if refused on their own (with a short text and defaults for the rest), else the text.
     fn blame(&self, req: &SpeechRequest) -> &'static str {
-        let cfg = &self.services.config.engine;
+        let cfg = &self.ctx.engine_config;
         let refused = |lang: &str, voice: &str, options: &SpeechOptions| {
             let probe = SpeechRequest {
                 text: "test".into(),
@@ -333,7 +334,7 @@ impl Api {
                 voice: voice.into(),
                 options: options.clone(),
             };
-            self.services.engine.validate(&probe).is_err()
+            self.ctx.engine.validate(&probe).is_err()
         };
         let none = SpeechOptions::default();
         if refused(&cfg.default_language, &cfg.default_voice, &req.options) {
@@ -367,14 +368,14 @@ impl Api {
         cache: CacheMode,
         out: &mpsc::Sender<Result<Vec<i16>, ApiError>>,
     ) -> Result<(), ApiError> {
-        let services = &self.services;
+        let ctx = &self.ctx;
         let (tx, mut rx) = mpsc::channel(16);
         let rendering = render_pieces(
-            &services.engine,
-            self.cache.as_ref(),
+            &ctx.engine,
+            self.ctx.cache.as_ref(),
             pieces,
             rate,
-            &services.config.audio,
+            &ctx.audio,
             cache,
             tx,
         );
@@ -463,7 +464,7 @@ async fn openai_speech(State(api): State<Api>, body: Bytes) -> Response {
         let input = field("input")
             .ok_or_else(|| ApiError::bad("input", "missing field 'input'"))
             .and_then(|v| text_of("input", v))?;
-        let cfg = &api.services.config.engine;
+        let cfg = &api.ctx.engine_config;
         let mut options = SpeechOptions::default();
         if let Some(speed) = field("speed") {
             options.speed = Some(
@@ -505,7 +506,7 @@ async fn openai_speech(State(api): State<Api>, body: Bytes) -> Response {
             voice: request.voice.clone(),
             options: SpeechOptions::default(),
         };
-        if OPENAI_VOICES.contains(&request.voice.as_str()) && api.services.engine.validate(&probe).is_err() {
+        if OPENAI_VOICES.contains(&request.voice.as_str()) && api.ctx.engine.validate(&probe).is_err() {
             request.voice = cfg.default_voice.clone();
         }
         if let Some(stream_format) = field("stream_format") {
@@ -551,11 +552,11 @@ async fn openai_speech(State(api): State<Api>, body: Bytes) -> Response {
 /// `GET /v1/voices`: voices in the speakers directory and built into the model, and the
 /// languages, as far as the engine accepts them.
 async fn voices(State(api): State<Api>) -> Response {
-    let cfg = api.services.config.clone();
+    let cfg = api.ctx.engine_config.clone();
     let builtin = api
         .builtin_voices
         .get_or_init(|| async move {
-            let path = cfg.engine.model_dir.join("speakers_xtts.pth");
+            let path = cfg.model_dir.join("speakers_xtts.pth");
             if !path.is_file() {
                 return Vec::new();
             }
@@ -572,7 +573,7 @@ async fn voices(State(api): State<Api>) -> Response {
         })
         .await
         .clone();
-    let cfg = &api.services.config.engine;
+    let cfg = &api.ctx.engine_config;
     let mut names: Vec<(String, &str)> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&cfg.speakers_dir) {
         for entry in entries.flatten() {
@@ -592,7 +593,7 @@ async fn voices(State(api): State<Api>) -> Response {
     names.sort();
     names.dedup_by(|a, b| a.0 == b.0);
     let accepts = |lang: &str, voice: &str| {
-        api.services
+        api.ctx
             .engine
             .validate(&SpeechRequest {
                 text: "test".into(),

@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::session::Start;
-use crate::serve::SharedServices;
+use super::SharedBots;
 
 /// A message this much over the configured limit is cut off by the socket itself; up to
 /// it, the session refuses the message and the call goes on.
@@ -38,12 +38,12 @@ fn refuse(status: StatusCode, field: &str, error: impl std::fmt::Display) -> Res
 }
 
 pub async fn upgrade(
-    State(services): State<SharedServices>,
+    State(bots): State<SharedBots>,
     Path(call_id): Path<String>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let cfg = &services.config.voicebot;
+    let cfg = &bots.config;
     if !cfg.enabled {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -73,7 +73,7 @@ pub async fn upgrade(
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
             tracing::info!(call = %call_id, "voicebot connected");
-            super::socket::serve(socket, services, Start::new(call_id)).await;
+            super::socket::serve(socket, bots, Start::new(call_id)).await;
             tracing::info!(call = %call_id, "voicebot session ended");
         })
 }

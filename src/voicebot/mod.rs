@@ -10,6 +10,12 @@
 //! * [`socket`], [`endpoint`]: the WebSocket, opened by the bot.
 //! * [`dial`]: the WebSocket, opened by xttsd to a configured bot.
 
+use std::sync::Arc;
+
+use crate::calls::CallRegistry;
+use crate::config::{AudioConfig, EngineConfig, VoicebotConfig};
+use crate::engine::Engine;
+
 pub mod dial;
 pub mod endpoint;
 pub mod heard;
@@ -18,3 +24,15 @@ pub mod release;
 pub mod session;
 pub mod socket;
 pub mod tap;
+
+/// What the voicebot plane needs from the daemon: its own section, the engine's defaults
+/// (voice, language, sampling) and audio shaping, the engine and the calls bots control.
+pub struct Bots {
+    pub config: VoicebotConfig,
+    pub engine_config: EngineConfig,
+    pub audio: AudioConfig,
+    pub engine: Engine,
+    pub calls: CallRegistry,
+}
+
+pub type SharedBots = Arc<Bots>;

@@ -24,7 +24,7 @@ use super::tap::{Tap, TapEvent};
 use crate::audio::{slin_bytes, FramePipeline, FRAME_MS};
 use crate::calls::CallController;
 use crate::engine::{EngineError, Speech, SpeechEvent, SpeechOptions, SpeechRequest};
-use crate::serve::SharedServices;
+use super::SharedBots;
 
 /// A call whose media is not there assumes this rate in `session.started`.
 const NOMINAL_RATE: u32 = 8000;
@@ -126,7 +126,7 @@ impl Start {
 
 /// Runs a bot's control of a call to its end: the call hung up (either side) or the bot
 /// went away.
-pub async fn run(services: SharedServices, start: Start, links: Links) {
+pub async fn run(bots: SharedBots, start: Start, links: Links) {
     let Links {
         mut inbound,
         outbound,
@@ -142,7 +142,7 @@ pub async fn run(services: SharedServices, start: Start, links: Links) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let tap = Arc::new(Tap::new(events_tx, audio));
     let controller: Arc<dyn CallController> = tap.clone();
-    let took = services.calls.set_controller(call_id, controller.clone());
+    let took = bots.calls.set_controller(call_id, controller.clone());
     if let Some(registered) = registered {
         let _ = registered.send(took);
     }
@@ -158,7 +158,7 @@ pub async fn run(services: SharedServices, start: Start, links: Links) {
         let _ = outbound.try_send(Outbound::Close(4409, "call already controlled".into()));
         return;
     }
-    let mut session = Session::new(services.clone(), call_id, tap, outbound);
+    let mut session = Session::new(bots.clone(), call_id, tap, outbound);
     if let Some(voice) = voice.filter(|v| !v.is_empty()) {
         session.voice = voice;
     }
@@ -167,7 +167,7 @@ pub async fn run(services: SharedServices, start: Start, links: Links) {
     }
     // A call already live attaches at its next tick: say so in session.started.
     let mut early = Vec::new();
-    if services.calls.is_live(&call_id) {
+    if bots.calls.is_live(&call_id) {
         let wait = tokio::time::sleep(LIVE_ATTACH_WAIT);
         tokio::pin!(wait);
         loop {
@@ -202,7 +202,7 @@ pub async fn run(services: SharedServices, start: Start, links: Links) {
         session.on_tap(event);
     }
     session.run(&mut inbound, &mut events).await;
-    services.calls.remove_controller(&call_id, &controller);
+    bots.calls.remove_controller(&call_id, &controller);
 }
 
 /// A released piece of an utterance and its audio.
@@ -301,7 +301,7 @@ struct Inflight {
 }
 
 struct Session {
-    services: SharedServices,
+    bots: SharedBots,
     call_id: Uuid,
     tap: Arc<Tap>,
     out: mpsc::Sender<Outbound>,
@@ -328,12 +328,12 @@ struct Session {
 }
 
 impl Session {
-    fn new(services: SharedServices, call_id: Uuid, tap: Arc<Tap>, out: mpsc::Sender<Outbound>) -> Self {
-        let engine = &services.config.engine;
+    fn new(bots: SharedBots, call_id: Uuid, tap: Arc<Tap>, out: mpsc::Sender<Outbound>) -> Self {
+        let engine = &bots.engine_config;
         Self {
             voice: engine.default_voice.clone(),
             lang: engine.default_language.clone(),
-            services,
+            bots,
             call_id,
             tap,
             out,
@@ -476,13 +476,13 @@ impl Session {
                 Item::Mark(_) => 0,
             })
             .sum();
-        queued + stashed as u64 * 1000 / self.services.engine.sample_rate() as u64
+        queued + stashed as u64 * 1000 / self.bots.engine.sample_rate() as u64
     }
 
     // ---- messages from the bot ----
 
     fn on_text(&mut self, text: &str) {
-        let limit = self.services.config.voicebot.max_message_bytes;
+        let limit = self.bots.config.max_message_bytes;
         if text.len() > limit {
             let refusal = Refusal::new(
                 ErrorCode::BadMessage,
@@ -568,8 +568,8 @@ impl Session {
 
     /// Checks a voice, language and options before they are used, naming what is wrong.
     fn check_speech(&self, voice: &str, lang: &str, options: &SpeechOptions) -> Result<(), Refusal> {
-        let engine = &self.services.engine;
-        let cfg = &self.services.config.engine;
+        let engine = &self.bots.engine;
+        let cfg = &self.bots.engine_config;
         let probe = |voice: &str, lang: &str, options: &SpeechOptions| {
             engine.validate(&SpeechRequest {
                 text: "test".into(),
@@ -643,7 +643,7 @@ impl Session {
         if id.is_empty() {
             return Err(Refusal::new(ErrorCode::BadField, "utterance_id is empty").field("utterance_id"));
         }
-        let cfg = &self.services.config.voicebot;
+        let cfg = &self.bots.config;
         let chars = text.chars().count();
         if chars > cfg.max_text_chars {
             return Err(Refusal::new(
@@ -730,7 +730,7 @@ impl Session {
 
     fn check_pressure(&mut self) {
         let buffered = self.buffered_chars();
-        let pause = self.services.config.voicebot.pause_chars;
+        let pause = self.bots.config.pause_chars;
         let state = if !self.paused && buffered >= pause {
             Pressure::Pause
         } else if self.paused && buffered < pause / 2 {
@@ -861,7 +861,7 @@ impl Session {
             }
             TapEvent::Dtmf { digit, at } => {
                 let at_ms = self.call_ms(at);
-                if self.services.config.voicebot.barge_in_digits.contains(digit) && !self.queue.is_empty() {
+                if self.bots.config.barge_in_digits.contains(digit) && !self.queue.is_empty() {
                     self.clear(None);
                 }
                 self.send(Event::Dtmf {
@@ -909,7 +909,7 @@ impl Session {
                 }
                 let stash = std::mem::take(&mut seg.stash);
                 let finish = seg.synthesized;
-                if let Err(e) = feed(&self.services, &self.tap, serial, seg, rate, &stash, finish) {
+                if let Err(e) = feed(&self.bots, &self.tap, serial, seg, rate, &stash, finish) {
                     failures.push((u.id.clone(), e));
                 }
             }
@@ -948,7 +948,7 @@ impl Session {
         let Some(flight) = self.inflight.as_ref() else { return };
         let (serial, index) = (flight.serial, flight.segment);
         let rate = self.rate;
-        let services = self.services.clone();
+        let bots = self.bots.clone();
         let tap = self.tap.clone();
         let Some(u) = self.find_serial(serial) else {
             self.inflight = None;
@@ -958,7 +958,7 @@ impl Session {
         let seg = &mut u.segments[index];
         let (result, failure) = match event {
             Some(SpeechEvent::Audio(chunk)) => match rate {
-                Some(rate) => (feed(&services, &tap, serial, seg, rate, &[chunk], false), None),
+                Some(rate) => (feed(&bots, &tap, serial, seg, rate, &[chunk], false), None),
                 None => {
                     seg.stash.push(chunk);
                     (Ok(()), None)
@@ -966,16 +966,16 @@ impl Session {
             },
             Some(SpeechEvent::Done) => {
                 seg.synthesized = true;
-                (finish_segment(&services, &tap, serial, seg, rate), None)
+                (finish_segment(&bots, &tap, serial, seg, rate), None)
             }
             Some(SpeechEvent::Failed(why)) => {
                 seg.synthesized = true;
-                (finish_segment(&services, &tap, serial, seg, rate), Some(why))
+                (finish_segment(&bots, &tap, serial, seg, rate), Some(why))
             }
             None => {
                 seg.synthesized = true;
                 (
-                    finish_segment(&services, &tap, serial, seg, rate),
+                    finish_segment(&bots, &tap, serial, seg, rate),
                     Some("engine stopped".to_string()),
                 )
             }
@@ -1050,7 +1050,7 @@ impl Session {
 
     /// Asks the engine for one segment; true when a request is now in flight.
     fn start(&mut self, serial: u64, index: usize, unplayed_ms: u64) -> bool {
-        let engine = self.services.engine.clone();
+        let engine = self.bots.engine.clone();
         let Some(u) = self.find_serial(serial) else {
             return false;
         };
@@ -1159,7 +1159,7 @@ fn append(u: &mut Utterance, text: &str, flush: bool, end: bool, now_ms: u64, no
 
 /// Runs engine audio through the segment's pipeline at the call's rate and queues the frames.
 fn feed(
-    services: &SharedServices,
+    bots: &SharedBots,
     tap: &Tap,
     serial: u64,
     seg: &mut Segment,
@@ -1169,9 +1169,9 @@ fn feed(
 ) -> anyhow::Result<()> {
     if seg.pipeline.is_none() {
         seg.pipeline = Some(FramePipeline::new(
-            services.engine.sample_rate(),
+            bots.engine.sample_rate(),
             rate,
-            &services.config.audio,
+            &bots.audio,
         )?);
     }
     let pipeline = seg.pipeline.as_mut().expect("created above");
@@ -1190,14 +1190,14 @@ fn feed(
 
 /// The engine is done with a segment: its last frames (faded out), if the rate is known.
 fn finish_segment(
-    services: &SharedServices,
+    bots: &SharedBots,
     tap: &Tap,
     serial: u64,
     seg: &mut Segment,
     rate: Option<u32>,
 ) -> anyhow::Result<()> {
     match (rate, seg.pipeline.is_some()) {
-        (Some(rate), _) => feed(services, tap, serial, seg, rate, &[], true),
+        (Some(rate), _) => feed(bots, tap, serial, seg, rate, &[], true),
         (None, _) => Ok(()),
     }
 }

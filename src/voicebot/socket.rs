@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::protocol::Event;
 use super::session::{self, Inbound, Links, Outbound, Start};
-use crate::serve::SharedServices;
+use super::SharedBots;
 
 /// How long the last events may take to leave once the session has ended.
 const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -80,7 +80,7 @@ impl WireMessage for tokio_tungstenite::tungstenite::Message {
 }
 
 /// Runs a bot's session over `socket` until the call or the socket ends.
-pub async fn serve<S, M, E>(socket: S, services: SharedServices, start: Start)
+pub async fn serve<S, M, E>(socket: S, bots: SharedBots, start: Start)
 where
     S: Stream<Item = Result<M, E>> + Sink<M> + Send + 'static,
     <S as Sink<M>>::Error: Display,
@@ -90,7 +90,7 @@ where
     let (mut sink, mut stream) = socket.split();
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(session::OUTBOUND_QUEUE);
-    let (audio_tx, mut audio_rx) = mpsc::channel::<Bytes>(services.config.voicebot.audio_buffer_frames);
+    let (audio_tx, mut audio_rx) = mpsc::channel::<Bytes>(bots.config.audio_buffer_frames);
     let call_id = start.call_id;
     let reader = tokio::spawn(async move {
         while let Some(message) = stream.next().await {
@@ -137,7 +137,7 @@ where
         let _ = sink.close().await;
     });
     session::run(
-        services,
+        bots,
         start,
         Links {
             inbound: in_rx,
