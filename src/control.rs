@@ -10,8 +10,9 @@
 //! * `GET /v1/health`: liveness, 200 with the engine's sample rate, the daemon's version, and the
 //!   engines: `{"engine": "xtts", "state": "ready", "served": 12, "fallback": {"engine":
 //!   "builtin", ...}}` (the built-in voice alone while XTTS is absent).
-//! * `GET /v1/ready`: readiness, 200 once the model is loaded and while the daemon takes calls;
-//!   503 while it drains.
+//! * `GET /v1/ready`: readiness, 200 once the model is loaded and while the daemon takes calls
+//!   (`engine_last_beat_ms` says how fresh the engine's heartbeat is); 503 with the status
+//!   `draining`, `engine down` or `engine stalled` (no beat for [`crate::engine::STALLED_AFTER`]).
 //! * `GET /metrics`: Prometheus metrics (OpenMetrics text).
 //! * `GET /v1/calls/{call_id}/ws`: a voicebot's WebSocket controlling that call ([`crate::voicebot`]).
 //!
@@ -272,16 +273,35 @@ async fn health(State(ctx): State<SharedControl>) -> Response {
 }
 
 async fn ready(State(ctx): State<SharedControl>) -> Response {
-    // The ctx exist only once the model has loaded and the engine thread has started.
-    if ctx.shutdown.is_draining() {
-        let body = json!({ "status": "draining" });
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    // This server runs only once the model has loaded and the engine thread has started; after
+    // that, ready means not draining and an engine that is alive and beating.
+    let beat = ctx.engine.heartbeat();
+    let not_ready = if ctx.shutdown.is_draining() {
+        Some("draining")
+    } else if !beat.alive {
+        Some("engine down")
+    } else if !beat.is_healthy() {
+        Some("engine stalled")
+    } else {
+        None
+    };
+    let last_beat_ms = beat.since_last_beat.as_millis() as u64;
+    match not_ready {
+        Some(status) => {
+            let body = json!({ "status": status, "engine_last_beat_ms": last_beat_ms });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+        None => Json(json!({
+            "status": "ready",
+            "calls": ctx.calls.live_count(),
+            "engine_last_beat_ms": last_beat_ms,
+        }))
+        .into_response(),
     }
-    Json(json!({ "status": "ready", "calls": ctx.calls.live_count() })).into_response()
 }
 
 async fn metrics(State(ctx): State<SharedControl>) -> Response {
-    let body = METRICS.render(ctx.calls.pending_count());
+    let body = METRICS.render(ctx.calls.pending_count(), &ctx.engine);
     (
         [(
             axum::http::header::CONTENT_TYPE,

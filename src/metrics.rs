@@ -41,6 +41,12 @@ pub struct DaemonMetrics {
     pub pending_jobs: Gauge,
     engine_tokens: Counter,
     engine_steps: Counter,
+    engine_up: Gauge,
+    engine_queued: Gauge,
+    engine_speaking: Gauge,
+    voice_hits: Counter,
+    voice_computed: Counter,
+    start_time: Gauge,
 }
 
 impl DaemonMetrics {
@@ -57,7 +63,17 @@ impl DaemonMetrics {
             pending_jobs: Gauge::default(),
             engine_tokens: Counter::default(),
             engine_steps: Counter::default(),
+            engine_up: Gauge::default(),
+            engine_queued: Gauge::default(),
+            engine_speaking: Gauge::default(),
+            voice_hits: Counter::default(),
+            voice_computed: Counter::default(),
+            start_time: Gauge::default(),
         };
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        m.start_time.set(started as i64);
         let r = &mut m.registry;
         r.register(
             "calls",
@@ -109,6 +125,36 @@ impl DaemonMetrics {
             "Batched decode steps run by the engine",
             m.engine_steps.clone(),
         );
+        r.register(
+            "engine_up",
+            "1 while every engine thread runs; 0 once one died (the daemon then exits for a restart)",
+            m.engine_up.clone(),
+        );
+        r.register(
+            "engine_queued",
+            "Requests waiting in the engine's queue",
+            m.engine_queued.clone(),
+        );
+        r.register(
+            "engine_speaking",
+            "Requests the engine has admitted (preparing or decoding in a slot)",
+            m.engine_speaking.clone(),
+        );
+        r.register(
+            "voice_cache_hits",
+            "Voices served from memory or the voice cache file",
+            m.voice_hits.clone(),
+        );
+        r.register(
+            "voice_cache_misses",
+            "Voices computed from their reference clips",
+            m.voice_computed.clone(),
+        );
+        r.register(
+            "start_time_seconds",
+            "When the daemon started (Unix time): a change counts a restart",
+            m.start_time.clone(),
+        );
         m
     }
 
@@ -135,7 +181,7 @@ impl DaemonMetrics {
     }
 
     /// The text exposition of every metric, the engine's counters brought up to date first.
-    pub fn render(&self, pending_jobs: usize) -> String {
+    pub fn render(&self, pending_jobs: usize, engine: &crate::engine::Engine) -> String {
         use crate::engine::{Metrics, METRICS as ENGINE};
         let catch_up = |c: &Counter, now: u64| {
             let seen = c.get();
@@ -145,7 +191,12 @@ impl DaemonMetrics {
         };
         catch_up(&self.engine_tokens, Metrics::get(&ENGINE.tokens));
         catch_up(&self.engine_steps, Metrics::get(&ENGINE.steps));
+        catch_up(&self.voice_hits, Metrics::get(&ENGINE.voice_hits));
+        catch_up(&self.voice_computed, Metrics::get(&ENGINE.voice_computed));
         self.pending_jobs.set(pending_jobs as i64);
+        self.engine_up.set(i64::from(engine.is_alive()));
+        self.engine_queued.set(engine.queued() as i64);
+        self.engine_speaking.set(Metrics::get(&ENGINE.speaking) as i64);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -167,17 +218,35 @@ pub static METRICS: LazyLock<DaemonMetrics> = LazyLock::new(DaemonMetrics::new);
 mod tests {
     use super::*;
 
+    /// A backend that is never asked to speak.
+    struct Idle;
+
+    impl crate::engine::SpeechBackend for Idle {
+        fn sample_rate(&self) -> u32 {
+            24_000
+        }
+
+        fn speak(&mut self, _: &crate::engine::SpeechRequest, _: &mut dyn FnMut(Vec<f32>) -> bool) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn exposition_names_the_families() {
         METRICS.call_ended("agi", "SUCCESS");
         METRICS.failed(crate::calls::FailReason::Busy);
-        let text = METRICS.render(3);
+        let engine = crate::engine::Engine::start(Idle, |_: &crate::engine::SpeechRequest| Ok(()), 4);
+        let text = METRICS.render(3, &engine);
         for needle in [
             "xttsd_calls_total{transport=\"agi\",outcome=\"SUCCESS\"}",
             "xttsd_busy_refusals_total",
             "xttsd_synthesis_failures_total{reason=\"BUSY\"}",
             "xttsd_time_to_first_audio_seconds_bucket",
             "xttsd_pending_jobs 3",
+            "xttsd_engine_up 1",
+            "xttsd_engine_queued 0",
+            "xttsd_voice_cache_hits_total",
+            "xttsd_start_time_seconds",
             "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");

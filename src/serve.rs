@@ -5,7 +5,9 @@
 //! nothing that needs it: voices are looked up on disk at each request.
 //!
 //! Under systemd (`Type=notify`) it reports READY=1 once the model is loaded and every listener
-//! is bound, STOPPING=1 when the drain begins, and WATCHDOG=1 pings while it runs.
+//! is bound, STOPPING=1 when the drain begins, and WATCHDOG=1 pings while the engine beats.
+//! When an engine thread dies the daemon drains as on SIGTERM and exits non-zero, so systemd
+//! restarts it with a fresh engine.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -169,11 +171,14 @@ pub async fn serve_all(services: SharedServices) -> Result<()> {
                 .sweep_every(Duration::from_secs(1), async move { shutdown.draining().await }),
         )
     };
-    let watchdog = tokio::spawn(watchdog());
+    let watchdog = tokio::spawn(watchdog(services.engine.clone()));
     let _prewarm = crate::prompts::start_prewarm(&services.engine, cfg);
     tracing::info!("xttsd ready");
     notify(&[sd_notify::NotifyState::Ready]);
-    wait_for_stop_signal().await;
+    let stop = tokio::select! {
+        _ = wait_for_stop_signal() => Stop::Signal,
+        _ = engine_died(&services.engine) => Stop::EngineDied,
+    };
     let deadline = cfg.daemon.drain_timeout();
     tracing::info!(calls = services.calls.live_count(), ?deadline, "draining");
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -200,8 +205,34 @@ pub async fn serve_all(services: SharedServices) -> Result<()> {
     while servers.join_next().await.is_some() {}
     sweeper.abort();
     watchdog.abort();
-    tracing::info!("stopped");
-    Ok(())
+    match stop {
+        Stop::Signal => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        // Exiting non-zero has systemd (Restart=on-failure) start a fresh engine.
+        Stop::EngineDied => anyhow::bail!("the engine stopped; exiting for a restart"),
+    }
+}
+
+/// Why the daemon stops.
+enum Stop {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// An engine thread died: every later call would fail, so the daemon drains and exits.
+    EngineDied,
+}
+
+/// Resolves once a thread of the engine has died.
+async fn engine_died(engine: &Engine) {
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        poll.tick().await;
+        if !engine.is_alive() {
+            tracing::error!("the engine is down: draining the calls up, then exiting for a restart");
+            return;
+        }
+    }
 }
 
 /// Stops accepting and starts the deadline for the calls still up.
@@ -242,8 +273,9 @@ fn notify(state: &[sd_notify::NotifyState]) {
     }
 }
 
-/// Pings systemd's watchdog at half its interval while the runtime is responsive.
-async fn watchdog() {
+/// Pings systemd's watchdog at half its interval while the runtime is responsive and the
+/// engine beats: a stuck engine thread stops the pings, and systemd restarts the daemon.
+async fn watchdog(engine: Engine) {
     let mut usec = 0u64;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
         return std::future::pending().await;
@@ -251,6 +283,15 @@ async fn watchdog() {
     let mut timer = tokio::time::interval(Duration::from_micros(usec / 2));
     loop {
         timer.tick().await;
-        notify(&[sd_notify::NotifyState::Watchdog]);
+        let beat = engine.heartbeat();
+        if beat.is_healthy() {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::error!(
+                alive = beat.alive,
+                since_last_beat = ?beat.since_last_beat,
+                "the engine is not beating: watchdog pings withheld"
+            );
+        }
     }
 }

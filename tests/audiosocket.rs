@@ -591,7 +591,7 @@ async fn slow_engine_underruns_are_filled_with_silence_and_counted() {
     services.calls.enqueue(uuid, job).unwrap();
     let server = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        session::run(stream, services).await
+        session::run(stream, services.audiosocket()).await
     });
     let leg = leg(addr, uuid, hang_up_after(5000)).await;
     let report = timeout(Duration::from_secs(2), server).await.unwrap().unwrap();

@@ -201,6 +201,9 @@ async fn ready_metrics_and_drain() {
         "xttsd_time_to_first_audio_seconds",
         "xttsd_late_frames",
         "xttsd_pending_jobs",
+        "xttsd_engine_queued",
+        "xttsd_engine_speaking",
+        "xttsd_voice_cache_hits",
     ] {
         assert!(raw.contains(&format!("# TYPE {family}")), "{family} missing:\n{raw}");
     }
@@ -219,4 +222,43 @@ async fn ready_metrics_and_drain() {
         refused.is_ok(),
         "the control listener still accepts after the drain began"
     );
+}
+
+/// A dead engine thread is seen from outside: not ready (with the reason), `engine_up` 0 in the
+/// metrics, and the health check names the engine down; liveness itself still answers.
+#[tokio::test]
+async fn a_dead_engine_is_not_ready() {
+    let (addr, services) = start().await;
+    let request = SpeechRequest {
+        text: "Hello.".into(),
+        voice: "default".into(),
+        lang: "en".into(),
+        options: Default::default(),
+    };
+    // The backend panics when asked to speak: the engine thread dies.
+    let speech = services.engine.speak(request).unwrap();
+    drop(speech);
+    timeout(Duration::from_secs(5), async {
+        while services.engine.is_alive() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the engine thread did not die");
+    let (status, body) = http(addr, "GET", "/v1/ready", "").await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("engine down")), "{body}");
+    let (status, body) = http(addr, "GET", "/v1/health", "").await;
+    assert_eq!((status, body["engine"]["state"].as_str()), (200, Some("down")), "{body}");
+    let raw = timeout(Duration::from_secs(5), async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        raw
+    })
+    .await
+    .unwrap();
+    assert!(raw.contains("\nxttsd_engine_up 0\n"), "{raw}");
 }

@@ -42,6 +42,11 @@ fn start_daemon() -> Daemon {
 
 /// The daemon with `extra` appended to its config file (whole sections).
 fn start_daemon_with(extra: &str) -> Daemon {
+    start_daemon_env(extra, &[])
+}
+
+/// The daemon with `extra` in its config file and `env` set in its environment.
+fn start_daemon_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let speakers = dir.path().join("speakers");
@@ -65,6 +70,7 @@ fn start_daemon_with(extra: &str) -> Daemon {
         .args(["serve", "--config"])
         .arg(&config_path)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -365,4 +371,37 @@ fn sigterm_drains_calls_and_exits_cleanly() {
     println!("exit: {exit:?} after {:?}", asked.elapsed());
     assert!(TcpStream::connect(&daemon.agi).is_err(), "still accepting after exit");
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// A dead engine thread (a vocoder panic, injected) takes the daemon down with a non-zero exit,
+/// so systemd restarts it, instead of leaving a process that answers and fails every call; the
+/// call that was speaking ends with a hangup message.
+#[test]
+fn a_dead_engine_thread_exits_the_daemon_non_zero() {
+    let mut daemon = start_daemon_env("[daemon]\ndrain_timeout_ms = 1000\n", &[("XTTSD_FAULT", "panic_vocoder")]);
+    let rt = runtime();
+    let audiosocket = daemon.audiosocket.clone();
+    let leg = rt.spawn(async move {
+        let uuid = Uuid::parse_str("00000000-0000-4000-8000-000000000002").unwrap();
+        let opts = LegOptions {
+            hangup_after: Some(Duration::from_secs(20)),
+            timeout: Duration::from_secs(30),
+            ..LegOptions::default()
+        };
+        run_leg(&audiosocket, uuid, opts).await
+    });
+    let asked = Instant::now();
+    let deadline = asked + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the daemon kept running with a dead engine");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("exit: {exit:?} after {:?}", asked.elapsed());
+    assert!(!exit.success(), "a dead engine must exit non-zero, got {exit:?}");
+    assert_eq!(exit.code(), Some(1), "an orderly exit, not a crash: {exit:?}");
+    let leg = rt.block_on(leg).unwrap().unwrap();
+    assert_eq!(leg.end, LegEnd::ServerHangup, "the call was not ended cleanly");
 }

@@ -45,7 +45,7 @@ pub fn plan(preamble: &Preamble, ctx: &AgiContext) -> Result<Plan> {
             );
         }
     }
-    let cfg = &*ctx;
+    let cfg: &AgiContext = ctx;
     let mode = match script.param("mode") {
         None => cfg.config.mode,
         Some("stream") => Mode::Stream,

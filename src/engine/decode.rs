@@ -4,6 +4,7 @@
 //! Text and voices are prepared on their own thread and audio rendered on the vocoder's: this
 //! loop only decodes.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,7 @@ impl<'m> DecodeLoop<'m> {
             self.collect_prepared();
             self.admit(jobs);
             self.observe_vocoder();
+            METRICS.speaking.store((self.rows.len() + self.preparing) as u64, Ordering::Relaxed);
             let now = Instant::now();
             let views = self.views(now);
             match self.scheduler.plan(self.secs(now), &views, &self.costs) {

@@ -265,6 +265,11 @@ impl Health {
     }
 }
 
+/// An engine thread that has not beaten for this long is stuck: the daemon stops reporting
+/// ready and stops pinging systemd's watchdog, which then restarts it. No single step or
+/// prefill comes near it (they take milliseconds to a few seconds even on a CPU).
+pub const STALLED_AFTER: Duration = Duration::from_secs(20);
+
 /// What [`Engine::heartbeat`] reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Heartbeat {
@@ -273,6 +278,13 @@ pub struct Heartbeat {
     /// Time since the engine thread last showed it is working (it beats at least every
     /// [`HEARTBEAT_EVERY`] when idle, and between decode steps).
     pub since_last_beat: Duration,
+}
+
+impl Heartbeat {
+    /// Alive and beating recently: able to serve.
+    pub fn is_healthy(&self) -> bool {
+        self.alive && self.since_last_beat < STALLED_AFTER
+    }
 }
 
 /// Counters shared by the engine and the servers, read by `xttsd bench`.
@@ -291,6 +303,11 @@ pub struct Metrics {
     pub underruns: AtomicU64,
     /// Requests refused because the engine was full (queue or capacity).
     pub refused_busy: AtomicU64,
+    /// Requests admitted and not yet over (a gauge, set by the decode loop each turn).
+    pub speaking: AtomicU64,
+    /// Voices served from memory or the disk cache, and voices computed from their clips.
+    pub voice_hits: AtomicU64,
+    pub voice_computed: AtomicU64,
 }
 
 impl Metrics {
@@ -312,6 +329,9 @@ pub static METRICS: Metrics = Metrics {
     vocoder_us: AtomicU64::new(0),
     underruns: AtomicU64::new(0),
     refused_busy: AtomicU64::new(0),
+    speaking: AtomicU64::new(0),
+    voice_hits: AtomicU64::new(0),
+    voice_computed: AtomicU64::new(0),
 };
 
 /// Checks a request before it is queued, on the caller's side, so bad input fails at once with
@@ -556,6 +576,11 @@ impl Engine {
     /// Whether the engine can serve: false once a thread of it has died.
     pub fn is_alive(&self) -> bool {
         self.shared.health.is_alive()
+    }
+
+    /// Requests waiting in the queue for the engine to take them.
+    pub fn queued(&self) -> usize {
+        self.shared.queue.len()
     }
 
     /// Liveness for health checks and a watchdog.

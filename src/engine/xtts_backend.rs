@@ -15,7 +15,9 @@ use super::capacity::CostModel;
 use super::decode::{measure_costs, DecodeLoop, DecodeSettings, Prepared};
 use super::scheduler::{ChunkPlan, Policy, Scheduler};
 use super::vocoder::with_speed;
-use super::{Fault, Health, Job, JobQueue, SpeechBackend, SpeechOptions, SpeechRequest, Validator};
+use super::{
+    Fault, Health, Job, JobQueue, Metrics, SpeechBackend, SpeechOptions, SpeechRequest, Validator, METRICS,
+};
 use crate::config::{DeviceSetting, EngineConfig, GptDtype, StreamModeSetting};
 use crate::xtts::batch::{BatchDecoder, SlotCache};
 use crate::xtts::checkpoint::{load_model_state, Weights};
@@ -144,7 +146,15 @@ pub struct Preparer {
 impl Preparer {
     /// A named voice, computed once and cached.
     pub fn voice(&mut self, name: &str) -> Result<Arc<Voice>> {
-        self.voices.get(name, &self.encoder, &self.conditioning)
+        let computed = self.voices.computed();
+        let voice = self.voices.get(name, &self.encoder, &self.conditioning)?;
+        let counter = if self.voices.computed() == computed {
+            &METRICS.voice_hits
+        } else {
+            &METRICS.voice_computed
+        };
+        Metrics::add(counter, 1);
+        Ok(voice)
     }
 
     /// A request's sentences as text tokens, and its voice.
