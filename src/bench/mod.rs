@@ -124,6 +124,8 @@ pub struct Round {
     pub tokens_per_busy_s: f64,
     /// Rows per batched decode step, on average.
     pub mean_batch: f64,
+    /// Chunks per vocoder forward, on average.
+    pub vocoder_mean_batch: f64,
     pub rss_mib: f64,
     pub peak_rss_mib: f64,
     /// GPU memory used by this process (nvidia-smi), when on CUDA.
@@ -318,6 +320,8 @@ struct Snapshot {
     step_rows: u64,
     busy_us: u64,
     vocoder_us: u64,
+    vocoder_forwards: u64,
+    vocoder_windows: u64,
     underruns: u64,
 }
 
@@ -330,6 +334,8 @@ impl Snapshot {
             step_rows: get(&METRICS.step_rows),
             busy_us: get(&METRICS.busy_us),
             vocoder_us: get(&METRICS.vocoder_us),
+            vocoder_forwards: get(&METRICS.vocoder_forwards),
+            vocoder_windows: get(&METRICS.vocoder_windows),
             underruns: get(&METRICS.underruns),
         }
     }
@@ -427,6 +433,10 @@ async fn run_round(services: &Arc<Services>, addr: &str, n: usize, args: &Args) 
             (after.step_rows - before.step_rows) as f64 / steps as f64
         } else {
             0.0
+        },
+        vocoder_mean_batch: match after.vocoder_forwards - before.vocoder_forwards {
+            0 => 0.0,
+            forwards => (after.vocoder_windows - before.vocoder_windows) as f64 / forwards as f64,
         },
         rss_mib,
         peak_rss_mib,

@@ -243,6 +243,7 @@ mod tests {
             tokens_per_s: 16.0,
             tokens_per_busy_s: 100.0,
             mean_batch: 1.0,
+            vocoder_mean_batch: 1.0,
             rss_mib: 100.0,
             peak_rss_mib: 100.0,
             gpu_mib: None,

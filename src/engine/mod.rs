@@ -299,6 +299,9 @@ pub struct Metrics {
     pub busy_us: AtomicU64,
     /// Microseconds spent vocoding (on its own thread).
     pub vocoder_us: AtomicU64,
+    /// Vocoder forwards, and the chunks they rendered (mean vocoder batch = windows / forwards).
+    pub vocoder_forwards: AtomicU64,
+    pub vocoder_windows: AtomicU64,
     /// AudioSocket ticks where speech was under way but no audio was ready (frames late).
     pub underruns: AtomicU64,
     /// Requests refused because the engine was full (queue or capacity).
@@ -327,6 +330,8 @@ pub static METRICS: Metrics = Metrics {
     step_rows: AtomicU64::new(0),
     busy_us: AtomicU64::new(0),
     vocoder_us: AtomicU64::new(0),
+    vocoder_forwards: AtomicU64::new(0),
+    vocoder_windows: AtomicU64::new(0),
     underruns: AtomicU64::new(0),
     refused_busy: AtomicU64::new(0),
     speaking: AtomicU64::new(0),

@@ -1,8 +1,9 @@
 //! The vocoder stage: turns each sentence's latents into audio on its own thread, so the
-//! decoder's next step does not wait for it. Work is taken in deadline order: of the requests
-//! with work waiting, the one whose listener runs dry first goes next (each request's work
-//! stays in order). A vocoder error ends its request (the decode loop sees it through the
-//! sink); a panic stops the engine (see [`super::Health`]).
+//! decoder's next step does not wait for it. Work is taken in rounds, in deadline order: the
+//! requests whose listeners run dry first each contribute their next chunk, and those chunks
+//! are rendered in one batched forward (one forward of several calls costs far less than one
+//! each); each request's work stays in order. A vocoder error ends its request (the decode
+//! loop sees it through the sink); a panic stops the engine (see [`super::Health`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::Receiver;
@@ -14,7 +15,7 @@ use tch::Tensor;
 
 use super::{AudioSink, Fault, Health, Metrics, METRICS};
 use crate::xtts::hifigan::HifiGan;
-use crate::xtts::stream::{StreamOptions, StreamVocoder};
+use crate::xtts::stream::{render_windows, StreamOptions, StreamVocoder, Window};
 
 /// Work for the vocoder thread, in order.
 pub enum VocoderWork {
@@ -42,17 +43,32 @@ pub fn with_speed(stream: &StreamOptions, speed: Option<f64>) -> StreamOptions {
     stream
 }
 
-/// Starts the vocoder thread; it runs until every sender of `work` is gone.
+/// Starts the vocoder thread; it runs until every sender of `work` is gone. Each round renders
+/// the due chunks of up to `max_batch` requests in one forward.
 pub fn spawn(
     hifigan: HifiGan,
     opts: StreamOptions,
+    max_batch: usize,
     work: Receiver<VocoderWork>,
     health: Arc<Health>,
     fault: Option<Fault>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("xtts-vocoder".into()).spawn(move || {
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            vocoder_loop(&hifigan, &opts, work, fault)
+            let _guard = tch::no_grad_guard();
+            let mut stage = Stage::new(&hifigan, &opts, max_batch, fault);
+            loop {
+                if stage.is_idle() {
+                    match work.recv() {
+                        Ok(item) => stage.add(item),
+                        Err(_) => return,
+                    }
+                }
+                while let Ok(item) = work.try_recv() {
+                    stage.add(item);
+                }
+                stage.round();
+            }
         }));
         if let Err(panic) = run {
             health.stopped(&format!(
@@ -96,82 +112,343 @@ impl Waiting {
         }
     }
 
-    /// The next item of the request whose listener runs dry first.
-    fn next(&mut self) -> Option<VocoderWork> {
+    /// The requests with work, whose listener runs dry first first.
+    fn by_deadline(&self) -> Vec<usize> {
         let now = Instant::now();
-        let at = (0..self.requests.len()).min_by_key(|&i| self.requests[i].0.runs_dry_at(now))?;
-        let item = self.requests[at].1.pop_front();
-        if self.requests[at].1.is_empty() {
-            self.requests.swap_remove(at);
-        }
-        item
+        let mut order: Vec<usize> = (0..self.requests.len()).collect();
+        order.sort_by_key(|&i| self.requests[i].0.runs_dry_at(now));
+        order
     }
 }
 
-fn vocoder_loop(hifigan: &HifiGan, opts: &StreamOptions, work: Receiver<VocoderWork>, fault: Option<Fault>) {
-    let _guard = tch::no_grad_guard();
-    let mut sentences: HashMap<u64, (StreamVocoder, AudioSink)> = HashMap::new();
-    let mut waiting = Waiting::default();
-    loop {
-        if waiting.requests.is_empty() {
-            match work.recv() {
-                Ok(item) => waiting.add(item),
-                Err(_) => return,
+/// A sentence being vocoded and where its audio goes.
+struct Sentence<'a> {
+    vocoder: StreamVocoder<'a>,
+    sink: AudioSink,
+}
+
+/// A chunk due this round: whose it is, its render, and whether it ends its sentence.
+struct Due {
+    id: u64,
+    window: Window,
+    last: bool,
+}
+
+/// The vocoder stage: the sentences under way and the work waiting for them.
+struct Stage<'a> {
+    hifigan: &'a HifiGan,
+    opts: &'a StreamOptions,
+    /// Requests whose chunks share one forward, at most.
+    max_batch: usize,
+    fault: Option<Fault>,
+    sentences: HashMap<u64, Sentence<'a>>,
+    waiting: Waiting,
+    /// Generator forwards run.
+    forwards: u64,
+}
+
+impl<'a> Stage<'a> {
+    fn new(hifigan: &'a HifiGan, opts: &'a StreamOptions, max_batch: usize, fault: Option<Fault>) -> Self {
+        Self {
+            hifigan,
+            opts,
+            max_batch: max_batch.max(1),
+            fault,
+            sentences: HashMap::new(),
+            waiting: Waiting::default(),
+            forwards: 0,
+        }
+    }
+
+    fn add(&mut self, item: VocoderWork) {
+        self.waiting.add(item);
+    }
+
+    fn is_idle(&self) -> bool {
+        self.waiting.requests.is_empty()
+    }
+
+    /// One round: the requests are visited in deadline order, each up to its next chunk (the
+    /// latents before it are only collected); the chunks of up to `max_batch` requests are
+    /// rendered in one forward and delivered in that order. A request's later work waits for
+    /// a later round, so its chunks stay in order.
+    fn round(&mut self) {
+        let started = Instant::now();
+        let mut due = Vec::new();
+        for i in self.waiting.by_deadline() {
+            if due.len() == self.max_batch {
+                break;
+            }
+            while let Some(item) = self.waiting.requests[i].1.pop_front() {
+                if let Some(d) = self.apply(item) {
+                    due.push(d);
+                    break;
+                }
             }
         }
-        while let Ok(item) = work.try_recv() {
-            waiting.add(item);
+        self.waiting.requests.retain(|(_, queue)| !queue.is_empty());
+        if !due.is_empty() {
+            let windows: Vec<&Window> = due.iter().map(|d| &d.window).collect();
+            let rendered = self.render(&windows);
+            for (d, wav) in due.into_iter().zip(rendered) {
+                self.deliver(d, wav);
+            }
         }
-        let Some(item) = waiting.next() else { continue };
-        let started = Instant::now();
+        Metrics::add(&METRICS.vocoder_us, started.elapsed().as_micros() as u64);
+    }
+
+    /// Applies one item of work; returns the chunk it makes due, if any.
+    fn apply(&mut self, item: VocoderWork) -> Option<Due> {
         match item {
             VocoderWork::Begin {
                 id,
                 speaker,
                 speed,
                 sink,
-            } => match StreamVocoder::new(hifigan, &speaker, &with_speed(opts, speed)) {
+            } => match StreamVocoder::new(self.hifigan, &speaker, &with_speed(self.opts, speed)) {
                 Ok(vocoder) => {
-                    sentences.insert(id, (vocoder, sink));
+                    self.sentences.insert(id, Sentence { vocoder, sink });
                 }
                 Err(e) => sink.finish(Err(e.context("streaming vocoder"))),
             },
             VocoderWork::Latent { id, latent } => {
-                if let Some((vocoder, sink)) = sentences.get_mut(&id) {
-                    let delivered = match vocoder.push(&latent) {
-                        Ok(Some(chunk)) => {
-                            if fault == Some(Fault::PanicVocoder) {
-                                panic!("fault injected: panic_vocoder");
-                            }
-                            chunk.is_empty() || sink.send_audio(chunk)
-                        }
-                        Ok(None) => true,
-                        Err(e) => {
-                            sink.finish(Err(e.context("streaming vocoder")));
-                            false
-                        }
-                    };
-                    if !delivered {
-                        sentences.remove(&id);
+                let sentence = self.sentences.get_mut(&id)?;
+                if sentence.sink.is_over() {
+                    // Nobody listens: render nothing more for it.
+                    self.sentences.remove(&id);
+                    return None;
+                }
+                match sentence.vocoder.add(&latent) {
+                    Ok(Some(window)) => {
+                        return Some(Due {
+                            id,
+                            window,
+                            last: false,
+                        })
                     }
+                    Ok(None) => {}
+                    Err(e) => self.fail(id, e),
                 }
             }
             VocoderWork::End { id } => {
-                if let Some((mut vocoder, sink)) = sentences.remove(&id) {
-                    match vocoder.finish() {
-                        Ok(last) if !last.is_empty() => {
-                            sink.send_audio(last);
-                        }
-                        Ok(_) => {}
-                        Err(e) => sink.finish(Err(e.context("streaming vocoder"))),
+                let sentence = self.sentences.get_mut(&id)?;
+                match sentence.vocoder.last_window() {
+                    Ok(Some(window)) => return Some(Due { id, window, last: true }),
+                    Ok(None) => {
+                        self.sentences.remove(&id);
                     }
+                    Err(e) => self.fail(id, e),
                 }
             }
             VocoderWork::Finish { sink, result } => sink.finish(result),
             VocoderWork::Drop { id } => {
-                sentences.remove(&id);
+                self.sentences.remove(&id);
             }
         }
-        Metrics::add(&METRICS.vocoder_us, started.elapsed().as_micros() as u64);
+        None
+    }
+
+    /// Renders the windows in one forward. A failed batch (out of memory, say) is retried one
+    /// window at a time, so only a window that fails alone fails its request.
+    fn render(&mut self, windows: &[&Window]) -> Vec<Result<Vec<f32>>> {
+        self.forwards += 1;
+        Metrics::add(&METRICS.vocoder_forwards, 1);
+        Metrics::add(&METRICS.vocoder_windows, windows.len() as u64);
+        match render_windows(self.hifigan, windows) {
+            Ok(wavs) => wavs.into_iter().map(Ok).collect(),
+            Err(e) if windows.len() == 1 => vec![Err(e)],
+            Err(_) => windows
+                .iter()
+                .map(|w| {
+                    self.forwards += 1;
+                    render_windows(self.hifigan, &[w]).map(|mut wavs| wavs.remove(0))
+                })
+                .collect(),
+        }
+    }
+
+    /// Hands a rendered chunk to its listener.
+    fn deliver(&mut self, due: Due, wav: Result<Vec<f32>>) {
+        let wav = match wav {
+            Ok(wav) => wav,
+            Err(e) => return self.fail(due.id, e),
+        };
+        if self.fault == Some(Fault::PanicVocoder) {
+            panic!("fault injected: panic_vocoder");
+        }
+        let Some(sentence) = self.sentences.get_mut(&due.id) else {
+            return;
+        };
+        let chunk = sentence.vocoder.complete(due.window, &wav);
+        let delivered = chunk.is_empty() || sentence.sink.send_audio(chunk);
+        if !delivered || due.last {
+            self.sentences.remove(&due.id);
+        }
+    }
+
+    /// Ends a sentence's request with a vocoder error.
+    fn fail(&mut self, id: u64, e: anyhow::Error) {
+        if let Some(sentence) = self.sentences.remove(&id) {
+            sentence.sink.finish(Err(e.context("streaming vocoder")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    use super::*;
+    use crate::engine::{Job, Playout, SpeechEvent, SpeechOptions, SpeechRequest};
+    use crate::xtts::stream::tests::{chunks_alone, max_abs_diff, random_sentence, tiny_model, BATCH_TOL};
+
+    /// A request whose listener starts waiting `plays_in` from now.
+    fn request(plays_in: Duration) -> (AudioSink, UnboundedReceiver<SpeechEvent>) {
+        let (out, events) = unbounded_channel();
+        let req = SpeechRequest {
+            text: "hello".into(),
+            lang: "en".into(),
+            voice: "anna".into(),
+            options: SpeechOptions {
+                plays_in,
+                ..SpeechOptions::default()
+            },
+        };
+        let job = Job::new(req, out, Arc::new(Playout::new(24_000)));
+        (job.sink(), events)
+    }
+
+    /// One sentence's whole work, as the decode loop sends it.
+    fn sentence_work(id: u64, latents: &Tensor, speaker: &Tensor, sink: &AudioSink) -> Vec<VocoderWork> {
+        let mut work = vec![VocoderWork::Begin {
+            id,
+            speaker: speaker.shallow_clone(),
+            speed: None,
+            sink: sink.clone(),
+        }];
+        for i in 0..latents.size()[0] {
+            work.push(VocoderWork::Latent {
+                id,
+                latent: latents.get(i),
+            });
+        }
+        work.push(VocoderWork::End { id });
+        work.push(VocoderWork::Finish {
+            sink: sink.clone(),
+            result: Ok(()),
+        });
+        work
+    }
+
+    fn events(rx: &mut UnboundedReceiver<SpeechEvent>) -> Vec<SpeechEvent> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn audio(events: &[SpeechEvent]) -> Vec<&Vec<f32>> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                SpeechEvent::Audio(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Three requests, two rendered per forward: the two whose listeners run dry first share
+    /// each round's forward, the third waits; every request gets the chunks it would get alone,
+    /// in order, then its end.
+    #[test]
+    fn chunks_of_several_requests_share_a_forward_in_deadline_order() {
+        let _guard = tch::no_grad_guard();
+        let model = tiny_model();
+        let hifigan = model.hifigan();
+        let opts = StreamOptions::windowed();
+        let mut stage = Stage::new(hifigan, &opts, 2, None);
+        // Listeners waiting from now (b), in 5 s (c) and in 10 s (a).
+        let plays_in = [10_000, 0, 5_000];
+        let lengths = [23, 37, 30];
+        let mut requests = Vec::new();
+        for (i, (&ms, &n)) in plays_in.iter().zip(&lengths).enumerate() {
+            let (latents, speaker) = random_sentence(10 + i as i64, n, hifigan.latent_dim(), hifigan.speaker_dim());
+            let (sink, rx) = request(Duration::from_millis(ms));
+            for item in sentence_work(i as u64, &latents, &speaker, &sink) {
+                stage.add(item);
+            }
+            let alone: Vec<Vec<f32>> = chunks_alone(hifigan, &latents, &speaker, &opts)
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .collect();
+            requests.push((rx, alone, Vec::new()));
+        }
+
+        stage.round();
+        assert_eq!(stage.forwards, 1);
+        for (i, (rx, _, got)) in requests.iter_mut().enumerate() {
+            got.extend(events(rx));
+            // b and c go first; a's listener waits longest.
+            assert_eq!(audio(got).len(), usize::from(i != 0), "request {i} after one round");
+        }
+
+        let mut rounds = 1;
+        while !stage.is_idle() {
+            stage.round();
+            rounds += 1;
+            assert!(rounds < 100, "the stage never empties");
+        }
+        let mut chunks = 0;
+        for (i, (rx, alone, got)) in requests.iter_mut().enumerate() {
+            got.extend(events(rx));
+            assert!(
+                matches!(got.last(), Some(SpeechEvent::Done)),
+                "request {i} does not end with Done"
+            );
+            let got = audio(got);
+            assert_eq!(got.len(), alone.len(), "request {i}: chunk count");
+            for (k, (g, a)) in got.iter().zip(alone.iter()).enumerate() {
+                let d = max_abs_diff(g, a);
+                assert!(d <= BATCH_TOL, "request {i} chunk {k}: differs from alone by {d:.3e}");
+            }
+            chunks += alone.len() as u64;
+        }
+        assert!(
+            stage.forwards < chunks,
+            "{} forwards for {chunks} chunks: nothing was batched",
+            stage.forwards
+        );
+    }
+
+    /// A chunk that cannot be rendered fails its own request; the requests it was batched
+    /// with still get their audio.
+    #[test]
+    fn a_failing_chunk_fails_only_its_request() {
+        let _guard = tch::no_grad_guard();
+        let model = tiny_model();
+        let hifigan = model.hifigan();
+        let opts = StreamOptions::windowed();
+        let mut stage = Stage::new(hifigan, &opts, 4, None);
+        let (dim, speaker_dim) = (hifigan.latent_dim(), hifigan.speaker_dim());
+        let mut requests = Vec::new();
+        // The middle request's latents are one wider than the vocoder takes.
+        for (i, width) in [dim, dim + 1, dim].into_iter().enumerate() {
+            let (latents, speaker) = random_sentence(20 + i as i64, 12, width, speaker_dim);
+            let (sink, rx) = request(Duration::ZERO);
+            for item in sentence_work(i as u64, &latents, &speaker, &sink) {
+                stage.add(item);
+            }
+            requests.push(rx);
+        }
+        while !stage.is_idle() {
+            stage.round();
+        }
+        for (i, rx) in requests.iter_mut().enumerate() {
+            let got = events(rx);
+            match got.last() {
+                Some(SpeechEvent::Failed(why)) if i == 1 => assert!(why.contains("vocoder"), "{why}"),
+                Some(SpeechEvent::Done) if i != 1 => assert!(!audio(&got).is_empty()),
+                other => panic!("request {i} ended with {other:?}"),
+            }
+        }
     }
 }

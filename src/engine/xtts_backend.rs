@@ -463,8 +463,15 @@ impl XttsBackend {
         let model = &self.model;
         let decoder = BatchDecoder::with_cache(model.gpt(), cache);
         let (to_vocoder, vocoder_work) = std::sync::mpsc::channel();
-        let vocoder = super::vocoder::spawn(hifigan, cfg.stream.clone(), vocoder_work, health.clone(), cfg.fault)
-            .context("starting the vocoder thread")?;
+        let vocoder = super::vocoder::spawn(
+            hifigan,
+            cfg.stream.clone(),
+            cfg.max_batch,
+            vocoder_work,
+            health.clone(),
+            cfg.fault,
+        )
+        .context("starting the vocoder thread")?;
         let (to_prep, prep_jobs) = std::sync::mpsc::channel();
         let (prep_done, prepared) = std::sync::mpsc::channel();
         let preparer = prep

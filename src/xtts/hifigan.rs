@@ -46,16 +46,16 @@ impl LatentInterpolation {
     }
 
     /// Latents [1, N, D] to generator input [1, D, frames(N)].
-    pub fn apply(&self, latents: &Tensor) -> Tensor {
-        let z = latents.transpose(1, 2);
+    pub fn apply(&self, latents: &Tensor) -> Result<Tensor> {
+        let z = latents.f_transpose(1, 2)?;
         let n = z.size()[2];
         let n1 = (n as f64 * self.frames_per_latent).floor() as i64;
-        let z = z.upsample_linear1d([n1], false, self.frames_per_latent);
+        let z = z.f_upsample_linear1d([n1], false, self.frames_per_latent)?;
         if self.rate_ratio == 1.0 {
-            return z;
+            return Ok(z);
         }
         let n2 = (n1 as f64 * self.rate_ratio).floor() as i64;
-        z.upsample_linear1d([n2], false, self.rate_ratio)
+        Ok(z.f_upsample_linear1d([n2], false, self.rate_ratio)?)
     }
 }
 
@@ -75,14 +75,57 @@ pub fn apply_speed(latents: &Tensor, speed: f64) -> Result<Tensor> {
         bail!("speed {speed} leaves no latent of {n}");
     }
     Ok(latents
-        .transpose(1, 2)
-        .upsample_linear1d([out], false, length_scale)
-        .transpose(1, 2))
+        .f_transpose(1, 2)?
+        .f_upsample_linear1d([out], false, length_scale)?
+        .f_transpose(1, 2)?)
 }
 
-fn leaky(x: &Tensor) -> Tensor {
+fn leaky(x: &Tensor) -> Result<Tensor> {
     // Equals leaky_relu(x, 0.1) exactly; tch's leaky_relu is fixed at slope 0.01.
-    x.maximum(&(x * LRELU_SLOPE))
+    Ok(x.f_maximum(&x.f_mul_scalar(LRELU_SLOPE)?)?)
+}
+
+/// Zeroes the padding of the shorter rows of a batch (None: no row is padded).
+fn masked(x: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    match mask {
+        Some(mask) => Ok(x.f_mul(mask)?),
+        None => Ok(x),
+    }
+}
+
+/// Which positions of a right-padded batch are real, at each resolution of the generator:
+/// [B, 1, T] of ones up to each row's length and zeros after. Zeroing the padding after every
+/// conv gives each row exactly the zero padding its convs would see if it ran alone, so a row's
+/// audio does not depend on the rows it is batched with.
+struct PaddingMasks {
+    /// Before the first upsampling, then after each; empty when every row has the same length.
+    masks: Vec<Tensor>,
+}
+
+impl PaddingMasks {
+    fn new(frames: &[i64], strides: &[i64], device: tch::Device) -> Result<Self> {
+        let longest = frames.iter().copied().max().unwrap_or(0);
+        if frames.iter().all(|&t| t == longest) {
+            return Ok(Self { masks: Vec::new() });
+        }
+        let mut masks = Vec::with_capacity(strides.len() + 1);
+        let mut scale = 1;
+        for step in 0..=strides.len() {
+            let ends: Vec<i64> = frames.iter().map(|&t| t * scale).collect();
+            let ends = Tensor::f_from_slice(&ends)?.f_to(device)?.f_view([-1, 1, 1])?;
+            let positions = Tensor::f_arange(longest * scale, (Kind::Int64, device))?.f_view([1, 1, -1])?;
+            masks.push(positions.f_lt_tensor(&ends)?.f_totype(Kind::Float)?);
+            if let Some(stride) = strides.get(step) {
+                scale *= stride;
+            }
+        }
+        Ok(Self { masks })
+    }
+
+    /// The mask after `upsamplings` upsampling layers.
+    fn at(&self, upsamplings: usize) -> Option<&Tensor> {
+        self.masks.get(upsamplings)
+    }
 }
 
 struct Conv {
@@ -93,15 +136,15 @@ struct Conv {
 }
 
 impl Conv {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv1d(
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_conv1d(
             &self.weight,
             self.bias.as_ref(),
             [1],
             [self.padding],
             [self.dilation],
             1,
-        )
+        )?)
     }
 }
 
@@ -152,14 +195,15 @@ impl ResBlock {
         Ok(Self { convs1, convs2 })
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let mut x = x.shallow_clone();
         for (c1, c2) in self.convs1.iter().zip(&self.convs2) {
-            let t = c2.forward(&leaky(&c1.forward(&leaky(&x))));
+            let t = masked(c1.forward(&leaky(&x)?)?, mask)?;
+            let t = c2.forward(&leaky(&t)?)?;
             // Not in place: `x` starts as the caller's tensor.
-            x = &x + t;
+            x = masked(x.f_add(&t)?, mask)?;
         }
-        x
+        Ok(x)
     }
 }
 
@@ -171,8 +215,8 @@ struct Upsample {
 }
 
 impl Upsample {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv_transpose1d(
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_conv_transpose1d(
             &self.weight,
             Some(&self.bias),
             [self.stride],
@@ -180,7 +224,7 @@ impl Upsample {
             [0],
             1,
             [1],
-        )
+        )?)
     }
 }
 
@@ -305,6 +349,16 @@ impl HifiGan {
         self.interpolation
     }
 
+    /// Width of the latents it vocodes.
+    pub fn latent_dim(&self) -> i64 {
+        self.latent_dim
+    }
+
+    /// Width of the speaker embeddings it takes.
+    pub fn speaker_dim(&self) -> i64 {
+        self.speaker_dim
+    }
+
     /// Output samples per generator frame (the product of the strides).
     pub fn hop(&self) -> i64 {
         self.stages.iter().map(|s| s.up.stride).product()
@@ -319,34 +373,74 @@ impl HifiGan {
                 self.speaker_dim
             );
         }
-        Ok(g.to_kind(Kind::Float).to_device(self.conv_pre.weight.device()))
+        Ok(g.f_totype(Kind::Float)?.f_to(self.conv_pre.weight.device())?)
     }
 
     /// Generator on already interpolated frames `z` [1, D, T]: waveform [1, 1, hop · T].
     pub fn generate(&self, z: &Tensor, g: &Tensor) -> Result<Tensor> {
-        let size = z.size();
-        if size.len() != 3 || size[0] != 1 || size[1] != self.latent_dim || size[2] == 0 {
-            bail!(
-                "vocoder input has shape {size:?}, expected [1, {}, T > 0]",
-                self.latent_dim
+        self.generate_batch(&[(z, g)])
+    }
+
+    /// The generator on several inputs in one forward: each `(z, g)` is frames [1, D, T] with
+    /// its own speaker embedding. Returns [B, 1, hop · T_max]: row i is input i's waveform in its
+    /// first hop · T_i samples (shorter inputs are padded, and the padding masked at every conv,
+    /// so each row equals the input's render alone up to float rounding).
+    pub fn generate_batch(&self, inputs: &[(&Tensor, &Tensor)]) -> Result<Tensor> {
+        if inputs.is_empty() {
+            bail!("no vocoder input");
+        }
+        let device = self.conv_pre.weight.device();
+        let mut frames = Vec::with_capacity(inputs.len());
+        for (z, _) in inputs {
+            let size = z.size();
+            if size.len() != 3 || size[0] != 1 || size[1] != self.latent_dim || size[2] == 0 {
+                bail!(
+                    "vocoder input has shape {size:?}, expected [1, {}, T > 0]",
+                    self.latent_dim
+                );
+            }
+            frames.push(size[2]);
+        }
+        let speakers = inputs
+            .iter()
+            .map(|(_, g)| self.speaker(g))
+            .collect::<Result<Vec<_>>>()?;
+        if inputs.len() == 1 {
+            return self.forward(
+                &inputs[0].0.f_to(device)?,
+                &speakers[0],
+                &PaddingMasks { masks: Vec::new() },
             );
         }
-        let g = self.speaker(g)?;
-        let z = z.to_device(self.conv_pre.weight.device());
-        let mut o = self.conv_pre.forward(&z) + self.cond_layer.forward(&g);
-        for stage in &self.stages {
-            o = stage.up.forward(&leaky(&o));
+        let longest = frames.iter().copied().max().unwrap_or(0);
+        let padded = inputs
+            .iter()
+            .zip(&frames)
+            .map(|((z, _), &t)| Ok(z.f_to(device)?.f_constant_pad_nd([0, longest - t])?))
+            .collect::<Result<Vec<_>>>()?;
+        let strides: Vec<i64> = self.stages.iter().map(|s| s.up.stride).collect();
+        let masks = PaddingMasks::new(&frames, &strides, device)?;
+        self.forward(&Tensor::f_cat(&padded, 0)?, &Tensor::f_cat(&speakers, 0)?, &masks)
+    }
+
+    fn forward(&self, z: &Tensor, g: &Tensor, masks: &PaddingMasks) -> Result<Tensor> {
+        let o = self.conv_pre.forward(z)?.f_add(&self.cond_layer.forward(g)?)?;
+        let mut o = masked(o, masks.at(0))?;
+        for (i, stage) in self.stages.iter().enumerate() {
+            let mask = masks.at(i + 1);
+            o = stage.up.forward(&leaky(&o)?)?;
             if let Some(cond) = &stage.cond {
-                o += cond.forward(&g);
+                o = o.f_add(&cond.forward(g)?)?;
             }
-            let mut sum = stage.resblocks[0].forward(&o);
+            o = masked(o, mask)?;
+            let mut sum = stage.resblocks[0].forward(&o, mask)?;
             for rb in &stage.resblocks[1..] {
-                sum += rb.forward(&o);
+                sum = sum.f_add(&rb.forward(&o, mask)?)?;
             }
-            o = sum / stage.resblocks.len() as f64;
+            o = sum.f_div_scalar(stage.resblocks.len() as f64)?;
         }
         // The last activation uses the default slope 0.01.
-        Ok(self.conv_post.forward(&o.leaky_relu()).tanh())
+        Ok(self.conv_post.forward(&o.f_leaky_relu()?)?.f_tanh()?)
     }
 
     /// Latents [1, N, D] to a waveform [1, 1, hop · frames(N)] (interpolation + generator).
@@ -358,7 +452,7 @@ impl HifiGan {
         if self.interpolation.frames(size[1]) == 0 {
             bail!("{} latents are too few to vocode", size[1]);
         }
-        self.generate(&self.interpolation.apply(latents), g)
+        self.generate(&self.interpolation.apply(latents)?, g)
             .context("vocoding the latents")
     }
 }

@@ -192,6 +192,50 @@ impl VocoderStats {
     }
 }
 
+/// One sentence's next render, ready for the generator: its frames and speaker, and how its
+/// output becomes a chunk. Renders of several sentences can share one forward
+/// ([`render_windows`]); each window goes back to its [`StreamVocoder::complete`].
+pub struct Window {
+    /// Generator input [1, D, T].
+    frames: Tensor,
+    speaker: Tensor,
+    cut: Cut,
+    started: Instant,
+}
+
+impl Window {
+    /// Generator frames it renders.
+    pub fn frames(&self) -> i64 {
+        self.frames.size()[2]
+    }
+}
+
+/// Which part of a render is the chunk.
+enum Cut {
+    /// A re-render of every latent, cut by the overlap chunker.
+    Reference { is_final: bool },
+    /// Samples `emit` are new audio; the `overlap` after them fade into the next chunk.
+    Windowed {
+        emit: std::ops::Range<usize>,
+        overlap: usize,
+    },
+}
+
+/// Renders the windows of several sentences in one generator forward; each window's samples,
+/// in order.
+pub fn render_windows(hifigan: &HifiGan, windows: &[&Window]) -> Result<Vec<Vec<f32>>> {
+    let inputs: Vec<(&Tensor, &Tensor)> = windows.iter().map(|w| (&w.frames, &w.speaker)).collect();
+    let wav = hifigan.generate_batch(&inputs)?;
+    let row = wav.size()[2] as usize;
+    let samples = to_vec(&wav)?;
+    let hop = hifigan.hop() as usize;
+    Ok(windows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| samples[i * row..i * row + (w.frames() as usize * hop).min(row)].to_vec())
+        .collect())
+}
+
 /// Collects latents one by one and emits audio chunks as they become due.
 pub struct StreamVocoder<'a> {
     hifigan: &'a HifiGan,
@@ -204,7 +248,7 @@ pub struct StreamVocoder<'a> {
     /// Latents whose audio has been emitted.
     emitted_latents: usize,
     reference: OverlapChunker,
-    /// Windowed: generator frames already emitted.
+    /// Windowed: generator frames already emitted (counted when their window is made).
     emitted_frames: i64,
     /// Windowed: rendered samples right after the emitted end, cross-faded into the next chunk.
     tail: Vec<f32>,
@@ -235,18 +279,71 @@ impl<'a> StreamVocoder<'a> {
 
     /// Adds the latent of one generated token ([D] or [1, D]); returns a chunk when one is due.
     pub fn push(&mut self, latent: &Tensor) -> Result<Option<Vec<f32>>> {
-        self.latents.push(latent.reshape([-1]));
+        match self.add(latent)? {
+            Some(window) => self.render_alone(window).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The last chunk, once generation has ended. Like the reference, the final render always
+    /// happens, even with nothing pending.
+    pub fn finish(&mut self) -> Result<Vec<f32>> {
+        match self.last_window()? {
+            Some(window) => self.render_alone(window),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn render_alone(&mut self, window: Window) -> Result<Vec<f32>> {
+        let wav = render_windows(self.hifigan, &[&window])?.remove(0);
+        Ok(self.complete(window, &wav))
+    }
+
+    /// Adds the latent of one generated token ([D] or [1, D]); returns the window to render
+    /// when a chunk is due. Its render must go to [`Self::complete`] before the next window.
+    pub fn add(&mut self, latent: &Tensor) -> Result<Option<Window>> {
+        self.latents.push(latent.f_reshape([-1])?);
         if self.latents.len() - self.rendered_upto < self.next_chunk_tokens() {
             return Ok(None);
         }
-        let chunk = self.render(false)?;
-        if chunk.is_some() {
+        let window = self.window(false)?;
+        if window.is_some() {
             let upto = self.latents.len();
             self.rendered_upto = upto;
             self.emitted_any = true;
             self.emitted_latents = upto - self.opts.holdback.min(upto);
         }
-        Ok(chunk)
+        Ok(window)
+    }
+
+    /// The window of the last chunk, once generation has ended; None when nothing is left to
+    /// emit (the last chunk is empty).
+    pub fn last_window(&mut self) -> Result<Option<Window>> {
+        if self.latents.is_empty() {
+            return Ok(None);
+        }
+        self.window(true)
+    }
+
+    /// The chunk of a window, given its render (from [`render_windows`]).
+    pub fn complete(&mut self, window: Window, wav: &[f32]) -> Vec<f32> {
+        self.record(window.started, window.frames());
+        match window.cut {
+            Cut::Reference { is_final } => self.reference.push(wav, is_final),
+            Cut::Windowed { emit, overlap } => {
+                let mut chunk = wav[emit.clone()].to_vec();
+                let fade = self.tail.len().min(chunk.len());
+                if fade > 0 {
+                    let fade_in = linspace_f32(0.0, 1.0, fade + 2);
+                    for i in 0..fade {
+                        let w = fade_in[i + 1];
+                        chunk[i] = self.tail[i] * (1.0 - w) + chunk[i] * w;
+                    }
+                }
+                self.tail = wav[emit.end..(emit.end + overlap).min(wav.len())].to_vec();
+                chunk
+            }
+        }
     }
 
     /// Latents to collect before the next chunk.
@@ -262,31 +359,31 @@ impl<'a> StreamVocoder<'a> {
         }
     }
 
-    /// The last chunk, once generation has ended. Like the reference, the final render always
-    /// happens, even with nothing pending.
-    pub fn finish(&mut self) -> Result<Vec<f32>> {
-        if self.latents.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(self.render(true)?.unwrap_or_default())
-    }
-
     /// All latents so far, stretched for the speed: [1, M, D].
     fn all_latents(&self) -> Result<Tensor> {
-        apply_speed(&Tensor::stack(&self.latents, 0).unsqueeze(0), self.opts.speed)
+        apply_speed(&Tensor::f_stack(&self.latents, 0)?.f_unsqueeze(0)?, self.opts.speed)
     }
 
-    fn render(&mut self, is_final: bool) -> Result<Option<Vec<f32>>> {
+    fn window(&mut self, is_final: bool) -> Result<Option<Window>> {
         match self.opts.mode {
             StreamMode::Reference => {
                 let started = Instant::now();
-                let latents = self.all_latents()?;
-                let frames = self.hifigan.interpolation().frames(latents.size()[1]);
-                let wav = to_vec(&self.hifigan.decode(&latents, &self.speaker)?)?;
-                self.record(started, frames);
-                Ok(Some(self.reference.push(&wav, is_final)))
+                let frames = self.hifigan.interpolation().apply(&self.all_latents()?)?;
+                if frames.size()[2] == 0 {
+                    bail!("{} latents are too few to vocode", self.latents.len());
+                }
+                Ok(Some(self.make_window(frames, Cut::Reference { is_final }, started)))
             }
-            StreamMode::Windowed => self.render_window(is_final),
+            StreamMode::Windowed => self.next_window(is_final),
+        }
+    }
+
+    fn make_window(&self, frames: Tensor, cut: Cut, started: Instant) -> Window {
+        Window {
+            frames,
+            speaker: self.speaker.shallow_clone(),
+            cut,
+            started,
         }
     }
 
@@ -300,7 +397,7 @@ impl<'a> StreamVocoder<'a> {
         }
     }
 
-    fn render_window(&mut self, is_final: bool) -> Result<Option<Vec<f32>>> {
+    fn next_window(&mut self, is_final: bool) -> Result<Option<Window>> {
         let interp = self.hifigan.interpolation();
         let hop = self.hifigan.hop() as usize;
         let available = self.latents.len();
@@ -311,36 +408,27 @@ impl<'a> StreamVocoder<'a> {
             interp.frames(self.stretched(available.saturating_sub(self.opts.holdback)))
         };
         if emit_end <= self.emitted_frames {
-            return Ok(if is_final { Some(Vec::new()) } else { None });
+            return Ok(None);
         }
         let started = Instant::now();
         let context = interp.frames(self.stretched(self.opts.left_context));
         let first = (self.emitted_frames - context).max(0);
         // The interpolation is cheap and position-dependent: run it over everything, then
         // vocode only the window.
-        let z = interp.apply(&self.all_latents()?);
-        let window = z.narrow(2, first, total_frames - first);
-        let wav = to_vec(&self.hifigan.generate(&window, &self.speaker)?)?;
-        self.record(started, total_frames - first);
-
+        let z = interp.apply(&self.all_latents()?)?;
+        let frames = z.f_narrow(2, first, total_frames - first)?;
         let offset = (self.emitted_frames - first) as usize * hop;
         let end = (emit_end - first) as usize * hop;
-        let mut chunk = wav[offset..end].to_vec();
-        let fade = self.tail.len().min(chunk.len());
-        if fade > 0 {
-            let fade_in = linspace_f32(0.0, 1.0, fade + 2);
-            for i in 0..fade {
-                let w = fade_in[i + 1];
-                chunk[i] = self.tail[i] * (1.0 - w) + chunk[i] * w;
-            }
-        }
-        self.tail = if is_final {
-            Vec::new()
-        } else {
-            wav[end..(end + self.opts.overlap_samples).min(wav.len())].to_vec()
-        };
+        let overlap = if is_final { 0 } else { self.opts.overlap_samples };
         self.emitted_frames = emit_end;
-        Ok(Some(chunk))
+        Ok(Some(self.make_window(
+            frames,
+            Cut::Windowed {
+                emit: offset..end,
+                overlap,
+            },
+            started,
+        )))
     }
 
     fn record(&mut self, started: Instant, frames: i64) {
@@ -351,13 +439,151 @@ impl<'a> StreamVocoder<'a> {
 
 fn to_vec(wav: &Tensor) -> Result<Vec<f32>> {
     Ok(Vec::<f32>::try_from(
-        wav.reshape([-1]).to_kind(Kind::Float).to_device(tch::Device::Cpu),
+        wav.f_reshape([-1])?.f_totype(Kind::Float)?.f_to(tch::Device::Cpu)?,
     )?)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    use crate::xtts::model::Xtts;
+
+    /// The tiny fixture model (`$XTTSD_FIXTURE`, default `tests/fixtures/tiny`).
+    pub(crate) fn tiny_model() -> Xtts {
+        tch::set_num_threads(1);
+        let dir = std::env::var("XTTSD_FIXTURE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny"));
+        Xtts::load(&dir.join("model"), tch::Device::Cpu).unwrap()
+    }
+
+    /// Reproducible random latents [n, dim] and a speaker embedding [1, speaker_dim, 1].
+    pub(crate) fn random_sentence(seed: i64, n: i64, dim: i64, speaker_dim: i64) -> (Tensor, Tensor) {
+        tch::manual_seed(seed);
+        let latents = Tensor::randn([n, dim], (Kind::Float, tch::Device::Cpu));
+        let speaker = Tensor::randn([1, speaker_dim, 1], (Kind::Float, tch::Device::Cpu));
+        (latents, speaker)
+    }
+
+    /// Every chunk of a sentence rendered on its own.
+    pub(crate) fn chunks_alone(
+        hifigan: &HifiGan,
+        latents: &Tensor,
+        speaker: &Tensor,
+        opts: &StreamOptions,
+    ) -> Vec<Vec<f32>> {
+        let mut vocoder = StreamVocoder::new(hifigan, speaker, opts).unwrap();
+        let mut chunks: Vec<Vec<f32>> = (0..latents.size()[0])
+            .filter_map(|i| vocoder.push(&latents.get(i)).unwrap())
+            .collect();
+        chunks.push(vocoder.finish().unwrap());
+        chunks
+    }
+
+    /// How far a chunk rendered in a batch may be from the same chunk rendered alone: the
+    /// bound the windowed stream keeps against a one-shot render. CPU kernels batched over rows
+    /// land at about 3e-5; padding leaking into a row shows at full scale (about 2).
+    pub(crate) const BATCH_TOL: f32 = 1e-4;
+
+    pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "lengths differ");
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// Sentences of different lengths, speakers, speeds and modes fed in lockstep, every due
+    /// window of a step rendered in one forward: each chunk equals the sentence's chunk
+    /// rendered alone (the padding of the shorter windows never leaks into their audio).
+    #[test]
+    fn batched_windows_render_as_each_alone() {
+        let _guard = tch::no_grad_guard();
+        let model = tiny_model();
+        let hifigan = model.hifigan();
+        let (dim, speaker_dim) = (hifigan.latent_dim(), hifigan.speaker_dim());
+        let sentences: Vec<(Tensor, Tensor, StreamOptions)> = [
+            (57, StreamOptions::windowed()),
+            (
+                44,
+                StreamOptions {
+                    speed: 1.3,
+                    ..StreamOptions::windowed()
+                },
+            ),
+            (
+                31,
+                StreamOptions {
+                    speed: 0.8,
+                    ..StreamOptions::windowed()
+                },
+            ),
+            (45, StreamOptions::reference()),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (n, opts))| {
+            let (latents, speaker) = random_sentence(i as i64 + 1, n, dim, speaker_dim);
+            (latents, speaker, opts)
+        })
+        .collect();
+        let alone: Vec<Vec<Vec<f32>>> = sentences
+            .iter()
+            .map(|(latents, speaker, opts)| chunks_alone(hifigan, latents, speaker, opts))
+            .collect();
+
+        let mut vocoders: Vec<StreamVocoder> = sentences
+            .iter()
+            .map(|(_, speaker, opts)| StreamVocoder::new(hifigan, speaker, opts).unwrap())
+            .collect();
+        let mut batched: Vec<Vec<Vec<f32>>> = vec![Vec::new(); sentences.len()];
+        let (mut shared, mut mixed_lengths) = (0, 0);
+        let longest = sentences.iter().map(|(l, _, _)| l.size()[0]).max().unwrap();
+        for step in 0..=longest {
+            let mut due = Vec::new();
+            for (i, (latents, _, _)) in sentences.iter().enumerate() {
+                let n = latents.size()[0];
+                let window = if step < n {
+                    vocoders[i].add(&latents.get(step)).unwrap()
+                } else if step == n {
+                    // The last chunk; an empty one is what the sentence alone ends with too.
+                    let last = vocoders[i].last_window().unwrap();
+                    if last.is_none() {
+                        batched[i].push(Vec::new());
+                    }
+                    last
+                } else {
+                    None
+                };
+                if let Some(window) = window {
+                    due.push((i, window));
+                }
+            }
+            if due.is_empty() {
+                continue;
+            }
+            let windows: Vec<&Window> = due.iter().map(|(_, w)| w).collect();
+            if windows.len() > 1 {
+                shared += 1;
+                if windows.iter().any(|w| w.frames() != windows[0].frames()) {
+                    mixed_lengths += 1;
+                }
+            }
+            let wavs = render_windows(hifigan, &windows).unwrap();
+            for ((i, window), wav) in due.into_iter().zip(wavs) {
+                batched[i].push(vocoders[i].complete(window, &wav));
+            }
+        }
+        assert!(
+            shared > 3 && mixed_lengths > 0,
+            "{shared} shared forwards, {mixed_lengths} padded"
+        );
+        for (i, (alone, batched)) in alone.iter().zip(&batched).enumerate() {
+            assert_eq!(alone.len(), batched.len(), "sentence {i}: chunk count");
+            for (k, (a, b)) in alone.iter().zip(batched).enumerate() {
+                let d = max_abs_diff(a, b);
+                assert!(d <= BATCH_TOL, "sentence {i} chunk {k}: batched differs by {d:.3e}");
+            }
+        }
+    }
 
     #[test]
     fn linspace_matches_torch_endpoints_and_symmetry() {
