@@ -297,6 +297,7 @@ fn decoder_capacity(args: &Args) -> Result<Vec<Capacity>> {
         let mut steps = 0;
         while !decoder.active().is_empty() {
             let active = decoder.active();
+        max_codes: None,
             decoder.step(&active)?;
             steps += 1;
         }
