@@ -255,7 +255,11 @@ fn a_row_ends_at_its_budget_of_codes() {
     );
     assert_eq!(budgeted.len(), 5);
     let codes = |t: &[xttsd::xtts::batch::Token]| t.iter().map(|t| t.code).collect::<Vec<_>>();
-    assert_eq!(codes(&budgeted[..4]), codes(&free[..4]), "the budget changes nothing before it");
+    assert_eq!(
+        codes(&budgeted[..4]),
+        codes(&free[..4]),
+        "the budget changes nothing before it"
+    );
     // Ended as if the stop code came.
     assert_eq!(budgeted[4].code, stop);
     assert_eq!(budgeted[4].finished, Some(StopReason::StopToken));
@@ -571,4 +575,3 @@ async fn a_request_waiting_too_long_is_refused_busy() {
     }
     drop(a);
 }
-
