@@ -50,6 +50,16 @@ pub fn code_budget(text: &str, lang: &str, speed: f64) -> usize {
     ((expected_s * BUDGET_SLACK + BUDGET_FLOOR_S) * CODES_PER_SECOND).ceil() as usize
 }
 
+/// The budget of one sentence, from what is spoken: its cleaned text (numbers and symbols
+/// spelled out: "42" is two characters written, "forty-two" said), except in the languages
+/// whose cleaning romanizes (zh, ja, ko), whose rates count characters of their own script:
+/// there the written text. Speed 1: XTTS stretches the codes' latents in the vocoder, after
+/// decoding, so the GPT makes as many codes at any speed.
+pub fn sentence_budget(written: &str, cleaned: &str, lang: &str) -> usize {
+    let romanized = matches!(lang.split('-').next(), Some("zh" | "ja" | "ko"));
+    code_budget(if romanized { written } else { cleaned }, lang, 1.0)
+}
+
 fn frame_db(frame: &[f32]) -> f64 {
     let energy = frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len().max(1) as f64;
     10.0 * energy.max(1e-12).log10()
@@ -156,5 +166,23 @@ mod tests {
         // Eight hanzi take longer to say than eight letters.
         assert!(code_budget("欢迎致电我们公司", "zh-cn", 1.0) > code_budget("abcdefgh", "en", 1.0));
         assert_eq!(code_budget("", "en", 1.0), 33, "the floor alone");
+    }
+
+    #[test]
+    fn sentence_budgets_count_what_is_spoken() {
+        // Numbers count as said.
+        assert_eq!(
+            sentence_budget("Room 42.", "room forty-two.", "en"),
+            code_budget("room forty-two.", "en", 1.0)
+        );
+        // Romanized languages count their own script.
+        assert_eq!(
+            sentence_budget("你好", "ni3 hao3", "zh-cn"),
+            code_budget("你好", "zh-cn", 1.0)
+        );
+        assert_eq!(
+            sentence_budget("こんにちは", "konnichiha", "ja"),
+            code_budget("こんにちは", "ja", 1.0)
+        );
     }
 }

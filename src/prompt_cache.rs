@@ -285,6 +285,37 @@ impl Flight {
     }
 }
 
+/// Where a request's speech comes from, decided before any engine request.
+enum Start {
+    /// No new engine request: stored audio, or a synthesis under way.
+    Ready(CachedSpeech),
+    /// Not for the cache: straight to the engine.
+    Bypass(SpeechRequest),
+    /// A miss: this caller's engine request fills `flight`.
+    Fill {
+        key: String,
+        req: SpeechRequest,
+        flight: Arc<Flight>,
+    },
+}
+
+/// A miss's flight while its engine request waits for room; abandoned if dropped unlaunched.
+struct Unlaunched<'a> {
+    cache: &'a PromptCache,
+    key: &'a str,
+    flight: &'a Arc<Flight>,
+    launched: bool,
+}
+
+impl Drop for Unlaunched<'_> {
+    fn drop(&mut self) {
+        if !self.launched {
+            self.cache
+                .abandon(self.key, self.flight, "the request was withdrawn".to_string());
+        }
+    }
+}
+
 /// Counters for tests and benchmarks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
@@ -506,20 +537,59 @@ impl PromptCache {
         req: SpeechRequest,
         mode: CacheMode,
     ) -> Result<CachedSpeech, EngineError> {
+        match self.begin(engine, req, mode)? {
+            Start::Ready(speech) => Ok(speech),
+            Start::Bypass(req) => Ok(CachedSpeech::live(engine.speak(req)?)),
+            Start::Fill { key, req, flight } => self.launch(key, flight, engine.speak(req)),
+        }
+    }
+
+    /// [`Self::speak`], where an engine request (a miss, or a request the cache does not take)
+    /// waits at most `patience` for room in a full engine, as [`Engine::speak_within`] does.
+    /// Listeners of the same key follow the waiting request meanwhile.
+    pub async fn speak_within(
+        self: &Arc<Self>,
+        engine: &Engine,
+        req: SpeechRequest,
+        mode: CacheMode,
+        patience: Duration,
+    ) -> Result<CachedSpeech, EngineError> {
+        match self.begin(engine, req, mode)? {
+            Start::Ready(speech) => Ok(speech),
+            Start::Bypass(req) => Ok(CachedSpeech::live(engine.speak_within(req, patience).await?)),
+            Start::Fill { key, req, flight } => {
+                // Dropped while waiting (the caller went away): the flight ends, so later
+                // requests of its key do not follow a synthesis that never starts.
+                let mut waiting = Unlaunched {
+                    cache: self,
+                    key: &key,
+                    flight: &flight,
+                    launched: false,
+                };
+                let queued = engine.speak_within(req, patience).await;
+                waiting.launched = true;
+                self.launch(key.clone(), flight.clone(), queued)
+            }
+        }
+    }
+
+    /// Everything before an engine request: a hit, a synthesis under way to follow, or a miss
+    /// whose flight this caller now leads.
+    fn begin(&self, engine: &Engine, req: SpeechRequest, mode: CacheMode) -> Result<Start, EngineError> {
         engine.validate(&req)?;
         let Some(req) = self.plan(&req, mode, false) else {
-            return Ok(CachedSpeech::live(engine.speak(req)?));
+            return Ok(Start::Bypass(req));
         };
         let key = match self.keys.key(&req) {
             Ok(key) => key,
             Err(e) => {
                 tracing::warn!("prompt cache bypassed: {e:#}");
-                return Ok(CachedSpeech::live(engine.speak(req)?));
+                return Ok(Start::Bypass(req));
             }
         };
         if mode != CacheMode::Refresh {
             if let Some(hit) = self.read(&key) {
-                return Ok(CachedSpeech::hit(hit));
+                return Ok(Start::Ready(CachedSpeech::hit(hit)));
             }
         }
         let flight = {
@@ -528,7 +598,7 @@ impl PromptCache {
                 // `refresh` wants a new rendering, not one that has already ended.
                 let ended = flight.state.lock().unwrap().end.is_some();
                 if !(ended && mode == CacheMode::Refresh) {
-                    return Ok(CachedSpeech::follow(flight.clone()));
+                    return Ok(Start::Ready(CachedSpeech::follow(flight.clone())));
                 }
             }
             // A flight is removed only after its audio is stored: a key with neither was
@@ -536,7 +606,7 @@ impl PromptCache {
             if mode != CacheMode::Refresh && self.index.lock().unwrap().entries.contains_key(&key) {
                 drop(flights);
                 if let Some(hit) = self.read(&key) {
-                    return Ok(CachedSpeech::hit(hit));
+                    return Ok(Start::Ready(CachedSpeech::hit(hit)));
                 }
                 flights = self.flights.lock().unwrap();
             }
@@ -545,17 +615,38 @@ impl PromptCache {
             flight
         };
         self.stats.lock().unwrap().misses += 1;
-        let speech = match engine.speak(req) {
-            Ok(speech) => speech,
-            Err(e) => {
-                self.flights.lock().unwrap().remove(&key);
-                flight.finish(Err(e.to_string()));
-                return Err(e);
+        Ok(Start::Fill { key, req, flight })
+    }
+
+    /// Starts filling a miss's flight from its engine request, or ends the flight with the
+    /// engine's refusal.
+    fn launch(
+        self: &Arc<Self>,
+        key: String,
+        flight: Arc<Flight>,
+        queued: Result<Speech, EngineError>,
+    ) -> Result<CachedSpeech, EngineError> {
+        match queued {
+            Ok(speech) => {
+                let _ = flight.engine.set(speech.engine());
+                tokio::spawn(self.clone().fill(key, speech, flight.clone()));
+                Ok(CachedSpeech::follow(flight))
             }
-        };
-        let _ = flight.engine.set(speech.engine());
-        tokio::spawn(self.clone().fill(key, speech, flight.clone()));
-        Ok(CachedSpeech::follow(flight))
+            Err(e) => {
+                self.abandon(&key, &flight, e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends a flight that never got its synthesis; its listeners get `reason`.
+    fn abandon(&self, key: &str, flight: &Arc<Flight>, reason: String) {
+        let mut flights = self.flights.lock().unwrap();
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            flights.remove(key);
+        }
+        drop(flights);
+        flight.finish(Err(reason));
     }
 
     /// Runs one synthesis to its end for every listener, then stores it.
@@ -750,6 +841,20 @@ pub fn speak(
     match cache {
         Some(cache) => cache.speak(engine, req, mode),
         None => Ok(CachedSpeech::live(engine.speak(req)?)),
+    }
+}
+
+/// [`speak`], where an engine request waits at most `patience` for room in a full engine.
+pub async fn speak_within(
+    cache: Option<&Arc<PromptCache>>,
+    engine: &Engine,
+    req: SpeechRequest,
+    mode: CacheMode,
+    patience: Duration,
+) -> Result<CachedSpeech, EngineError> {
+    match cache {
+        Some(cache) => cache.speak_within(engine, req, mode, patience).await,
+        None => Ok(CachedSpeech::live(engine.speak_within(req, patience).await?)),
     }
 }
 

@@ -55,6 +55,7 @@ impl Services {
             engine_config: config.engine.clone(),
             audio: config.audio.clone(),
             engine: engine.clone(),
+            cache: cache.clone(),
             calls: calls.clone(),
         });
         Arc::new(Services {
@@ -160,7 +161,11 @@ pub async fn serve_all(services: SharedServices) -> Result<()> {
     servers.spawn(crate::audiosocket::serve(audiosocket, services.audiosocket()));
     servers.spawn(crate::agi::serve(agi, services.agi()));
     if let Some(control) = control {
-        servers.spawn(crate::control::serve(control, services.control(), services.speech_api()));
+        servers.spawn(crate::control::serve(
+            control,
+            services.control(),
+            services.speech_api(),
+        ));
     }
     let sweeper = {
         let shutdown = services.shutdown.clone();

@@ -21,15 +21,14 @@ const RATE: u32 = 24000;
 const SAMPLES_PER_CHAR: usize = 240;
 const STEP: Duration = Duration::from_secs(5);
 
-/// Text containing `WAIT` keeps the backend busy until this is set.
-static RELEASE_WAIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// What the backend saw.
 #[derive(Default, Debug)]
 struct Log {
     started: Vec<SpeechRequest>,
     finished: usize,
     cancelled: usize,
+    /// Text containing `WAIT` keeps the backend busy until this is set.
+    released: bool,
 }
 
 /// A 440 Hz tone, 10 ms per character, in chunks of varying size with a delay between them;
@@ -46,7 +45,7 @@ impl SpeechBackend for ToneBackend {
 
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()> {
         self.log.lock().unwrap().started.push(req.clone());
-        while req.text.contains("WAIT") && !RELEASE_WAIT.load(std::sync::atomic::Ordering::SeqCst) {
+        while req.text.contains("WAIT") && !self.log.lock().unwrap().released {
             std::thread::sleep(Duration::from_millis(5));
         }
         let total = req.text.chars().count() * SAMPLES_PER_CHAR;
@@ -934,8 +933,28 @@ async fn stale_spool_files_are_removed_when_the_server_starts() {
 /// sentence waits for room (the first one is still refused at once).
 #[tokio::test]
 async fn file_mode_later_sentence_waits_for_a_busy_engine() {
-    let d = start_with("file", Duration::ZERO, |c| c.engine.queue_limit = 1).await;
-    let mut a = Asterisk::call(&d, "say", &["One. Two. Three. Four."]).await;
+    later_sentence_waits_for_a_busy_engine(false).await;
+}
+
+/// The same with the prompt cache: a miss waits for room as a request past the cache does.
+#[tokio::test]
+async fn file_mode_cache_miss_waits_for_a_busy_engine() {
+    later_sentence_waits_for_a_busy_engine(true).await;
+}
+
+async fn later_sentence_waits_for_a_busy_engine(cached: bool) {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("prompts");
+    let d = start_with("file", Duration::ZERO, |c| {
+        c.engine.queue_limit = 1;
+        if cached {
+            c.prompts.cache_dir = cache_dir;
+        }
+    })
+    .await;
+    // Seeded, the cache takes every sentence (each a miss).
+    let script = if cached { "say?seed=7" } else { "say" };
+    let mut a = Asterisk::call(&d, script, &["One. Two. Three. Four."]).await;
     a.expect("ANSWER").await;
     a.send("200 result=0\n").await;
     let first = a.next().await.unwrap();
@@ -960,7 +979,7 @@ async fn file_mode_later_sentence_waits_for_a_busy_engine() {
     a.send("200 result=0 endpos=320\n").await;
     // "Four." finds the engine full; it waits instead of failing the prompt.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    RELEASE_WAIT.store(true, std::sync::atomic::Ordering::SeqCst);
+    d.log.lock().unwrap().released = true;
     for _ in 0..3 {
         let line = a.next().await.unwrap();
         streamed_path(&d, &line, "STREAM FILE", "");
@@ -969,5 +988,9 @@ async fn file_mode_later_sentence_waits_for_a_busy_engine() {
     let (got, verbose) = a.results().await;
     assert_eq!(verbose, None);
     assert_eq!(got[0], ("XTTS_STATUS".into(), "SUCCESS".into()));
+    if cached {
+        let cache = xttsd::prompt_cache::PromptCache::shared(&d.services.config).unwrap();
+        assert_eq!(cache.stats().misses, 4, "every sentence went through the cache");
+    }
     drop((busy, queued));
 }

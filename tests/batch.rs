@@ -12,8 +12,9 @@ use tch::{Device, Tensor};
 use xttsd::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use xttsd::engine::{Engine, EngineError, Fault, SpeechEvent, SpeechOptions, SpeechRequest, METRICS};
 use xttsd::xtts::batch::{BatchDecoder, RowOptions};
-use xttsd::xtts::model::Xtts;
+use xttsd::xtts::model::{StopReason, Xtts};
 use xttsd::xtts::sampling::SamplingParams;
+use xttsd::xtts::stream::StreamOptions;
 use xttsd::xtts::voice::Voice;
 
 fn tiny_model() -> Xtts {
@@ -25,6 +26,7 @@ fn greedy() -> RowOptions {
     RowOptions {
         params: SamplingParams::greedy(10.0),
         forced_tokens: None,
+        max_codes: None,
     }
 }
 
@@ -159,6 +161,7 @@ fn slots_are_bounded_and_freed() {
     let long = RowOptions {
         params: SamplingParams::greedy(10.0),
         forced_tokens: Some(50),
+        max_codes: None,
     };
     let a = decoder.admit(&prefix, &long).unwrap();
     let b = decoder.admit(&prefix, &long).unwrap();
@@ -203,6 +206,7 @@ fn forced_tokens_fix_the_length() {
             ..SamplingParams::default()
         },
         forced_tokens: Some(30),
+        max_codes: None,
     };
     let mut codes = vec![decoder.admit(&prefix, &opts).unwrap()];
     while codes.last().unwrap().finished.is_none() {
@@ -216,6 +220,49 @@ fn forced_tokens_fix_the_length() {
     );
     assert_eq!(codes[29].code, stop);
     assert_eq!(decoder.free_slots(), 1);
+}
+
+/// Decodes one row from `prefix` to its end; its tokens.
+fn decode_alone(model: &Xtts, prefix: &Tensor, opts: &RowOptions) -> Vec<xttsd::xtts::batch::Token> {
+    let mut decoder = BatchDecoder::new(model.gpt(), 1).unwrap();
+    let mut tokens = vec![decoder.admit(prefix, opts).unwrap()];
+    while tokens.last().unwrap().finished.is_none() {
+        let slot = tokens[0].slot;
+        tokens.extend(decoder.step(&[slot]).unwrap());
+    }
+    assert_eq!(decoder.free_slots(), 1);
+    tokens
+}
+
+#[test]
+fn a_row_ends_at_its_budget_of_codes() {
+    let model = tiny_model();
+    let voice = golden_voice("single").unwrap();
+    let stop = model.gpt().config().stop_audio_token;
+    let prefix = model
+        .gpt()
+        .prefix_embeddings(&voice.gpt_cond_latent, &[9, 8, 7])
+        .unwrap();
+    let free = decode_alone(&model, &prefix, &greedy());
+    assert!(free.len() > 8, "the row stops by itself after {} codes", free.len());
+    let budgeted = decode_alone(
+        &model,
+        &prefix,
+        &RowOptions {
+            max_codes: Some(5),
+            ..greedy()
+        },
+    );
+    assert_eq!(budgeted.len(), 5);
+    let codes = |t: &[xttsd::xtts::batch::Token]| t.iter().map(|t| t.code).collect::<Vec<_>>();
+    assert_eq!(
+        codes(&budgeted[..4]),
+        codes(&free[..4]),
+        "the budget changes nothing before it"
+    );
+    // Ended as if the stop code came.
+    assert_eq!(budgeted[4].code, stop);
+    assert_eq!(budgeted[4].finished, Some(StopReason::StopToken));
 }
 
 #[test]
@@ -438,6 +485,36 @@ async fn per_request_options_apply_and_bad_ones_are_refused() {
             Ok(_) => panic!("bad options accepted ({reason})"),
         }
     }
+}
+
+/// A sentence decodes at most its budget of codes; the reference stream mode decodes as the
+/// reference does, to the stop code or the model's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentences_stop_at_their_budget_but_not_in_reference_mode() {
+    let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
+    let text = "Hi.";
+    let cleaned = xttsd::xtts::text::clean(text, "en").unwrap();
+    let budget = xttsd::endings::sentence_budget(text, &cleaned, "en") as u64;
+    let codes = |reference: bool| async move {
+        let (engine, _speakers) = engine_with(1, 4, 1, |cfg| {
+            cfg.forced_tokens = None;
+            if reference {
+                cfg.stream = StreamOptions::reference();
+            }
+        });
+        // Greedy: the tiny model runs on past the budget (72 codes for this text).
+        let mut req = request(text);
+        req.options.greedy = Some(true);
+        let start = METRICS.tokens.load(Ordering::Relaxed);
+        assert!(!speak_all(&engine, req).await.is_empty());
+        METRICS.tokens.load(Ordering::Relaxed) - start
+    };
+    let reference = codes(true).await;
+    assert!(
+        reference > budget,
+        "the model stops by itself within the budget ({reference} codes, budget {budget}): the check says nothing"
+    );
+    assert_eq!(codes(false).await, budget);
 }
 
 /// A panic in the middle of a batched step stops the engine: the requests in it end, later

@@ -93,6 +93,7 @@ struct Daemon {
     control: SocketAddr,
     agi: SocketAddr,
     probe: Arc<Probe>,
+    services: SharedServices,
 }
 
 async fn start(extra_config: &str) -> Daemon {
@@ -120,6 +121,7 @@ async fn start(extra_config: &str) -> Daemon {
         control,
         agi,
         probe,
+        services,
     }
 }
 
@@ -399,6 +401,73 @@ async fn streamed_text_is_spoken_and_played_ms_matches_the_frames_asterisk_got()
     assert!(
         voiced_ms >= expected && voiced_ms <= expected + 40 * requests.len() as u64,
         "{expected} ms of tone expected, {voiced_ms} heard"
+    );
+}
+
+/// A seeded utterance is rendered once: the same words again come from the prompt cache with no
+/// engine request and play the same; `"cache": "off"` goes to the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_seeded_utterance_said_again_comes_from_the_prompt_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&format!("[prompts]\ncache_dir = {:?}\n", dir.path().join("prompts"))).await;
+    let cache = xttsd::prompt_cache::PromptCache::shared(&d.services.config).expect("the cache is on");
+    let call = Uuid::new_v4();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let leg_task = tokio::spawn(leg(
+        d.audiosocket,
+        call,
+        LegPlan {
+            until: Duration::from_secs(10),
+            ..Default::default()
+        },
+        Some(stop_rx),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut bot = Bot::connect(d.control, call).await;
+    bot.wait("session.started", |e| {
+        matches!(e, Event::SessionStarted { attached: true, .. })
+    })
+    .await;
+    bot.send(json!({"type": "session.update", "options": {"seed": 7}}))
+        .await;
+    let text = "Welcome back, this is 400 ms.";
+    let mut played = Vec::new();
+    for (id, cache_field) in [("first", None), ("again", None), ("uncached", Some("off"))] {
+        let mut message = json!({"type": "speak", "utterance_id": id, "text": text, "end": true});
+        if let Some(mode) = cache_field {
+            message["cache"] = json!(mode);
+        }
+        bot.send(message).await;
+        let done = bot
+            .wait(
+                "speech.done",
+                |e| matches!(e, Event::SpeechDone { utterance_id, .. } if utterance_id == id),
+            )
+            .await;
+        let Event::SpeechDone { reason, played_ms, .. } = done else {
+            unreachable!()
+        };
+        assert_eq!(reason, DoneReason::Completed, "{id}");
+        played.push(played_ms);
+        if id == "first" {
+            // Stored once the synthesis has ended.
+            for _ in 0..300 {
+                if cache.stats().stored == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(cache.stats().stored, 1, "the utterance was not stored");
+        }
+    }
+    let _ = stop_tx.send(());
+    leg_task.await.unwrap();
+    let requests = d.probe.requests.lock().unwrap().clone();
+    assert_eq!(requests, vec![text, text], "the cached utterance went to the engine");
+    assert_eq!(cache.stats().hits, 1);
+    assert!(
+        played.iter().all(|&ms| ms.abs_diff(played[0]) <= 20),
+        "played {played:?} ms"
     );
 }
 

@@ -18,12 +18,12 @@ use super::codec::{AgiLine, Command};
 use super::conn::{Conn, Outcome, Stop};
 use super::plan::Plan;
 use super::transcode::FileFormat;
+use super::SharedAgiContext;
 use crate::calls::FailReason;
 use crate::config::AudioConfig;
 use crate::engine::{Engine, SpeechEvent, SpeechRequest};
-use super::SharedAgiContext;
 use crate::metrics::METRICS;
-use crate::prompt_cache::{CachedSpeech, PromptCache};
+use crate::prompt_cache::{self, CacheMode, PromptCache};
 
 /// Every spool file's name starts with this (and only spool files' names do).
 const SPOOL_PREFIX: &str = "xttsd-";
@@ -276,10 +276,11 @@ async fn synthesize(
     request: SpeechRequest,
     patience: Duration,
 ) -> Result<(Vec<f32>, &'static str), (FailReason, String)> {
-    let queued = match cache {
-        Some(_) => crate::prompt_cache::speak(cache, engine, request, crate::prompt_cache::CacheMode::Auto),
-        None if patience.is_zero() => engine.speak(request).map(CachedSpeech::live),
-        None => engine.speak_within(request, patience).await.map(CachedSpeech::live),
+    // A miss of the cache waits for room as a request past it does.
+    let queued = if patience.is_zero() {
+        prompt_cache::speak(cache, engine, request, CacheMode::Auto)
+    } else {
+        prompt_cache::speak_within(cache, engine, request, CacheMode::Auto, patience).await
     };
     let mut speech = queued.map_err(|e| (FailReason::of(&e), e.to_string()))?;
     let mut samples = Vec::new();

@@ -3,9 +3,11 @@
 //! queued through the call registry, as the control API queues them). For each N it reports
 //! time to first audio, real-time factor, frames late, gaps, tokens per second and memory.
 //! With `--reference` it then runs the reference implementation on the same sentences and
-//! compares the one-call figures side by side.
+//! compares the one-call figures side by side. `--bot` runs voicebot calls instead, `--cached`
+//! calls that play prompts from the prompt cache ([`cached`]).
 
 pub mod bot;
+pub mod cached;
 pub mod reference;
 
 use std::path::PathBuf;
@@ -91,6 +93,11 @@ pub struct Args {
     /// barges in; reports first token to first audio, clear to silence and segment sizes.
     #[arg(long)]
     pub bot: bool,
+    /// Cached prompts instead: a menu is rendered once into a prompt cache, then timed from the
+    /// cache to the socket (first audio, one call at a time), played to N concurrent calls (no
+    /// engine request and no late frame allowed), and Opus encoding and decoding are timed.
+    #[arg(long, conflicts_with_all = ["bot", "reference"])]
+    pub cached: bool,
 }
 
 /// Results of one round.
@@ -166,8 +173,14 @@ pub fn run(args: Args) -> Result<()> {
     config.engine.max_batch = args.max_batch;
     config.engine.gpt_dtype = args.gpt_dtype.parse()?;
     config.engine.default_voice = "bench".into();
-    // The benchmark measures synthesis: no request may be served from the prompt cache.
-    config.prompts.cache_dir = PathBuf::new();
+    // The benchmark measures synthesis: no request may be served from the prompt cache, except
+    // with `--cached`, which gets a fresh one.
+    let cache_dir = tempfile::tempdir().context("creating a prompt cache folder")?;
+    config.prompts.cache_dir = if args.cached {
+        cache_dir.path().join("prompts")
+    } else {
+        PathBuf::new()
+    };
     let mut synth_cfg = XttsBackendConfig::from_engine(&config.engine);
     synth_cfg.forced_tokens = args.tokens;
     synth_cfg.cpu_threads = args.threads.max(1) as usize;
@@ -190,6 +203,9 @@ pub fn run(args: Args) -> Result<()> {
         .build()?;
     if args.bot {
         return rt.block_on(bot::run(services, &round_calls, &args));
+    }
+    if args.cached {
+        return rt.block_on(cached::run(services, &round_calls, &args));
     }
     let rounds = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding loopback")?;
@@ -283,6 +299,7 @@ fn decoder_capacity(args: &Args) -> Result<Vec<Capacity>> {
             ..SamplingParams::default()
         },
         forced_tokens: Some(tokens),
+        max_codes: None,
     };
     let mut sizes: Vec<usize> = std::iter::once(1).chain(args.calls.iter().copied()).collect();
     sizes.sort_unstable();

@@ -20,9 +20,11 @@ use crate::xtts::model::Xtts;
 use crate::xtts::sampling::SamplingParams;
 use crate::xtts::voice::Voice;
 
-/// A request ready to decode: its sentences' text tokens and its voice.
+/// A request ready to decode: its sentences' text tokens, their budgets of codes
+/// ([`crate::endings::sentence_budget`]) and its voice.
 pub struct Prepared {
     pub sentences: Vec<Vec<i64>>,
+    pub budgets: Vec<usize>,
     pub voice: Voice,
 }
 
@@ -31,6 +33,9 @@ pub struct Prepared {
 pub struct DecodeSettings {
     pub sampling: SamplingParams,
     pub forced_tokens: Option<usize>,
+    /// Stop each sentence at its budget of codes. Off in the parity-proven reference stream
+    /// mode, and with forced lengths (which fix the length themselves).
+    pub code_budget: bool,
     pub chunks: ChunkPlan,
     /// The configured speaking rate (a request may set its own).
     pub speed: f64,
@@ -47,6 +52,7 @@ struct Speaking {
     row: RowId,
     job: Job,
     sentences: Vec<Vec<i64>>,
+    budgets: Vec<usize>,
     /// Index of the sentence being decoded.
     sentence: usize,
     voice: Voice,
@@ -263,6 +269,7 @@ impl<'m> DecodeLoop<'m> {
                     row: self.next_id,
                     job,
                     sentences: p.sentences,
+                    budgets: p.budgets,
                     sentence: 0,
                     voice: p.voice,
                     phase: Phase::Prefill,
@@ -277,11 +284,8 @@ impl<'m> DecodeLoop<'m> {
         }
     }
 
-    fn row_options(&self, opts: &SpeechOptions, sentence: usize) -> RowOptions {
-        RowOptions {
-            params: opts.sentence_sampling(&self.settings.sampling, sentence),
-            forced_tokens: self.settings.forced_tokens,
-        }
+    fn row_options(&self, s: &Speaking) -> RowOptions {
+        row_options(&self.settings, &s.job.req.options, s.sentence, &s.budgets)
     }
 
     fn take_rows(&mut self, ids: &[RowId]) -> Vec<Speaking> {
@@ -297,7 +301,7 @@ impl<'m> DecodeLoop<'m> {
         let started = Instant::now();
         let mut ready = Vec::new();
         for s in self.take_rows(ids) {
-            let opts = self.row_options(&s.job.req.options, s.sentence);
+            let opts = self.row_options(&s);
             let prefix = self
                 .model
                 .gpt()
@@ -432,6 +436,19 @@ impl<'m> DecodeLoop<'m> {
     }
 }
 
+/// How one sentence of a request decodes: its sampling, and where it must stop.
+fn row_options(settings: &DecodeSettings, opts: &SpeechOptions, sentence: usize, budgets: &[usize]) -> RowOptions {
+    RowOptions {
+        params: opts.sentence_sampling(&settings.sampling, sentence),
+        forced_tokens: settings.forced_tokens,
+        max_codes: if settings.code_budget {
+            budgets.get(sentence).copied()
+        } else {
+            None
+        },
+    }
+}
+
 /// Times the decoder at start (prefills of one row and of every slot; steps at batch sizes
 /// from 1 to every slot), so admission knows the capacity before the first call. The slots
 /// are left empty.
@@ -447,6 +464,7 @@ pub fn measure_costs(model: &Xtts, decoder: &mut BatchDecoder) -> anyhow::Result
             ..SamplingParams::default()
         },
         forced_tokens: Some(cfg.max_new_tokens as usize),
+        max_codes: None,
     };
     let max = decoder.max_batch();
     let timed = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {

@@ -157,12 +157,17 @@ impl Preparer {
         Ok(voice)
     }
 
-    /// A request's sentences as text tokens, and its voice.
+    /// A request's sentences as text tokens with their budgets of codes, and its voice.
     pub fn prepare(&mut self, req: &SpeechRequest) -> Result<Prepared> {
         let voice = self.voice(&req.voice)?;
-        let sentences = self.text.encode_sentences(&req.text, &req.lang, true)?;
+        let sentences = self.text.sentences(&req.text, &req.lang, true)?;
+        let budgets = sentences
+            .iter()
+            .map(|s| crate::endings::sentence_budget(&s.text, &s.cleaned, &req.lang))
+            .collect();
         Ok(Prepared {
-            sentences,
+            sentences: sentences.into_iter().map(|s| s.tokens).collect(),
+            budgets,
             voice: Voice {
                 gpt_cond_latent: voice.gpt_cond_latent.shallow_clone(),
                 speaker_embedding: voice.speaker_embedding.shallow_clone(),
@@ -480,6 +485,7 @@ impl XttsBackend {
         let settings = DecodeSettings {
             sampling: cfg.sampling.clone(),
             forced_tokens: cfg.forced_tokens,
+            code_budget: cfg.stream.mode != StreamMode::Reference && cfg.forced_tokens.is_none(),
             chunks: ChunkPlan {
                 first: cfg.stream.first_chunk_tokens,
                 chunk: cfg.stream.chunk_tokens,

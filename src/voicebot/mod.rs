@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::calls::CallRegistry;
 use crate::config::{AudioConfig, EngineConfig, VoicebotConfig};
 use crate::engine::Engine;
+use crate::prompt_cache::PromptCache;
 
 pub mod dial;
 pub mod endpoint;
@@ -26,12 +27,15 @@ pub mod socket;
 pub mod tap;
 
 /// What the voicebot plane needs from the daemon: its own section, the engine's defaults
-/// (voice, language, sampling) and audio shaping, the engine and the calls bots control.
+/// (voice, language, sampling) and audio shaping, the engine and the prompt cache in front of
+/// it, and the calls bots control.
 pub struct Bots {
     pub config: VoicebotConfig,
     pub engine_config: EngineConfig,
     pub audio: AudioConfig,
     pub engine: Engine,
+    /// `[prompts]`'s cache; None when off.
+    pub cache: Option<Arc<PromptCache>>,
     pub calls: CallRegistry,
 }
 

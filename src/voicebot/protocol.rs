@@ -84,6 +84,10 @@ pub enum BotMessage {
         release: Option<ReleaseConfig>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         audio: Option<AudioSettings>,
+        /// The prompt cache: `auto` (deterministic speech is served from and stored in it),
+        /// `off` or `refresh`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache: Option<String>,
     },
     /// Appends text to an utterance (the first use creates it).
     #[serde(rename = "speak")]
@@ -97,6 +101,9 @@ pub enum BotMessage {
         lang: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         options: Option<Value>,
+        /// As in `session.update`, for this utterance (taken when it begins).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache: Option<String>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         flush: bool,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -387,6 +394,7 @@ mod tests {
                 voice: None,
                 lang: None,
                 options: None,
+                cache: None,
                 flush: false,
                 end: false
             }

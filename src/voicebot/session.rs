@@ -21,10 +21,11 @@ use super::protocol::{
 };
 use super::release::{ReleaseConfig, Releaser};
 use super::tap::{Tap, TapEvent};
+use super::SharedBots;
 use crate::audio::{slin_bytes, FramePipeline, FRAME_MS};
 use crate::calls::CallController;
-use crate::engine::{EngineError, Speech, SpeechEvent, SpeechOptions, SpeechRequest};
-use super::SharedBots;
+use crate::engine::{EngineError, SpeechEvent, SpeechOptions, SpeechRequest};
+use crate::prompt_cache::{CacheMode, CachedSpeech};
 
 /// A call whose media is not there assumes this rate in `session.started`.
 const NOMINAL_RATE: u32 = 8000;
@@ -237,6 +238,7 @@ struct Utterance {
     voice: String,
     lang: String,
     options: SpeechOptions,
+    cache: CacheMode,
     releaser: Releaser,
     first_text_at: Option<Instant>,
     segments: Vec<Segment>,
@@ -293,11 +295,11 @@ enum Item {
     Mark(String),
 }
 
-/// The engine request in flight: which segment it is for.
+/// The segment being synthesized (or read from the prompt cache).
 struct Inflight {
     serial: u64,
     segment: usize,
-    speech: Speech,
+    speech: CachedSpeech,
 }
 
 struct Session {
@@ -309,6 +311,7 @@ struct Session {
     voice: String,
     lang: String,
     options: SpeechOptions,
+    cache: CacheMode,
     release: ReleaseConfig,
     queue: VecDeque<Item>,
     closed_ids: HashSet<String>,
@@ -339,6 +342,7 @@ impl Session {
             out,
             epoch: Instant::now(),
             options: SpeechOptions::default(),
+            cache: CacheMode::Auto,
             release: ReleaseConfig::default(),
             queue: VecDeque::new(),
             closed_ids: HashSet::new(),
@@ -507,16 +511,18 @@ impl Session {
                 options,
                 release,
                 audio,
-            } => self.on_update(voice, lang, options, release, audio),
+                cache,
+            } => self.on_update(voice, lang, options, release, audio, cache),
             BotMessage::Speak {
                 utterance_id,
                 text,
                 voice,
                 lang,
                 options,
+                cache,
                 flush,
                 end,
-            } => self.on_speak(utterance_id, text, voice, lang, options, flush, end),
+            } => self.on_speak(utterance_id, text, voice, lang, options, cache, flush, end),
             BotMessage::Flush { utterance_id } => {
                 self.open_utterance(&utterance_id)?.releaser.flush();
                 Ok(())
@@ -597,6 +603,7 @@ impl Session {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_update(
         &mut self,
         voice: Option<String>,
@@ -604,6 +611,7 @@ impl Session {
         options: Option<serde_json::Value>,
         release: Option<ReleaseConfig>,
         audio: Option<AudioSettings>,
+        cache: Option<String>,
     ) -> Result<(), Refusal> {
         let voice = voice.unwrap_or_else(|| self.voice.clone());
         let lang = lang.unwrap_or_else(|| self.lang.clone());
@@ -612,6 +620,7 @@ impl Session {
             None => self.options.clone(),
         };
         self.check_speech(&voice, &lang, &options)?;
+        self.cache = parse_cache(cache.as_deref(), self.cache)?;
         if let Some(release) = &release {
             release
                 .validate()
@@ -637,6 +646,7 @@ impl Session {
         voice: Option<String>,
         lang: Option<String>,
         options: Option<serde_json::Value>,
+        cache: Option<String>,
         flush: bool,
         end: bool,
     ) -> Result<(), Refusal> {
@@ -695,6 +705,7 @@ impl Session {
             };
             self.check_speech(&voice, &lang, &options)
                 .map_err(|r| r.utterance(&id))?;
+            let cache = parse_cache(cache.as_deref(), self.cache).map_err(|r| r.utterance(&id))?;
             self.check_queue_room().map_err(|r| r.utterance(&id))?;
             let limit = crate::xtts::text::char_limit(&lang);
             let mut u = Utterance {
@@ -703,6 +714,7 @@ impl Session {
                 voice,
                 lang,
                 options,
+                cache,
                 releaser: Releaser::new(self.release.clone(), limit),
                 first_text_at: None,
                 segments: Vec::new(),
@@ -1048,9 +1060,10 @@ impl Session {
         }
     }
 
-    /// Asks the engine for one segment; true when a request is now in flight.
+    /// Asks the engine for one segment (through the prompt cache: a stored segment makes no
+    /// engine request); true when its speech is now in flight.
     fn start(&mut self, serial: u64, index: usize, unplayed_ms: u64) -> bool {
-        let engine = self.bots.engine.clone();
+        let bots = self.bots.clone();
         let Some(u) = self.find_serial(serial) else {
             return false;
         };
@@ -1070,7 +1083,7 @@ impl Session {
             options,
         };
         let id = u.id.clone();
-        match engine.speak(request) {
+        match crate::prompt_cache::speak(bots.cache.as_ref(), &bots.engine, request, u.cache) {
             Ok(speech) => {
                 u.segments[index].started = true;
                 self.inflight = Some(Inflight {
@@ -1168,11 +1181,7 @@ fn feed(
     finish: bool,
 ) -> anyhow::Result<()> {
     if seg.pipeline.is_none() {
-        seg.pipeline = Some(FramePipeline::new(
-            bots.engine.sample_rate(),
-            rate,
-            &bots.audio,
-        )?);
+        seg.pipeline = Some(FramePipeline::new(bots.engine.sample_rate(), rate, &bots.audio)?);
     }
     let pipeline = seg.pipeline.as_mut().expect("created above");
     let out_rate = pipeline.rate();
@@ -1199,6 +1208,16 @@ fn finish_segment(
     match (rate, seg.pipeline.is_some()) {
         (Some(rate), _) => feed(bots, tap, serial, seg, rate, &[], true),
         (None, _) => Ok(()),
+    }
+}
+
+/// A `cache` field: `auto`, `off` or `refresh`; absent keeps `current`.
+fn parse_cache(value: Option<&str>, current: CacheMode) -> Result<CacheMode, Refusal> {
+    match value {
+        None => Ok(current),
+        Some(text) => {
+            CacheMode::parse(text).map_err(|e| Refusal::new(ErrorCode::BadField, e.to_string()).field("cache"))
+        }
     }
 }
 

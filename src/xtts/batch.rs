@@ -220,11 +220,16 @@ pub struct RowOptions {
     /// Emit exactly this many codes: the stop code is masked before, and forced as the last
     /// (to give synthetic models realistic lengths). None: stop when the model does.
     pub forced_tokens: Option<usize>,
+    /// End the row after this many codes as if the stop code came there: the sentence's budget
+    /// ([`crate::endings::code_budget`]), so a generation that runs on is cut. None: no budget.
+    /// With `forced_tokens` too, the first limit reached ends the row.
+    pub max_codes: Option<usize>,
 }
 
 struct Row {
     sampler: Sampler,
     forced_tokens: Option<usize>,
+    max_codes: Option<usize>,
     /// HF's view of the ids so far (dummy prefix id, start code, codes).
     history: Vec<i64>,
     codes: usize,
@@ -349,6 +354,7 @@ impl<'m> BatchDecoder<'m> {
                         self.rows[slot] = Some(Row {
                             sampler,
                             forced_tokens: opts.forced_tokens.map(|t| t.clamp(1, cfg.max_new_tokens as usize)),
+                            max_codes: opts.max_codes.map(|t| t.max(1)),
                             history: vec![1, cfg.start_audio_token],
                             codes: 0,
                             last_code: cfg.start_audio_token,
@@ -493,9 +499,13 @@ impl<'m> BatchDecoder<'m> {
             bail!("slots {slots:?}: some do not exist or repeat");
         }
         // Forced lengths: the stop code is masked until the last code, which is the stop code.
+        // A row at its budget gets the stop code too (nothing is masked before it).
         let forced_stop: Vec<bool> = rows
             .iter()
-            .map(|r| r.forced_tokens.is_some_and(|t| r.codes + 1 >= t))
+            .map(|r| {
+                let last = |limit: Option<usize>| limit.is_some_and(|t| r.codes + 1 >= t);
+                last(r.forced_tokens) || last(r.max_codes)
+            })
             .collect();
         let no_stop: Vec<bool> = rows
             .iter()

@@ -13,7 +13,7 @@ pub mod zh;
 use anyhow::{bail, Context, Result};
 
 pub use split::{sentences, split_sentences};
-pub use tokenizer::TextFrontend;
+pub use tokenizer::{Sentence, TextFrontend};
 
 /// The language codes XTTS v2 was trained on (`config.json` `languages`).
 pub const LANGUAGES: [&str; 17] = [

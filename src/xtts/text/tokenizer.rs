@@ -54,6 +54,16 @@ impl TextFrontend {
     /// Token ids of each sentence of `text` (one entry when `split` is false), each
     /// starting with the language token, without the [START]/[STOP] the GPT adds.
     pub fn encode_sentences(&self, text: &str, lang: &str, split: bool) -> Result<Vec<Vec<i64>>> {
+        Ok(self
+            .sentences(text, lang, split)?
+            .into_iter()
+            .map(|s| s.tokens)
+            .collect())
+    }
+
+    /// Each sentence of `text` as [`Self::encode_sentences`] splits it, with its text as
+    /// written and as cleaned for the model.
+    pub fn sentences(&self, text: &str, lang: &str, split: bool) -> Result<Vec<Sentence>> {
         base_language(lang)?;
         ensure_not_empty(text)?;
         let sentences = if split {
@@ -62,14 +72,34 @@ impl TextFrontend {
             vec![text.to_string()]
         };
         sentences
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, s)| {
-                self.encode(s, lang)
-                    .with_context(|| format!("sentence {}: {:?}", i + 1, preview(s)))
+                let encoded = clean(&s, lang).and_then(|cleaned| {
+                    let tokens = self.encode_cleaned(&cleaned, lang)?;
+                    Ok((cleaned, tokens))
+                });
+                let (cleaned, tokens) = encoded.with_context(|| format!("sentence {}: {:?}", i + 1, preview(&s)))?;
+                Ok(Sentence {
+                    text: s,
+                    cleaned,
+                    tokens,
+                })
             })
             .collect()
     }
+}
+
+/// One sentence of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sentence {
+    /// As written.
+    pub text: String,
+    /// As the model reads it: lowercase, numbers and symbols spelled out, romanized where the
+    /// language is (zh, ja, ko).
+    pub cleaned: String,
+    /// Token ids of the cleaned text, starting with the language token.
+    pub tokens: Vec<i64>,
 }
 
 /// `[en]`, ..., `[zh-cn]`: the tag the reference prepends (zh is tagged zh-cn).
