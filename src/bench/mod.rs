@@ -6,6 +6,7 @@
 //! compares the one-call figures side by side.
 
 pub mod bot;
+pub mod faults;
 pub mod reference;
 
 use std::path::PathBuf;
@@ -91,6 +92,18 @@ pub struct Args {
     /// barges in; reports first token to first audio, clear to silence and segment sizes.
     #[arg(long)]
     pub bot: bool,
+    /// Fault and load run instead: the real daemon (`xttsd serve`) as a child process on
+    /// loopback under idle, trickling and garbage peers, poisoned options, an engine panic and
+    /// SIGTERM, `--max-batch` calls at once (see `--scenarios`); `--duration` is each
+    /// AudioSocket call's length.
+    #[arg(long)]
+    pub faults: bool,
+    /// `--faults`: the scenarios to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "load,poison,panic,sigterm")]
+    pub scenarios: Vec<faults::Scenario>,
+    /// `--faults`: idle connections held on each listener in the load scenario.
+    #[arg(long, default_value_t = 2000)]
+    pub idle: usize,
 }
 
 /// Results of one round.
@@ -134,6 +147,9 @@ pub struct Round {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.faults {
+        return faults::run(&args);
+    }
     anyhow::ensure!(!args.calls.is_empty(), "--calls needs at least one number");
     anyhow::ensure!(args.calls.iter().all(|&n| n > 0), "--calls values must be at least 1");
     anyhow::ensure!(
