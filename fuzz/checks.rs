@@ -138,3 +138,110 @@ pub fn text_frontend(data: &[u8]) {
     }
     let _ = frontend().encode_sentences(text, lang, true);
 }
+
+/// Speaks a short tone for any request at once, so the HTTP routes run to their end without
+/// a model.
+struct ToneVoice;
+
+impl xttsd::engine::SpeechBackend for ToneVoice {
+    fn sample_rate(&self) -> u32 {
+        24_000
+    }
+    fn speak(
+        &mut self,
+        req: &xttsd::engine::SpeechRequest,
+        emit: &mut dyn FnMut(Vec<f32>) -> bool,
+    ) -> anyhow::Result<()> {
+        // Longer text, more audio, within bounds: 10 ms per character, at most 1 s.
+        let samples = (req.text.chars().count() * 240).clamp(240, 24_000);
+        emit((0..samples).map(|i| (i as f32 * 0.05).sin() * 0.3).collect());
+        Ok(())
+    }
+}
+
+/// The engine the control API talks to: the tone voice behind the checks the daemon's
+/// validator makes without a model (text, options, language), knowing one voice.
+fn tone_engine() -> &'static xttsd::engine::Engine {
+    static ENGINE: OnceLock<xttsd::engine::Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        xttsd::engine::Engine::start(
+            ToneVoice,
+            |req: &xttsd::engine::SpeechRequest| {
+                anyhow::ensure!(!req.text.trim().is_empty(), "text is empty");
+                req.options.validate(&SamplingParams::default())?;
+                xttsd::xtts::text::base_language(&req.lang)?;
+                anyhow::ensure!(req.voice == "default", "unknown voice '{}'", req.voice);
+                Ok(())
+            },
+            64,
+        )
+    })
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    })
+}
+
+/// The routes of the control listener that take a JSON body, and the voicebot's WebSocket
+/// messages.
+const CONTROL_ROUTES: [&str; 4] = [
+    "/v1/calls/5a0d6a4e-2f55-4a43-9b8e-2b1b3b6c0d11/say",
+    "/v1/tts",
+    "/v1/tts/stream",
+    "/v1/audio/speech",
+];
+
+/// Any bytes as the body of a control API request (the first byte picks the route, or the
+/// voicebot's message parser): an answer, never a panic, a hang or a server error. Refusals
+/// are 400 with JSON naming the field; nothing is busy, since the tone voice is always free.
+pub fn control_api(data: &[u8]) {
+    use axum::http::{Request, StatusCode};
+    use tower_service::Service;
+
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let Some(path) = CONTROL_ROUTES.get(pick as usize % (CONTROL_ROUTES.len() + 1)) else {
+        if let Ok(text) = std::str::from_utf8(body) {
+            let _ = xttsd::voicebot::protocol::parse_bot_message(text);
+        }
+        return;
+    };
+    let mut config = xttsd::config::Config::default();
+    config.prompts.cache_dir = std::path::PathBuf::new();
+    let services = xttsd::serve::Services::new(config, tone_engine().clone());
+    let mut router = xttsd::control::router(services.control(), services.speech_api());
+    let request = Request::post(*path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_vec()))
+        .expect("a request");
+    let answered = runtime().block_on(async {
+        let answer = async {
+            let response = router.call(request).await.expect("the router is infallible");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+            (status, bytes)
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), answer).await
+    });
+    let (status, bytes) = answered.expect("the control API answers within 10 s");
+    let bytes = bytes.expect("the body is read to its end");
+    assert!(
+        matches!(
+            status,
+            StatusCode::OK | StatusCode::ACCEPTED | StatusCode::BAD_REQUEST | StatusCode::TOO_MANY_REQUESTS
+        ),
+        "{path}: status {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    if status == StatusCode::BAD_REQUEST {
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("a refusal is JSON");
+        assert!(json.get("error").is_some(), "a refusal says why: {json}");
+    }
+}

@@ -43,3 +43,8 @@ fn agi_script_corpus() {
 fn text_frontend_corpus() {
     replay("text_frontend", checks::text_frontend);
 }
+
+#[test]
+fn control_api_corpus() {
+    replay("control_api", checks::control_api);
+}

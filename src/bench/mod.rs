@@ -8,6 +8,7 @@
 
 pub mod bot;
 pub mod cached;
+pub mod faults;
 pub mod reference;
 
 use std::path::PathBuf;
@@ -98,6 +99,18 @@ pub struct Args {
     /// engine request and no late frame allowed), and Opus encoding and decoding are timed.
     #[arg(long, conflicts_with_all = ["bot", "reference"])]
     pub cached: bool,
+    /// Fault and load run instead: the real daemon (`xttsd serve`) as a child process on
+    /// loopback under idle, trickling and garbage peers, poisoned options, an engine panic and
+    /// SIGTERM, `--max-batch` calls at once (see `--scenarios`); `--duration` is each
+    /// AudioSocket call's length.
+    #[arg(long)]
+    pub faults: bool,
+    /// `--faults`: the scenarios to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "load,poison,panic,sigterm")]
+    pub scenarios: Vec<faults::Scenario>,
+    /// `--faults`: idle connections held on each listener in the load scenario.
+    #[arg(long, default_value_t = 2000)]
+    pub idle: usize,
 }
 
 /// Results of one round.
@@ -143,6 +156,9 @@ pub struct Round {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.faults {
+        return faults::run(&args);
+    }
     anyhow::ensure!(!args.calls.is_empty(), "--calls needs at least one number");
     anyhow::ensure!(args.calls.iter().all(|&n| n > 0), "--calls values must be at least 1");
     anyhow::ensure!(
