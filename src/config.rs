@@ -738,7 +738,6 @@ impl Default for FallbackPolicy {
     }
 }
 
-
 /// `[builtin]` in config.toml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -764,4 +763,3 @@ impl Default for BuiltinVoiceConfig {
         }
     }
 }
-

@@ -226,7 +226,11 @@ mod tests {
             24_000
         }
 
-        fn speak(&mut self, _: &crate::engine::SpeechRequest, _: &mut dyn FnMut(Vec<f32>) -> bool) -> anyhow::Result<()> {
+        fn speak(
+            &mut self,
+            _: &crate::engine::SpeechRequest,
+            _: &mut dyn FnMut(Vec<f32>) -> bool,
+        ) -> anyhow::Result<()> {
             Ok(())
         }
     }

@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::audio::{g711, resample::resample_all, shaping, wav};
-use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use crate::config::{DeviceSetting, GptDtype, StreamModeSetting};
+use crate::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use crate::engine::SpeechOptions;
 use crate::xtts::stream::StreamOptions;
 

@@ -48,7 +48,11 @@ async fn start_with(config: Config) -> (std::net::SocketAddr, SharedServices) {
     let services = Services::new(config, Engine::start(Unused, validate, 4));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(xttsd::control::serve(listener, services.control(), services.speech_api()));
+    tokio::spawn(xttsd::control::serve(
+        listener,
+        services.control(),
+        services.speech_api(),
+    ));
     (addr, services)
 }
 
@@ -248,7 +252,11 @@ async fn a_dead_engine_is_not_ready() {
     let (status, body) = http(addr, "GET", "/v1/ready", "").await;
     assert_eq!((status, body["status"].as_str()), (503, Some("engine down")), "{body}");
     let (status, body) = http(addr, "GET", "/v1/health", "").await;
-    assert_eq!((status, body["engine"]["state"].as_str()), (200, Some("down")), "{body}");
+    assert_eq!(
+        (status, body["engine"]["state"].as_str()),
+        (200, Some("down")),
+        "{body}"
+    );
     let raw = timeout(Duration::from_secs(5), async {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -378,7 +378,10 @@ fn sigterm_drains_calls_and_exits_cleanly() {
 /// call that was speaking ends with a hangup message.
 #[test]
 fn a_dead_engine_thread_exits_the_daemon_non_zero() {
-    let mut daemon = start_daemon_env("[daemon]\ndrain_timeout_ms = 1000\n", &[("XTTSD_FAULT", "panic_vocoder")]);
+    let mut daemon = start_daemon_env(
+        "[daemon]\ndrain_timeout_ms = 1000\n",
+        &[("XTTSD_FAULT", "panic_vocoder")],
+    );
     let rt = runtime();
     let audiosocket = daemon.audiosocket.clone();
     let leg = rt.spawn(async move {

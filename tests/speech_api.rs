@@ -96,7 +96,11 @@ async fn start() -> Server {
     let services = Services::new(config, Engine::start(Tone(seen.clone()), validate, 8));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(xttsd::control::serve(listener, services.control(), services.speech_api()));
+    tokio::spawn(xttsd::control::serve(
+        listener,
+        services.control(),
+        services.speech_api(),
+    ));
     Server { addr, seen, _dir: dir }
 }
 

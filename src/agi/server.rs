@@ -5,9 +5,9 @@ use anyhow::Result;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use super::SharedAgiContext;
 use super::{file_mode, session};
 use crate::metrics::METRICS;
-use super::SharedAgiContext;
 
 /// Accepts FastAGI connections until the drain begins.
 pub async fn serve(listener: TcpListener, ctx: SharedAgiContext) -> Result<()> {

@@ -101,4 +101,3 @@ fn end_unattached(ctx: &AgiContext, call_id: Uuid) {
         controller.ended(true);
     }
 }
-

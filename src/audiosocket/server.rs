@@ -6,8 +6,8 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use super::session::{self, SessionEnd};
-use crate::metrics::METRICS;
 use super::SharedAudioSocketContext;
+use crate::metrics::METRICS;
 
 /// Accepts calls until the drain begins; each call runs in its own tracked task, so a broken
 /// call never disturbs the others and the drain waits for every one.

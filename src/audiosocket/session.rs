@@ -17,12 +17,12 @@ use uuid::Uuid;
 
 use super::codec::{encode_message, AudioSocketCodec, Message};
 use super::reader::MessageReader;
+use super::SharedAudioSocketContext;
 use crate::audio::{frame_samples, slin_bytes, FramePipeline, FRAME_MS};
 use crate::calls::{AttachError, CallInbox, FailReason, PlayOutcome, SpeakJob};
 use crate::engine::{Playout, SpeechEvent, SpeechRequest};
 use crate::metrics::METRICS;
 use crate::prompt_cache::{CacheMode, CachedSpeech};
-use super::SharedAudioSocketContext;
 
 /// Call rate until the caller's audio says otherwise (kind 0x10).
 const DEFAULT_RATE: u32 = 8000;
@@ -712,11 +712,7 @@ async fn next_speech_event(current: &mut Option<Playback>) -> Option<SpeechEvent
 
 fn push_chunk(p: &mut Playback, chunk: &[f32], call_rate: u32, ctx: &SharedAudioSocketContext) -> anyhow::Result<()> {
     if p.pipeline.is_none() {
-        p.pipeline = Some(FramePipeline::new(
-            ctx.engine.sample_rate(),
-            call_rate,
-            &ctx.audio,
-        )?);
+        p.pipeline = Some(FramePipeline::new(ctx.engine.sample_rate(), call_rate, &ctx.audio)?);
     }
     let pipeline = p.pipeline.as_mut().expect("created above");
     let rate = pipeline.rate();

@@ -65,7 +65,11 @@ pub async fn run(services: Arc<Services>, rounds: &[usize], args: &super::Args) 
     let audiosocket_addr = audiosocket.local_addr()?.to_string();
     let control_url = format!("ws://{}", control.local_addr()?);
     tokio::spawn(crate::audiosocket::serve(audiosocket, services.audiosocket()));
-    tokio::spawn(crate::control::serve(control, services.control(), services.speech_api()));
+    tokio::spawn(crate::control::serve(
+        control,
+        services.control(),
+        services.speech_api(),
+    ));
     let mut results = Vec::new();
     for &n in rounds {
         let round = run_round(&control_url, &audiosocket_addr, n).await;

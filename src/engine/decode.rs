@@ -125,7 +125,9 @@ impl<'m> DecodeLoop<'m> {
             self.collect_prepared();
             self.admit(jobs);
             self.observe_vocoder();
-            METRICS.speaking.store((self.rows.len() + self.preparing) as u64, Ordering::Relaxed);
+            METRICS
+                .speaking
+                .store((self.rows.len() + self.preparing) as u64, Ordering::Relaxed);
             let now = Instant::now();
             let views = self.views(now);
             match self.scheduler.plan(self.secs(now), &views, &self.costs) {

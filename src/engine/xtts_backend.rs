@@ -15,9 +15,7 @@ use super::capacity::CostModel;
 use super::decode::{measure_costs, DecodeLoop, DecodeSettings, Prepared};
 use super::scheduler::{ChunkPlan, Policy, Scheduler};
 use super::vocoder::with_speed;
-use super::{
-    Fault, Health, Job, JobQueue, Metrics, SpeechBackend, SpeechOptions, SpeechRequest, Validator, METRICS,
-};
+use super::{Fault, Health, Job, JobQueue, Metrics, SpeechBackend, SpeechOptions, SpeechRequest, Validator, METRICS};
 use crate::config::{DeviceSetting, EngineConfig, GptDtype, StreamModeSetting};
 use crate::xtts::batch::{BatchDecoder, SlotCache};
 use crate::xtts::checkpoint::{load_model_state, Weights};
