@@ -119,9 +119,10 @@ fn post(addr: &str, path: &str, json: &str) -> (u16, String) {
     let mut status = String::new();
     reader.read_line(&mut status).unwrap();
     let code = status.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut rest = String::new();
-    reader.read_to_string(&mut rest).unwrap();
-    (code, rest)
+    // Audio bodies are binary: read bytes, keep them as text only for the assertions.
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    (code, String::from_utf8_lossy(&rest).into_owned())
 }
 
 fn var<'a>(vars: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -407,4 +408,27 @@ fn a_dead_engine_thread_exits_the_daemon_non_zero() {
     assert_eq!(exit.code(), Some(1), "an orderly exit, not a crash: {exit:?}");
     let leg = rt.block_on(leg).unwrap().unwrap();
     assert_eq!(leg.end, LegEnd::ServerHangup, "the call was not ended cleanly");
+}
+
+/// A panic while preparing one request (text front-end or voice conditioning) fails that
+/// request only: the daemon stays ready and the next request is spoken.
+#[test]
+fn a_panic_preparing_one_request_fails_only_that_request() {
+    let daemon = start_daemon_env("", &[("XTTSD_FAULT", "panic_prepare")]);
+    let body = r#"{"text": "Your order has shipped.", "format": "sln16", "cache": "off"}"#;
+    let (code, first) = post(&daemon.control, "/v1/tts", body);
+    assert!(code >= 500, "the request that panicked must fail: {code} {first}");
+    assert!(first.contains("panic"), "the error names the panic: {first}");
+    let (code, second) = post(&daemon.control, "/v1/tts", body);
+    assert_eq!(code, 200, "the next request is spoken: {second}");
+    let length: usize = second
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(length / 2 > 800, "audio came back ({length} bytes)");
 }

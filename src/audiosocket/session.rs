@@ -482,6 +482,7 @@ impl Call {
                 if let Some(p) = self.current.as_mut() {
                     on_speech_event(p, event, self.rate, &self.ctx);
                 }
+                self.send_first_frame_now().await?;
                 self.check_complete().await
             }
             event = next_speech_event(&mut self.upcoming) => {
@@ -641,6 +642,20 @@ impl Call {
     }
 
     /// Reports a finished job and, if it asks for it, ends the session.
+    /// The first frame of speech goes out as soon as it exists instead of at the next 20 ms
+    /// deadline: it takes that deadline's place, so the stream never runs more than one frame
+    /// ahead of the clock, and a cached prompt reaches the caller without the wait.
+    async fn send_first_frame_now(&mut self) -> Step {
+        let first = self
+            .current
+            .as_ref()
+            .is_some_and(|p| p.played_frames == 0 && !p.frames.is_empty());
+        if first && !self.controlled && self.pacer.deadline() > Instant::now() {
+            return self.tick().await;
+        }
+        Ok(())
+    }
+
     async fn check_complete(&mut self) -> Step {
         if !self.current.as_ref().is_some_and(Playback::is_complete) {
             return Ok(());

@@ -678,11 +678,12 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// A fault injected for tests of supervision, from `XTTSD_FAULT` (read once at start):
 /// `panic_step` panics in the first decode step that runs two rows or more, `panic_vocoder`
-/// in the vocoder's first chunk.
+/// in the vocoder's first chunk, `panic_prepare` while preparing the first request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     PanicStep,
     PanicVocoder,
+    PanicPrepare,
 }
 
 impl Fault {
@@ -690,6 +691,7 @@ impl Fault {
         match std::env::var("XTTSD_FAULT").ok()?.as_str() {
             "panic_step" => Some(Fault::PanicStep),
             "panic_vocoder" => Some(Fault::PanicVocoder),
+            "panic_prepare" => Some(Fault::PanicPrepare),
             _ => None,
         }
     }

@@ -139,6 +139,8 @@ pub struct Preparer {
     voices: VoiceStore,
     /// Voice conditioning follows config.json (the TTS API's convention: 30 s, 4 s chunks).
     conditioning: ConditioningOptions,
+    /// `panic_prepare` injected and not yet fired.
+    panic_once: bool,
 }
 
 impl Preparer {
@@ -157,6 +159,9 @@ impl Preparer {
 
     /// A request's sentences as text tokens with their budgets of codes, and its voice.
     pub fn prepare(&mut self, req: &SpeechRequest) -> Result<Prepared> {
+        if std::mem::take(&mut self.panic_once) {
+            panic!("fault injected: panic_prepare");
+        }
         let voice = self.voice(&req.voice)?;
         let sentences = self.text.sentences(&req.text, &req.lang, true)?;
         let budgets = sentences
@@ -199,7 +204,16 @@ impl Preparer {
                 let prepared = if job.is_cancelled() {
                     Err(anyhow!("the listener left"))
                 } else {
-                    this.prepare(&job.req)
+                    // A libtorch or front-end panic fails this request only, not the thread
+                    // that prepares every other one.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.prepare(&job.req))).unwrap_or_else(
+                        |panic| {
+                            Err(anyhow!(
+                                "preparing the request panicked: {}",
+                                crate::engine::panic_message(panic.as_ref())
+                            ))
+                        },
+                    )
                 };
                 if done.send((job, prepared)).is_err() {
                     return;
@@ -282,6 +296,7 @@ impl XttsBackend {
                 encoder,
                 voices,
                 conditioning: ConditioningOptions::from_config(&config),
+                panic_once: cfg.fault == Some(Fault::PanicPrepare),
             }),
             cfg: cfg.clone(),
             vocoder: Some(vocoder),

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::gpt::{Gpt, GptConfig, KvStore};
+use super::gpt::{Gpt, GptConfig, KvStore, StepKeys};
 use super::model::StopReason;
 use super::sampling::{sample_rows, Sampler, SamplingParams};
 
@@ -168,13 +168,13 @@ impl SlotCache {
 }
 
 impl KvStore for SlotCache {
-    fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor, Option<Tensor>) {
-        match self.step.as_ref().expect("a slot step was begun") {
+    fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<StepKeys> {
+        match self.step.as_ref().context("no slot step was begun")? {
             SlotStep::Prefill { slots, t, mask, .. } => {
                 // The rows attend only to their own new positions: to k and v themselves.
-                let _ = self.keys[layer].narrow(2, 0, *t).index_copy_(0, slots, k);
-                let _ = self.values[layer].narrow(2, 0, *t).index_copy_(0, slots, v);
-                (k.shallow_clone(), v.shallow_clone(), Some(mask.shallow_clone()))
+                let _ = self.keys[layer].f_narrow(2, 0, *t)?.f_index_copy_(0, slots, k)?;
+                let _ = self.values[layer].f_narrow(2, 0, *t)?.f_index_copy_(0, slots, v)?;
+                Ok((k.shallow_clone(), v.shallow_clone(), Some(mask.shallow_clone())))
             }
             SlotStep::Decode {
                 rows,
@@ -185,15 +185,15 @@ impl KvStore for SlotCache {
             } => {
                 let index = [Some(rows.shallow_clone()), None, Some(positions.shallow_clone())];
                 // k, v: [B, H, 1, hd]; the indexed view is [B, H, hd].
-                let _ = self.keys[layer].index_put_(&index, &k.squeeze_dim(2), false);
-                let _ = self.values[layer].index_put_(&index, &v.squeeze_dim(2), false);
+                let _ = self.keys[layer].f_index_put_(&index, &k.f_squeeze_dim(2)?, false)?;
+                let _ = self.values[layer].f_index_put_(&index, &v.f_squeeze_dim(2)?, false)?;
                 // Gathering copies every cached key of the rows: avoid it when they are adjacent.
                 let gather = |all: &Tensor| match run {
-                    Some((start, n)) => all.narrow(0, *start, *n).narrow(2, 0, *span),
-                    None => all.narrow(2, 0, *span).index_select(0, rows),
+                    Some((start, n)) => all.f_narrow(0, *start, *n)?.f_narrow(2, 0, *span),
+                    None => all.f_narrow(2, 0, *span)?.f_index_select(0, rows),
                 };
-                let (keys, values) = (gather(&self.keys[layer]), gather(&self.values[layer]));
-                (keys, values, Some(mask.shallow_clone()))
+                let (keys, values) = (gather(&self.keys[layer])?, gather(&self.values[layer])?);
+                Ok((keys, values, Some(mask.shallow_clone())))
             }
         }
     }
@@ -425,8 +425,9 @@ impl<'m> BatchDecoder<'m> {
             self.cache.clear(slot);
         }
         self.cache.begin_prefill(&lens)?;
-        let latents = self.gpt.forward_store(&mut self.cache, &embeds).latents;
+        let forward = self.gpt.forward_store(&mut self.cache, &embeds);
         self.cache.end_step(&[]);
+        let latents = forward?.latents;
         let last: Vec<i64> = lens.iter().map(|&(_, t)| t - 1).collect();
         let last = Tensor::f_from_slice(&last)?
             .f_to_device(device)?
@@ -455,8 +456,9 @@ impl<'m> BatchDecoder<'m> {
         }
         let embeds = self.gpt.audio_embeddings_rows(&codes, &positions)?;
         self.cache.begin_decode(slots)?;
-        let latents = self.gpt.forward_store(&mut self.cache, &embeds).last();
+        let forward = self.gpt.forward_store(&mut self.cache, &embeds);
         self.cache.end_step(slots);
+        let latents = forward?.last();
         let tokens = match self.pick(slots, &latents) {
             Ok(tokens) => tokens,
             Err(e) => {
@@ -483,7 +485,7 @@ impl<'m> BatchDecoder<'m> {
     fn pick(&mut self, slots: &[usize], latents: &Tensor) -> Result<Vec<Token>> {
         let cfg = self.gpt.config();
         let (stop, max_new) = (cfg.stop_audio_token, cfg.max_new_tokens as usize);
-        let logits = self.gpt.mel_logits(latents);
+        let logits = self.gpt.mel_logits(latents)?;
         let mut rows = Vec::with_capacity(slots.len());
         for (slot, row) in self.rows.iter_mut().enumerate() {
             if let Some(b) = slots.iter().position(|&s| s == slot) {

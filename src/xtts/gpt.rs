@@ -91,9 +91,9 @@ impl LayerNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dim = self.weight.size()[0];
-        x.layer_norm([dim], Some(&self.weight), Some(&self.bias), LN_EPS, true)
+        Ok(x.f_layer_norm([dim], Some(&self.weight), Some(&self.bias), LN_EPS, true)?)
     }
 }
 
@@ -111,8 +111,8 @@ impl Conv1D {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.matmul(&self.weight) + &self.bias
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_matmul(&self.weight)?.f_add(&self.bias)?)
     }
 }
 
@@ -120,8 +120,11 @@ impl Conv1D {
 pub trait KvStore {
     /// Stores `k`, `v` ([B, H, T, hd]) of layer `layer` for the step under way; returns the keys
     /// and values to attend over and the step's "may attend" mask (None: every key).
-    fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor, Option<Tensor>);
+    fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<StepKeys>;
 }
+
+/// Keys and values a step attends over, with its "may attend" mask (None: every key).
+pub type StepKeys = (Tensor, Tensor, Option<Tensor>);
 
 /// Where attention keys come from: a store at layer `layer`, or the current tokens only.
 enum KvSource<'a> {
@@ -148,26 +151,27 @@ impl Attention {
 
     /// `x`: [B, T, D]. With a cache, the new keys/values are written at the cache's fill
     /// position and attention runs over everything cached so far.
-    fn forward(&self, x: &Tensor, kv: KvSource) -> Tensor {
-        let (b, t, d) = x.size3().expect("attention input is [B, T, D]");
-        let qkv = self.c_attn.forward(x);
-        let split = |i: i64| {
-            qkv.narrow(2, i * d, d)
-                .view([b, t, self.heads, self.head_dim])
-                .transpose(1, 2)
+    fn forward(&self, x: &Tensor, kv: KvSource) -> Result<Tensor> {
+        let (b, t, d) = x.size3().context("attention input must be [B, T, D]")?;
+        let qkv = self.c_attn.forward(x)?;
+        let split = |i: i64| -> Result<Tensor> {
+            Ok(qkv
+                .f_narrow(2, i * d, d)?
+                .f_view([b, t, self.heads, self.head_dim])?
+                .f_transpose(1, 2)?)
         };
-        let (q, k, v) = (split(0), split(1), split(2));
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let out = match kv {
             KvSource::Cache(store, layer) => {
-                let (keys, values, mask) = store.append_layer(layer, &k, &v);
-                attend(&q, &keys, &values, mask.as_ref())
+                let (keys, values, mask) = store.append_layer(layer, &k, &v)?;
+                attend(&q, &keys, &values, mask.as_ref())?
             }
             KvSource::None => {
-                let mask = Tensor::ones([t, t], (Kind::Bool, x.device())).tril(0);
-                attend(&q, &k, &v, Some(&mask))
+                let mask = Tensor::f_ones([t, t], (Kind::Bool, x.device()))?.f_tril(0)?;
+                attend(&q, &k, &v, Some(&mask))?
             }
         };
-        let out = out.transpose(1, 2).contiguous().view([b, t, d]);
+        let out = out.f_transpose(1, 2)?.f_contiguous()?.f_view([b, t, d])?;
         self.c_proj.forward(&out)
     }
 }
@@ -178,13 +182,16 @@ impl Attention {
 /// leak through its keys/values).
 /// Scores and softmax run in float32 whatever the model's type (a reduced-precision model
 /// keeps its weights and cache in that type, not its attention weights).
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Tensor {
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let head_dim = q.size()[3] as f64;
-    let mut scores = q.matmul(&k.transpose(-1, -2)).to_kind(Kind::Float) / head_dim.sqrt();
+    let mut scores = q
+        .f_matmul(&k.f_transpose(-1, -2)?)?
+        .f_to_kind(Kind::Float)?
+        .f_div_scalar(head_dim.sqrt())?;
     if let Some(mask) = mask {
-        scores = scores.masked_fill(&mask.logical_not(), f32::MIN as f64);
+        scores = scores.f_masked_fill(&mask.f_logical_not()?, f32::MIN as f64)?;
     }
-    scores.softmax(-1, Kind::Float).to_kind(v.kind()).matmul(v)
+    Ok(scores.f_softmax(-1, Kind::Float)?.f_to_kind(v.kind())?.f_matmul(v)?)
 }
 
 struct Mlp {
@@ -201,9 +208,9 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // GPT-2's gelu_new is the tanh approximation.
-        self.c_proj.forward(&self.c_fc.forward(x).gelu("tanh"))
+        self.c_proj.forward(&self.c_fc.forward(x)?.f_gelu("tanh")?)
     }
 }
 
@@ -224,9 +231,9 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, kv: KvSource) -> Tensor {
-        let h = x + self.attn.forward(&self.ln_1.forward(x), kv);
-        &h + self.mlp.forward(&self.ln_2.forward(&h))
+    fn forward(&self, x: &Tensor, kv: KvSource) -> Result<Tensor> {
+        let h = x.f_add(&self.attn.forward(&self.ln_1.forward(x)?, kv)?)?;
+        Ok(h.f_add(&self.mlp.forward(&self.ln_2.forward(&h)?)?)?)
     }
 }
 
@@ -248,19 +255,24 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(cfg: &GptConfig, batch: i64, capacity: i64, (kind, device): (Kind, Device)) -> Self {
+    pub fn new(cfg: &GptConfig, batch: i64, capacity: i64, (kind, device): (Kind, Device)) -> Result<Self> {
         let head_dim = cfg.dim / cfg.heads;
         let shape = [batch, cfg.heads, capacity, head_dim];
-        let zeros = || Tensor::zeros(shape, (kind, device));
-        Self {
-            keys: (0..cfg.layers).map(|_| zeros()).collect(),
-            values: (0..cfg.layers).map(|_| zeros()).collect(),
-            valid: Tensor::zeros([batch, capacity], (Kind::Bool, device)),
+        let layers = || {
+            (0..cfg.layers)
+                .map(|_| Tensor::f_zeros(shape, (kind, device)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let context = || format!("allocating a key/value cache of {batch} rows x {capacity} positions");
+        Ok(Self {
+            keys: layers().with_context(context)?,
+            values: layers().with_context(context)?,
+            valid: Tensor::f_zeros([batch, capacity], (Kind::Bool, device)).with_context(context)?,
             padded: false,
             step_mask: None,
             filled: 0,
             capacity,
-        }
+        })
     }
 
     /// Positions written so far (the same for every row).
@@ -283,15 +295,15 @@ impl KvCache {
     /// Prepares a step of `t` positions: marks which of the next slots hold real positions
     /// (`valid` [B, t] bool, None = all; padding is for left-padded prefixes) and builds the
     /// step's attention mask once for all layers.
-    fn reserve(&mut self, t: i64, valid: Option<&Tensor>) {
-        let mut slots = self.valid.narrow(1, self.filled, t);
+    fn reserve(&mut self, t: i64, valid: Option<&Tensor>) -> Result<()> {
+        let mut slots = self.valid.f_narrow(1, self.filled, t)?;
         match valid {
             Some(v) => {
-                slots.copy_(v);
+                slots.f_copy_(v)?;
                 self.padded = true;
             }
             None => {
-                let _ = slots.fill_(1);
+                let _ = slots.f_fill_(1)?;
             }
         }
         let start = self.filled;
@@ -300,29 +312,30 @@ impl KvCache {
         // Query i (absolute position start + i) sees keys 0..=start + i that are valid.
         self.step_mask = match (self.padded, t) {
             (false, 1) => None,
-            (false, _) => Some(Tensor::ones([t, total], (Kind::Bool, device)).tril(start)),
+            (false, _) => Some(Tensor::f_ones([t, total], (Kind::Bool, device))?.f_tril(start)?),
             (true, _) => {
-                let causal = Tensor::ones([t, total], (Kind::Bool, device)).tril(start);
+                let causal = Tensor::f_ones([t, total], (Kind::Bool, device))?.f_tril(start)?;
                 let mask = causal
-                    .unsqueeze(0)
-                    .logical_and(&self.valid.narrow(1, 0, total).unsqueeze(1));
-                Some(mask.unsqueeze(1))
+                    .f_unsqueeze(0)?
+                    .f_logical_and(&self.valid.f_narrow(1, 0, total)?.f_unsqueeze(1)?)?;
+                Some(mask.f_unsqueeze(1)?)
             }
         };
+        Ok(())
     }
 
     /// Writes `k`, `v` ([B, H, T, hd]) of one layer after the filled part; returns all keys
     /// and values so far.
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let t = k.size()[2];
         let start = self.filled;
-        self.keys[layer].narrow(2, start, t).copy_(k);
-        self.values[layer].narrow(2, start, t).copy_(v);
+        self.keys[layer].f_narrow(2, start, t)?.f_copy_(k)?;
+        self.values[layer].f_narrow(2, start, t)?.f_copy_(v)?;
         let total = start + t;
-        (
-            self.keys[layer].narrow(2, 0, total),
-            self.values[layer].narrow(2, 0, total),
-        )
+        Ok((
+            self.keys[layer].f_narrow(2, 0, total)?,
+            self.values[layer].f_narrow(2, 0, total)?,
+        ))
     }
 
     /// Commits `t` positions once every layer has appended them.
@@ -332,9 +345,9 @@ impl KvCache {
 }
 
 impl KvStore for KvCache {
-    fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor, Option<Tensor>) {
-        let (keys, values) = self.append(layer, k, v);
-        (keys, values, self.step_mask.as_ref().map(Tensor::shallow_clone))
+    fn append_layer(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<StepKeys> {
+        let (keys, values) = self.append(layer, k, v)?;
+        Ok((keys, values, self.step_mask.as_ref().map(Tensor::shallow_clone)))
     }
 }
 
@@ -432,10 +445,13 @@ impl Gpt {
         ids.push(c.stop_text_token);
         let n = ids.len() as i64;
         let dev = self.device();
-        let ids = Tensor::from_slice(&ids).to_device(dev);
-        let text = self.text_embedding.index_select(0, &ids) + self.text_pos_embedding.narrow(0, 0, n);
-        let cond = cond_latent.to_device(dev).to_kind(self.kind());
-        Ok(Tensor::cat(&[cond, text.unsqueeze(0)], 1))
+        let ids = Tensor::f_from_slice(&ids)?.f_to_device(dev)?;
+        let text = self
+            .text_embedding
+            .f_index_select(0, &ids)?
+            .f_add(&self.text_pos_embedding.f_narrow(0, 0, n)?)?;
+        let cond = cond_latent.f_to_device(dev)?.f_to_kind(self.kind())?;
+        Ok(Tensor::f_cat(&[cond, text.f_unsqueeze(0)?], 1)?)
     }
 
     /// Embeddings of audio codes `codes` ([B, T] int64) placed at audio positions
@@ -449,9 +465,13 @@ impl Gpt {
                 self.cfg.mel_positions
             );
         }
-        let flat = codes.reshape([-1]).to_device(self.device());
-        let emb = self.mel_embedding.index_select(0, &flat).view([b, t, self.cfg.dim]);
-        Ok(emb + self.mel_pos_embedding.narrow(0, first_position, t).unsqueeze(0))
+        let flat = codes.f_reshape([-1])?.f_to_device(self.device())?;
+        let emb = self
+            .mel_embedding
+            .f_index_select(0, &flat)?
+            .f_view([b, t, self.cfg.dim])?;
+        let positions = self.mel_pos_embedding.f_narrow(0, first_position, t)?.f_unsqueeze(0)?;
+        Ok(emb.f_add(&positions)?)
     }
 
     /// Embeddings [B, 1, D] of one audio code per row, row b at audio position `positions[b]`:
@@ -465,10 +485,13 @@ impl Gpt {
             bail!("audio position {bad} exceeds the {last} learned positions");
         }
         let dev = self.device();
-        let codes = Tensor::from_slice(codes).to_device(dev);
-        let positions = Tensor::from_slice(positions).to_device(dev);
-        let emb = self.mel_embedding.index_select(0, &codes) + self.mel_pos_embedding.index_select(0, &positions);
-        Ok(emb.unsqueeze(1))
+        let codes = Tensor::f_from_slice(codes)?.f_to_device(dev)?;
+        let positions = Tensor::f_from_slice(positions)?.f_to_device(dev)?;
+        let emb = self
+            .mel_embedding
+            .f_index_select(0, &codes)?
+            .f_add(&self.mel_pos_embedding.f_index_select(0, &positions)?)?;
+        Ok(emb.f_unsqueeze(1)?)
     }
 
     /// Runs `embeds` ([B, T, D]) after what `cache` holds, storing their keys and values.
@@ -489,22 +512,28 @@ impl Gpt {
                 cache.capacity()
             );
         }
-        cache.reserve(t, valid);
-        let out = self.forward_store(cache, embeds);
+        cache.reserve(t, valid)?;
+        let out = self.forward_store(cache, embeds)?;
         cache.advance(t);
         Ok(out)
     }
 
     /// Runs `embeds` ([B, T, D]) through every block with keys and values kept in `store`,
     /// which has been told beforehand where this step's rows and positions go.
-    pub fn forward_store(&self, store: &mut dyn KvStore, embeds: &Tensor) -> GptOutput {
+    pub fn forward_store(&self, store: &mut dyn KvStore, embeds: &Tensor) -> Result<GptOutput> {
         let mut h = embeds.shallow_clone();
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward(&h, KvSource::Cache(&mut *store, i));
+            h = block.forward(&h, KvSource::Cache(&mut *store, i))?;
         }
-        GptOutput {
-            latents: self.final_norm.forward(&self.ln_f.forward(&h)).to_kind(Kind::Float),
-        }
+        self.output(&h)
+    }
+
+    /// `final_norm(ln_f(h))` in float32.
+    fn output(&self, h: &Tensor) -> Result<GptOutput> {
+        let latents = self.final_norm.forward(&self.ln_f.forward(h)?)?;
+        Ok(GptOutput {
+            latents: latents.f_to_kind(Kind::Float)?,
+        })
     }
 
     /// A full causal pass over `embeds` ([B, T, D]) without any cache.
@@ -515,22 +544,23 @@ impl Gpt {
         }
         let mut h = embeds.shallow_clone();
         for block in &self.blocks {
-            h = block.forward(&h, KvSource::None);
+            h = block.forward(&h, KvSource::None)?;
         }
-        Ok(GptOutput {
-            latents: self.final_norm.forward(&self.ln_f.forward(&h)).to_kind(Kind::Float),
-        })
+        self.output(&h)
     }
 
     /// Audio-code logits for latents [.., D], float32.
-    pub fn mel_logits(&self, latents: &Tensor) -> Tensor {
-        let logits = latents.to_kind(self.kind()).matmul(&self.mel_head_weight.tr()) + &self.mel_head_bias;
-        logits.to_kind(Kind::Float)
+    pub fn mel_logits(&self, latents: &Tensor) -> Result<Tensor> {
+        let logits = latents
+            .f_to_kind(self.kind())?
+            .f_matmul(&self.mel_head_weight.f_tr()?)?
+            .f_add(&self.mel_head_bias)?;
+        Ok(logits.f_to_kind(Kind::Float)?)
     }
 
     /// A cache large enough for one generation from a prefix of `prefix_len` positions:
     /// the prefix, the start token and every decode step.
-    pub fn cache_for(&self, batch: i64, prefix_len: i64) -> KvCache {
+    pub fn cache_for(&self, batch: i64, prefix_len: i64) -> Result<KvCache> {
         KvCache::new(
             &self.cfg,
             batch,
@@ -615,7 +645,7 @@ mod tests {
         let full = gpt.forward(&Tensor::cat(&[&prefix, &audio], 1)).unwrap().latents;
 
         let p = prefix.size()[1];
-        let mut cache = gpt.cache_for(1, p);
+        let mut cache = gpt.cache_for(1, p).unwrap();
         let mut steps = vec![gpt
             .forward_cached(&mut cache, &Tensor::cat(&[&prefix, &audio.narrow(1, 0, 1)], 1), None)
             .unwrap()
@@ -642,7 +672,7 @@ mod tests {
         let run = |gpt: &Gpt| {
             let prefix = gpt.prefix_embeddings(&cond, &[3, 4, 5]).unwrap();
             let audio = gpt.audio_embeddings(&codes, 0).unwrap();
-            let mut cache = gpt.cache_for(1, prefix.size()[1]);
+            let mut cache = gpt.cache_for(1, prefix.size()[1]).unwrap();
             let out = gpt
                 .forward_cached(&mut cache, &Tensor::cat(&[&prefix, &audio], 1), None)
                 .unwrap()
@@ -665,8 +695,8 @@ mod tests {
                 "{kind:?}: relative error {err:.4}, correlation {corr:.6}"
             );
             assert!(err > 0.0, "{kind:?} computed in float32 after all");
-            assert_eq!(full.mel_logits(&reference).kind(), Kind::Float);
-            assert_eq!(gpt.mel_logits(&latents).kind(), Kind::Float);
+            assert_eq!(full.mel_logits(&reference).unwrap().kind(), Kind::Float);
+            assert_eq!(gpt.mel_logits(&latents).unwrap().kind(), Kind::Float);
         }
     }
 
@@ -682,14 +712,14 @@ mod tests {
         let batch = Tensor::cat(&[long.shallow_clone(), Tensor::cat(&[&pad, &short], 1)], 0);
         let valid = Tensor::ones([2, pl], (Kind::Bool, Device::Cpu));
         let _ = valid.get(1).narrow(0, 0, pl - ps).fill_(0);
-        let mut cache = gpt.cache_for(2, pl);
+        let mut cache = gpt.cache_for(2, pl).unwrap();
         gpt.forward_cached(&mut cache, &batch, Some(&valid)).unwrap();
         let step = gpt
             .audio_embeddings(&Tensor::from_slice(&[10i64, 10]).view([2, 1]), 0)
             .unwrap();
         let batched = gpt.forward_cached(&mut cache, &step, None).unwrap().last();
 
-        let mut single = gpt.cache_for(1, ps);
+        let mut single = gpt.cache_for(1, ps).unwrap();
         gpt.forward_cached(&mut single, &short, None).unwrap();
         let alone = gpt
             .forward_cached(&mut single, &step.narrow(0, 1, 1), None)
@@ -716,7 +746,7 @@ mod tests {
         );
         let codes = Tensor::from_slice(&[1i64]).view([1, 1]);
         assert!(gpt.audio_embeddings(&codes, cfg.mel_positions).is_err());
-        let mut cache = KvCache::new(&cfg, 1, 2, (Kind::Float, Device::Cpu));
+        let mut cache = KvCache::new(&cfg, 1, 2, (Kind::Float, Device::Cpu)).unwrap();
         let x = Tensor::zeros([1, 3, cfg.dim], (Kind::Float, Device::Cpu));
         let err = gpt.forward_cached(&mut cache, &x, None).err().unwrap().to_string();
         assert!(err.contains("overflow"), "{err}");

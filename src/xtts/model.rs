@@ -214,7 +214,7 @@ impl Xtts {
         let prefix = self.gpt.prefix_embeddings(&voice.gpt_cond_latent, text_tokens)?;
         let prefix_len = prefix.size()[1];
         let start = self.code_embedding(cfg.start_audio_token, 0)?;
-        let mut cache = self.gpt.cache_for(1, prefix_len);
+        let mut cache = self.gpt.cache_for(1, prefix_len)?;
         let mut latent = self
             .gpt
             .forward_cached(&mut cache, &Tensor::cat(&[prefix, start], 1), None)?
@@ -227,7 +227,7 @@ impl Xtts {
         let mut timings = GptTimings::default();
         let mut step_started = started;
         let stop = loop {
-            let code = sampler.next(&self.gpt.mel_logits(&latent), &history)?;
+            let code = sampler.next(&self.gpt.mel_logits(&latent)?, &history)?;
             let elapsed = step_started.elapsed().as_secs_f64() * 1e3;
             if codes.is_empty() {
                 timings.prefill_ms = elapsed;
