@@ -190,6 +190,10 @@ pub struct EngineConfig {
     /// Requests speaking at once: their decode steps run as one batched GPT forward, and a
     /// key/value slot is preallocated for each (32 + max text + 1 + max audio tokens long).
     pub max_batch: usize,
+    /// Requests whose chunks the vocoder renders in one forward; 0: `max_batch` on CUDA, 1 on
+    /// CPU (where a batch costs what its windows cost one by one, plus padding, and holds back
+    /// the most urgent chunk until the longest is rendered).
+    pub vocoder_batch: usize,
     pub temperature: f64,
     pub top_k: i64,
     pub top_p: f64,
@@ -318,6 +322,7 @@ impl Default for EngineConfig {
             queue_limit: 64,
             cpu_threads: 0,
             max_batch: 8,
+            vocoder_batch: 0,
             temperature: 0.75,
             top_k: 50,
             top_p: 0.85,

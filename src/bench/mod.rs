@@ -72,6 +72,9 @@ pub struct Args {
     /// Requests decoded together at most (1 = one at a time).
     #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
+    /// Requests the vocoder renders in one forward (0: max-batch on CUDA, 1 on CPU).
+    #[arg(long, default_value_t = 0)]
+    pub vocoder_batch: usize,
     /// libtorch CPU threads.
     #[arg(long, default_value_t = 1)]
     pub threads: i32,
@@ -187,6 +190,7 @@ pub fn run(args: Args) -> Result<()> {
     config.engine.speakers_dir = speakers.path().to_path_buf();
     config.engine.device = args.device.parse()?;
     config.engine.max_batch = args.max_batch;
+    config.engine.vocoder_batch = args.vocoder_batch;
     config.engine.gpt_dtype = args.gpt_dtype.parse()?;
     config.engine.default_voice = "bench".into();
     // The benchmark measures synthesis: no request may be served from the prompt cache, except

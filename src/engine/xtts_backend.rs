@@ -41,6 +41,8 @@ pub struct XttsBackendConfig {
     pub cpu_threads: usize,
     /// Requests decoded together at most (preallocated key/value slots).
     pub max_batch: usize,
+    /// Requests rendered together by the vocoder; 0: `max_batch` on CUDA, 1 on CPU.
+    pub vocoder_batch: usize,
     /// Every sentence gets exactly this many codes (benchmarks with synthetic models).
     pub forced_tokens: Option<usize>,
     /// pypinyin's pinyin tables; when missing, Chinese is read approximately.
@@ -69,6 +71,7 @@ impl Default for XttsBackendConfig {
             stream: StreamOptions::windowed(),
             cpu_threads: 0,
             max_batch: 8,
+            vocoder_batch: 0,
             forced_tokens: None,
             chinese_dictionary: PathBuf::from(text::zh::DEFAULT_DIR),
             gpt_dtype: GptDtype::Float32,
@@ -100,6 +103,7 @@ impl XttsBackendConfig {
             stream,
             cpu_threads: cfg.cpu_threads,
             max_batch: cfg.max_batch,
+            vocoder_batch: cfg.vocoder_batch,
             forced_tokens: None,
             chinese_dictionary: cfg.chinese_dictionary.clone(),
             gpt_dtype: cfg.gpt_dtype,
@@ -220,6 +224,17 @@ impl Preparer {
                 }
             }
         })
+    }
+}
+
+/// Requests the vocoder renders in one forward: as configured, else all of a batch on a GPU
+/// (one launch per layer for every call) and one on a CPU (measured: no faster per window in a
+/// batch, and the most urgent chunk would wait for the longest).
+fn vocoder_batch(configured: usize, max_batch: usize, device: Device) -> usize {
+    match (configured, device) {
+        (0, Device::Cpu) => 1,
+        (0, _) => max_batch,
+        (n, _) => n,
     }
 }
 
@@ -484,7 +499,7 @@ impl XttsBackend {
         let vocoder = super::vocoder::spawn(
             hifigan,
             cfg.stream.clone(),
-            cfg.max_batch,
+            vocoder_batch(cfg.vocoder_batch, cfg.max_batch, model.device()),
             vocoder_work,
             health.clone(),
             cfg.fault,
