@@ -15,6 +15,10 @@ use xttsd::config::Config;
 use xttsd::engine::{Engine, SpeechBackend, SpeechRequest};
 use xttsd::serve::{Services, SharedServices};
 
+/// The descriptor test lowers the process's descriptor limit: the other tests of this binary
+/// run apart from it.
+static DESCRIPTOR_LIMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Silent;
 
 impl SpeechBackend for Silent {
@@ -54,6 +58,7 @@ fn open_descriptors() -> u64 {
 
 #[tokio::test]
 async fn agi_listener_survives_running_out_of_file_descriptors() {
+    let _alone = DESCRIPTOR_LIMIT.lock().await;
     let (services, _spool) = services(|_| {});
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -99,6 +104,7 @@ async fn agi_listener_survives_running_out_of_file_descriptors() {
 
 #[tokio::test]
 async fn peers_outside_the_allow_list_are_closed_at_accept() {
+    let _alone = DESCRIPTOR_LIMIT.lock().await;
     let (services, _spool) = services(|c| c.daemon.allow_from = vec!["10.0.0.0/8".parse().unwrap()]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
