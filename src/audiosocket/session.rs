@@ -641,7 +641,6 @@ impl Call {
         self.check_complete().await
     }
 
-    /// Reports a finished job and, if it asks for it, ends the session.
     /// The first frame of speech goes out as soon as it exists instead of at the next 20 ms
     /// deadline: it takes that deadline's place, so the stream never runs more than one frame
     /// ahead of the clock, and a cached prompt reaches the caller without the wait.
@@ -656,6 +655,7 @@ impl Call {
         Ok(())
     }
 
+    /// Reports a finished job and, if it asks for it, ends the session.
     async fn check_complete(&mut self) -> Step {
         if !self.current.as_ref().is_some_and(Playback::is_complete) {
             return Ok(());
