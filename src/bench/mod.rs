@@ -75,6 +75,12 @@ pub struct Args {
     /// Requests the vocoder renders in one forward (0: max-batch on CUDA, 1 on CPU).
     #[arg(long, default_value_t = 0)]
     pub vocoder_batch: usize,
+    /// Codes before a sentence's first chunk (default: the config's `first_chunk_tokens`).
+    #[arg(long)]
+    pub first_chunk_tokens: Option<usize>,
+    /// Codes per later chunk (default: the config's `stream_chunk_tokens`).
+    #[arg(long)]
+    pub chunk_tokens: Option<usize>,
     /// libtorch CPU threads.
     #[arg(long, default_value_t = 1)]
     pub threads: i32,
@@ -191,6 +197,12 @@ pub fn run(args: Args) -> Result<()> {
     config.engine.device = args.device.parse()?;
     config.engine.max_batch = args.max_batch;
     config.engine.vocoder_batch = args.vocoder_batch;
+    if let Some(n) = args.first_chunk_tokens {
+        config.engine.first_chunk_tokens = n;
+    }
+    if let Some(n) = args.chunk_tokens {
+        config.engine.stream_chunk_tokens = n;
+    }
     config.engine.gpt_dtype = args.gpt_dtype.parse()?;
     config.engine.default_voice = "bench".into();
     // The benchmark measures synthesis: no request may be served from the prompt cache, except
