@@ -56,6 +56,21 @@ async fn start_with(config: Config) -> (std::net::SocketAddr, SharedServices) {
     (addr, services)
 }
 
+/// The raw `GET /metrics` response, status line and headers included.
+async fn metrics(addr: std::net::SocketAddr) -> String {
+    timeout(Duration::from_secs(5), async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        raw
+    })
+    .await
+    .unwrap()
+}
+
 /// One HTTP/1.1 request; returns the status and the JSON body.
 async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
     let exchange = async {
@@ -187,17 +202,7 @@ async fn ready_metrics_and_drain() {
     let (addr, services) = start().await;
     let (status, body) = http(addr, "GET", "/v1/ready", "").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
-    let raw = timeout(Duration::from_secs(5), async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).await.unwrap();
-        raw
-    })
-    .await
-    .unwrap();
+    let raw = metrics(addr).await;
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     // (Families with labels appear once they have a value.)
     for family in [
@@ -257,16 +262,6 @@ async fn a_dead_engine_is_not_ready() {
         (200, Some("down")),
         "{body}"
     );
-    let raw = timeout(Duration::from_secs(5), async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).await.unwrap();
-        raw
-    })
-    .await
-    .unwrap();
+    let raw = metrics(addr).await;
     assert!(raw.contains("\nxttsd_engine_up 0\n"), "{raw}");
 }
