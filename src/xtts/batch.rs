@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::gpt::{Gpt, GptConfig, KvStore, StepKeys};
+use super::gpt::{layer_buffers, Gpt, GptConfig, KvStore, StepKeys};
 use super::model::StopReason;
 use super::sampling::{sample_rows, Sampler, SamplingParams};
 
@@ -60,12 +60,10 @@ impl SlotCache {
     /// Fails (instead of panicking) when the memory is not there.
     pub fn new(cfg: &GptConfig, slots: usize, capacity: i64, (kind, device): (Kind, Device)) -> Result<Self> {
         let shape = [slots as i64, cfg.heads, capacity, cfg.dim / cfg.heads];
-        let zeros = || Tensor::f_zeros(shape, (kind, device));
-        let layers = || (0..cfg.layers).map(|_| zeros()).collect::<Result<Vec<_>, _>>();
         let context = || format!("allocating {slots} key/value slots of {capacity} positions");
         Ok(Self {
-            keys: layers().with_context(context)?,
-            values: layers().with_context(context)?,
+            keys: layer_buffers(cfg, shape, (kind, device)).with_context(context)?,
+            values: layer_buffers(cfg, shape, (kind, device)).with_context(context)?,
             lens: vec![0; slots],
             capacity,
             step: None,

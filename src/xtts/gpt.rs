@@ -126,6 +126,12 @@ pub trait KvStore {
 /// Keys and values a step attends over, with its "may attend" mask (None: every key).
 pub type StepKeys = (Tensor, Tensor, Option<Tensor>);
 
+/// One zeroed buffer of `shape` per GPT layer, allocated with fallible ops (keys or values of a
+/// cache).
+pub fn layer_buffers(cfg: &GptConfig, shape: [i64; 4], options: (Kind, Device)) -> Result<Vec<Tensor>, tch::TchError> {
+    (0..cfg.layers).map(|_| Tensor::f_zeros(shape, options)).collect()
+}
+
 /// Where attention keys come from: a store at layer `layer`, or the current tokens only.
 enum KvSource<'a> {
     Cache(&'a mut dyn KvStore, usize),
@@ -258,15 +264,10 @@ impl KvCache {
     pub fn new(cfg: &GptConfig, batch: i64, capacity: i64, (kind, device): (Kind, Device)) -> Result<Self> {
         let head_dim = cfg.dim / cfg.heads;
         let shape = [batch, cfg.heads, capacity, head_dim];
-        let layers = || {
-            (0..cfg.layers)
-                .map(|_| Tensor::f_zeros(shape, (kind, device)))
-                .collect::<Result<Vec<_>, _>>()
-        };
         let context = || format!("allocating a key/value cache of {batch} rows x {capacity} positions");
         Ok(Self {
-            keys: layers().with_context(context)?,
-            values: layers().with_context(context)?,
+            keys: layer_buffers(cfg, shape, (kind, device)).with_context(context)?,
+            values: layer_buffers(cfg, shape, (kind, device)).with_context(context)?,
             valid: Tensor::f_zeros([batch, capacity], (Kind::Bool, device)).with_context(context)?,
             padded: false,
             step_mask: None,
