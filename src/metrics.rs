@@ -44,6 +44,7 @@ pub struct DaemonMetrics {
     engine_up: Gauge,
     engine_queued: Gauge,
     engine_speaking: Gauge,
+    engine_starts_held: Counter,
     voice_hits: Counter,
     voice_computed: Counter,
     start_time: Gauge,
@@ -66,6 +67,7 @@ impl DaemonMetrics {
             engine_up: Gauge::default(),
             engine_queued: Gauge::default(),
             engine_speaking: Gauge::default(),
+            engine_starts_held: Counter::default(),
             voice_hits: Counter::default(),
             voice_computed: Counter::default(),
             start_time: Gauge::default(),
@@ -141,6 +143,11 @@ impl DaemonMetrics {
             m.engine_speaking.clone(),
         );
         r.register(
+            "engine_starts_held",
+            "Calls whose start waited so that calls starting together keep their audio",
+            m.engine_starts_held.clone(),
+        );
+        r.register(
             "voice_cache_hits",
             "Voices served from memory or the voice cache file",
             m.voice_hits.clone(),
@@ -191,6 +198,7 @@ impl DaemonMetrics {
         };
         catch_up(&self.engine_tokens, Metrics::get(&ENGINE.tokens));
         catch_up(&self.engine_steps, Metrics::get(&ENGINE.steps));
+        catch_up(&self.engine_starts_held, Metrics::get(&ENGINE.starts_held));
         catch_up(&self.voice_hits, Metrics::get(&ENGINE.voice_hits));
         catch_up(&self.voice_computed, Metrics::get(&ENGINE.voice_computed));
         self.pending_jobs.set(pending_jobs as i64);

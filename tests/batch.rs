@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use tch::{Device, Tensor};
+use xttsd::engine::start::{PlannedWindow, StartProfile};
 use xttsd::engine::xtts_backend::{XttsBackend, XttsBackendConfig};
 use xttsd::engine::{Engine, EngineError, Fault, SpeechEvent, SpeechOptions, SpeechRequest, METRICS};
 use xttsd::xtts::batch::{BatchDecoder, RowOptions};
@@ -574,4 +575,66 @@ async fn a_request_waiting_too_long_is_refused_busy() {
         }
     }
     drop(a);
+}
+
+/// Calls starting together must not outrun the vocoder. Given a start whose windows take the
+/// vocoder 10 s each (it cannot serve two calls), a second call waits until the first one's
+/// start is over (here: its speech), then speaks; past `admit_within` it is refused busy instead, and the first
+/// call is untouched either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_starts_only_when_the_vocoder_keeps_every_starting_call_fed() {
+    let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
+    // Windows of 5 s of audio: A (18 s of speech) stays in its start until it is over. The
+    // last, full-size window is cheap, so that admission (which counts its cost per second of
+    // audio) lets B in and the start check is what holds it.
+    let window = |codes, render_s| PlannedWindow {
+        codes,
+        frames: 40,
+        render_s,
+        audio_s: 5.0,
+    };
+    let slow_start = StartProfile {
+        windows: vec![window(6, 10.0), window(11, 10.0), window(17, 10.0), window(29, 0.01)],
+    };
+    for (admit_within, refused) in [(Duration::from_millis(300), true), (Duration::from_secs(60), false)] {
+        let profile = slow_start.clone();
+        let (engine, _speakers) = engine_with(2, 4, 400, move |cfg| {
+            cfg.start_profile = Some(profile);
+            cfg.admit_within = admit_within;
+        });
+        let held_before = METRICS.starts_held.load(Ordering::Relaxed);
+        let mut a = engine.speak(request(LONG)).unwrap();
+        // B asks while A waits for its first audio: both are starting.
+        let mut b = engine.speak(request("Waiting.")).unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(30), a.next()).await.unwrap();
+        assert!(matches!(first, Some(SpeechEvent::Audio(_))), "A spoke first");
+        let b_first = tokio::time::timeout(Duration::from_secs(60), b.next()).await.unwrap();
+        assert!(
+            METRICS.starts_held.load(Ordering::Relaxed) > held_before,
+            "B's start was not held"
+        );
+        if refused {
+            match b_first {
+                Some(SpeechEvent::Failed(why)) => assert!(why.contains("engine busy"), "{why}"),
+                other => panic!("expected B refused busy, got {:?}", other.map(|_| ())),
+            }
+        } else {
+            assert!(
+                matches!(b_first, Some(SpeechEvent::Audio(_))),
+                "B spoke once A's start was over"
+            );
+        }
+        let mut a_done = false;
+        while let Some(e) = tokio::time::timeout(Duration::from_secs(60), a.next()).await.unwrap() {
+            match e {
+                SpeechEvent::Audio(_) => {}
+                SpeechEvent::Done => {
+                    a_done = true;
+                    break;
+                }
+                other => panic!("A: {other:?}"),
+            }
+        }
+        assert!(a_done, "A finished");
+    }
 }

@@ -142,6 +142,8 @@ pub struct Round {
     pub vocoder_busy_s: f64,
     /// Speech ticks at the socket with no audio ready, all calls together.
     pub frames_late: u64,
+    /// Calls whose start waited so that the calls starting together kept their audio.
+    pub starts_held: u64,
     /// Longest time between two frames at the socket.
     pub longest_gap_ms: f64,
     /// Longest silence inside a call once speech started (includes sentence changes).
@@ -372,6 +374,7 @@ struct Snapshot {
     vocoder_forwards: u64,
     vocoder_windows: u64,
     underruns: u64,
+    starts_held: u64,
 }
 
 impl Snapshot {
@@ -386,6 +389,7 @@ impl Snapshot {
             vocoder_forwards: get(&METRICS.vocoder_forwards),
             vocoder_windows: get(&METRICS.vocoder_windows),
             underruns: get(&METRICS.underruns),
+            starts_held: get(&METRICS.starts_held),
         }
     }
 }
@@ -473,6 +477,7 @@ async fn run_round(services: &Arc<Services>, addr: &str, n: usize, args: &Args) 
         gpt_busy_s: busy_s,
         vocoder_busy_s: vocoder_s,
         frames_late: after.underruns - before.underruns,
+        starts_held: after.starts_held - before.starts_held,
         longest_gap_ms: reports.iter().map(|r| r.report.longest_gap_ms).fold(0.0, f64::max),
         longest_silence_ms: reports.iter().map(longest_silence_ms).fold(0.0, f64::max),
         tokens,
@@ -560,7 +565,7 @@ fn load_average() -> f64 {
 /// The rounds as a fixed-width table.
 pub fn table(rounds: &[Round]) -> String {
     let mut out = format!(
-        "{:>5} {:>5} {:>9} {:>9} {:>9} {:>6} {:>5} {:>8} {:>9} {:>8} {:>9} {:>6} {:>8} {:>6} {:>5}\n",
+        "{:>5} {:>5} {:>9} {:>9} {:>9} {:>6} {:>5} {:>8} {:>9} {:>8} {:>9} {:>6} {:>5} {:>5} {:>5} {:>8} {:>6} {:>5}\n",
         "calls",
         "batch",
         "ttfa50ms",
@@ -573,13 +578,16 @@ pub fn table(rounds: &[Round]) -> String {
         "tok/s",
         "tok/busy",
         "meanB",
+        "gpt%",
+        "voc%",
+        "held",
         "rss_MiB",
         "load",
         "fail"
     );
     for r in rounds {
         out.push_str(&format!(
-            "{:>5} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>6.3} {:>5} {:>8.1} {:>9.1} {:>8.1} {:>9.1} {:>6.2} {:>8.0} {:>6.2} {:>5}\n",
+            "{:>5} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>6.3} {:>5} {:>8.1} {:>9.1} {:>8.1} {:>9.1} {:>6.2} {:>5.0} {:>5.0} {:>5} {:>8.0} {:>6.2} {:>5}\n",
             r.calls,
             r.max_batch,
             r.ttfa_p50_ms,
@@ -592,6 +600,9 @@ pub fn table(rounds: &[Round]) -> String {
             r.tokens_per_s,
             r.tokens_per_busy_s,
             r.mean_batch,
+            100.0 * r.gpt_busy_s / r.wall_s,
+            100.0 * r.vocoder_busy_s / r.wall_s,
+            r.starts_held,
             r.peak_rss_mib,
             r.load_before,
             r.failed_calls

@@ -13,8 +13,9 @@ use tch::Tensor;
 
 use super::capacity::{Admission, CostModel, CODES_PER_SECOND};
 use super::scheduler::{Action, ChunkPlan, Phase, RowId, RowView, Scheduler};
+use super::start::{may_start, StartCosts, StartProfile, Starting};
 use super::vocoder::VocoderWork;
-use super::{Fault, Health, Job, JobQueue, Metrics, SpeechOptions, HEARTBEAT_EVERY, METRICS};
+use super::{AudioSink, Fault, Health, Job, JobQueue, Metrics, SpeechOptions, HEARTBEAT_EVERY, METRICS};
 use crate::xtts::batch::{BatchDecoder, RowOptions, Token, COND_LATENTS};
 use crate::xtts::model::Xtts;
 use crate::xtts::sampling::SamplingParams;
@@ -44,6 +45,10 @@ pub struct DecodeSettings {
     /// How long a request may wait for admission before it is refused as busy.
     pub admit_within: Duration,
     pub admission: Admission,
+    /// A sentence's start as the vocoder rehearsed it (empty: every call starts at once).
+    pub start: StartProfile,
+    /// Seconds each window must reach its listener ahead of its need, in the start check.
+    pub start_margin_s: f64,
     pub fault: Option<Fault>,
 }
 
@@ -67,6 +72,10 @@ struct Speaking {
     /// Seconds of audio in complete chunks, over every sentence: what the listener will have
     /// once the vocoder has rendered what it was given.
     committed_s: f64,
+    /// It may start: its start keeps every starting listener fed (see [`super::start`]).
+    cleared: bool,
+    /// The start check has held it back at least once.
+    held: bool,
 }
 
 pub struct DecodeLoop<'m> {
@@ -85,6 +94,13 @@ pub struct DecodeLoop<'m> {
     next_id: u64,
     /// Vocoder time and codes when its cost was last observed.
     vocoder_seen: (u64, u64),
+    /// Requests decoded to their end whose listeners are still in their start: the vocoder
+    /// has their windows to render (the decoder may finish a short request in milliseconds).
+    vocoding: Vec<AudioSink>,
+    /// Vocoder time and its rehearsed estimate when the slowdown was last observed.
+    vocoder_timed: (u64, u64),
+    /// Vocoder time in service over its rehearsed time, a running average.
+    vocoder_scale: f64,
 }
 
 impl<'m> DecodeLoop<'m> {
@@ -113,6 +129,12 @@ impl<'m> DecodeLoop<'m> {
             epoch: Instant::now(),
             next_id: 0,
             vocoder_seen: (Metrics::get(&METRICS.vocoder_us), Metrics::get(&METRICS.tokens)),
+            vocoder_timed: (
+                Metrics::get(&METRICS.vocoder_us),
+                Metrics::get(&METRICS.vocoder_expected_us),
+            ),
+            vocoder_scale: 1.0,
+            vocoding: Vec::new(),
         }
     }
 
@@ -125,6 +147,7 @@ impl<'m> DecodeLoop<'m> {
             self.collect_prepared();
             self.admit(jobs);
             self.observe_vocoder();
+            self.clear_starts();
             METRICS
                 .speaking
                 .store((self.rows.len() + self.preparing) as u64, Ordering::Relaxed);
@@ -170,8 +193,19 @@ impl<'m> DecodeLoop<'m> {
         let _ = self.vocoder.send(work);
     }
 
-    /// Seconds of vocoder work per second of audio, from its running totals.
+    /// Seconds of vocoder work per second of audio, from its running totals; and how much
+    /// slower than rehearsed it renders now (sharing the cores with the decoder, say).
     fn observe_vocoder(&mut self) {
+        let took = (
+            Metrics::get(&METRICS.vocoder_us),
+            Metrics::get(&METRICS.vocoder_expected_us),
+        );
+        let (us, expected_us) = (took.0 - self.vocoder_timed.0, took.1 - self.vocoder_timed.1);
+        if expected_us >= 20_000 {
+            let ratio = (us as f64 / expected_us as f64).clamp(0.5, 4.0);
+            self.vocoder_scale += 0.3 * (ratio - self.vocoder_scale);
+            self.vocoder_timed = took;
+        }
         let now = (Metrics::get(&METRICS.vocoder_us), Metrics::get(&METRICS.tokens));
         let (us, tokens) = (now.0 - self.vocoder_seen.0, now.1 - self.vocoder_seen.1);
         if tokens >= 200 {
@@ -185,6 +219,7 @@ impl<'m> DecodeLoop<'m> {
         let target = self.settings.first_audio_target;
         self.rows
             .iter()
+            .filter(|s| s.cleared)
             .map(|s| {
                 let playout = s.job.playout();
                 // Planned on the decoder's side: audio in complete chunks counts, rendered or
@@ -226,7 +261,13 @@ impl<'m> DecodeLoop<'m> {
     fn refuse_expired(&mut self, jobs: &mut JobQueue) {
         let now = Instant::now();
         let within = self.settings.admit_within;
-        let expired = jobs.take_expired(|job| now > job.listener_waits_from() + within);
+        let mut expired = jobs.take_expired(|job| now > job.listener_waits_from() + within);
+        // Calls held back at their start, too.
+        let (held, kept): (Vec<Speaking>, Vec<Speaking>) = std::mem::take(&mut self.rows)
+            .into_iter()
+            .partition(|s| !s.cleared && now > s.job.listener_waits_from() + within);
+        self.rows = kept;
+        expired.extend(held.into_iter().map(|s| s.job));
         for job in expired {
             Metrics::add(&METRICS.refused_busy, 1);
             let speaking = self.rows.len() + self.preparing;
@@ -255,6 +296,105 @@ impl<'m> DecodeLoop<'m> {
         }
     }
 
+    /// Clears held calls to start, oldest first, while the vocoder keeps every starting
+    /// listener fed with them ([`may_start`]). A call starts at once when no other is starting
+    /// (nothing to protect), when it is asked ahead of its playing (it has time) or when no
+    /// start was rehearsed.
+    fn clear_starts(&mut self) {
+        let now = Instant::now();
+        let vocoding = std::mem::take(&mut self.vocoding);
+        self.vocoding = vocoding
+            .into_iter()
+            .filter(|sink| !sink.is_over() && self.starting(sink, usize::MAX, now).is_some())
+            .collect();
+        if self.rows.iter().all(|s| s.cleared) {
+            return;
+        }
+        let profile = &self.settings.start;
+        let mut starting = Vec::new();
+        let mut steady = 0;
+        for s in self.rows.iter().filter(|s| s.cleared) {
+            let decoded = match (s.sentence, s.phase) {
+                // Past its first sentence: every window of the start is decoded.
+                (1.., _) => usize::MAX,
+                (0, Phase::Decode) => s.decoded,
+                (0, Phase::Prefill) => 0,
+            };
+            match self.starting(&s.job.sink(), decoded, now) {
+                Some(call) => starting.push(call),
+                None => steady += 1,
+            }
+        }
+        starting.extend(
+            self.vocoding
+                .iter()
+                .filter_map(|sink| self.starting(sink, usize::MAX, now)),
+        );
+        let costs = StartCosts {
+            step_s: self.costs.step(self.rows.len()),
+            prefill_s: self.costs.prefill(1),
+            vocoder_free: 1.0 - steady as f64 * self.costs.vocoder_s_per_audio_s(),
+            vocoder_scale: self.vocoder_scale,
+            margin_s: self.settings.start_margin_s,
+        };
+        let mut held: Vec<usize> = (0..self.rows.len()).filter(|&i| !self.rows[i].cleared).collect();
+        held.sort_by_key(|&i| self.rows[i].job.listener_waits_from());
+        for i in held {
+            let asked_ahead = !self.rows[i].job.req.options.plays_in.is_zero();
+            let new = Starting::new(self.first_due(self.rows[i].job.listener_waits_from(), now));
+            let clear = profile.windows.is_empty()
+                || asked_ahead
+                || starting.is_empty()
+                || may_start(profile, &starting, new, &costs);
+            if !clear {
+                if !self.rows[i].held {
+                    self.rows[i].held = true;
+                    Metrics::add(&METRICS.starts_held, 1);
+                }
+                // Later calls wait behind it: the oldest starts first.
+                break;
+            }
+            self.rows[i].cleared = true;
+            if !asked_ahead {
+                starting.push(new);
+            }
+        }
+    }
+
+    /// A request still in its start, as the start check sees it, with `decoded` codes of its
+    /// first sentence (None: under way, or asked ahead of its playing). Its audio tells, not
+    /// its decoding: the decoder may be sentences ahead of the vocoder.
+    fn starting(&self, sink: &AudioSink, decoded: usize, now: Instant) -> Option<Starting> {
+        let playout = sink.playout();
+        let delivered = self.settings.start.delivered(playout.sent_duration().as_secs_f64());
+        if delivered >= self.settings.start.windows.len() || sink.origin() > now {
+            return None;
+        }
+        let in_hand = playout.first_audio().map(|_| {
+            playout
+                .runs_dry_at(sink.origin(), Duration::ZERO, now)
+                .saturating_duration_since(now)
+                .as_secs_f64()
+        });
+        Some(Starting {
+            decoded,
+            delivered,
+            in_hand,
+            first_due: self.first_due(sink.origin(), now),
+        })
+    }
+
+    /// Seconds from now to the first-audio target of a listener waiting from `origin`
+    /// (negative once past).
+    fn first_due(&self, origin: Instant, now: Instant) -> f64 {
+        let due = origin + self.settings.first_audio_target;
+        if due >= now {
+            (due - now).as_secs_f64()
+        } else {
+            -(now - due).as_secs_f64()
+        }
+    }
+
     fn collect_prepared(&mut self) {
         while let Ok(done) = self.prepared.try_recv() {
             self.take_prepared(done);
@@ -280,6 +420,8 @@ impl<'m> DecodeLoop<'m> {
                     decoded: 0,
                     chunked: 0,
                     committed_s: 0.0,
+                    cleared: false,
+                    held: false,
                 });
             }
             Err(e) => job.finish(Err(e)),
@@ -381,6 +523,9 @@ impl<'m> DecodeLoop<'m> {
         self.vocode(VocoderWork::End { id: s.id });
         s.sentence += 1;
         if s.sentence >= s.sentences.len() {
+            if !self.settings.start.windows.is_empty() {
+                self.vocoding.push(s.job.sink());
+            }
             return self.vocode(VocoderWork::Finish {
                 sink: s.job.sink(),
                 result: Ok(()),

@@ -6,6 +6,8 @@
 //! - [`queue`]: the bounded queue requests wait in and where their audio goes;
 //! - [`scheduler`]: which rows the batched decoder runs next (earliest deadline first), pure;
 //! - [`capacity`]: the decoder's measured costs and the admission rule drawn from them;
+//! - [`start`]: when a new call may start, so that calls starting together never outrun the
+//!   vocoder, pure;
 //! - [`decode`]: the decode loop that drives the XTTS model with the scheduler;
 //! - [`vocoder`]: the vocoder stage, on its own thread;
 //! - [`xtts_backend`]: loading the model and voices, checking requests.
@@ -18,6 +20,7 @@ pub mod capacity;
 pub mod decode;
 pub mod queue;
 pub mod scheduler;
+pub mod start;
 pub mod vocoder;
 pub mod xtts_backend;
 
@@ -302,10 +305,15 @@ pub struct Metrics {
     /// Vocoder forwards, and the chunks they rendered (mean vocoder batch = windows / forwards).
     pub vocoder_forwards: AtomicU64,
     pub vocoder_windows: AtomicU64,
+    /// Microseconds the vocoder's renders would have taken at their rehearsed speed (the
+    /// measured time over this is how much slower it runs in service).
+    pub vocoder_expected_us: AtomicU64,
     /// AudioSocket ticks where speech was under way but no audio was ready (frames late).
     pub underruns: AtomicU64,
     /// Requests refused because the engine was full (queue or capacity).
     pub refused_busy: AtomicU64,
+    /// Calls held back at their start so that calls starting together keep their audio.
+    pub starts_held: AtomicU64,
     /// Requests admitted and not yet over (a gauge, set by the decode loop each turn).
     pub speaking: AtomicU64,
     /// Voices served from memory or the disk cache, and voices computed from their clips.
@@ -332,8 +340,10 @@ pub static METRICS: Metrics = Metrics {
     vocoder_us: AtomicU64::new(0),
     vocoder_forwards: AtomicU64::new(0),
     vocoder_windows: AtomicU64::new(0),
+    vocoder_expected_us: AtomicU64::new(0),
     underruns: AtomicU64::new(0),
     refused_busy: AtomicU64::new(0),
+    starts_held: AtomicU64::new(0),
     speaking: AtomicU64::new(0),
     voice_hits: AtomicU64::new(0),
     voice_computed: AtomicU64::new(0),

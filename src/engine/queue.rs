@@ -97,9 +97,19 @@ impl AudioSink {
     }
 
     /// When the listener runs out of audio (see [`Playout::runs_dry_at`]); a listener still
-    /// waiting for its first audio is due at once.
-    pub fn runs_dry_at(&self, now: Instant) -> Instant {
-        self.playout.runs_dry_at(self.origin, Duration::ZERO, now)
+    /// waiting for its first audio is due `first_audio_target` after it started waiting.
+    pub fn runs_dry_at(&self, first_audio_target: Duration, now: Instant) -> Instant {
+        self.playout.runs_dry_at(self.origin, first_audio_target, now)
+    }
+
+    /// How far its audio has got.
+    pub fn playout(&self) -> &Playout {
+        &self.playout
+    }
+
+    /// When its listener starts waiting for audio.
+    pub fn origin(&self) -> Instant {
+        self.origin
     }
 
     /// The same request (clones of one sink).

@@ -8,11 +8,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tch::Tensor;
 
+use super::start::{PlannedWindow, StartProfile};
 use super::{AudioSink, Fault, Health, Metrics, METRICS};
 use crate::xtts::hifigan::HifiGan;
 use crate::xtts::stream::{render_windows, StreamOptions, StreamVocoder, Window};
@@ -43,20 +44,68 @@ pub fn with_speed(stream: &StreamOptions, speed: Option<f64>) -> StreamOptions {
     stream
 }
 
+/// Rehearses the start of a sentence of `codes` codes (silent latents, a neutral speaker):
+/// every window's codes, render time and audio, the second of two runs (the first pays
+/// libtorch's warm-up). Windows after the chunks stop growing are left out but the first.
+pub fn rehearse_start(hifigan: &HifiGan, opts: &StreamOptions, sample_rate: u32, codes: usize) -> Result<StartProfile> {
+    let _guard = tch::no_grad_guard();
+    let options = (tch::Kind::Float, hifigan.device());
+    let speaker = Tensor::f_zeros([1, hifigan.speaker_dim(), 1], options)?;
+    let latent = Tensor::f_zeros([hifigan.latent_dim()], options)?;
+    let mut profile = StartProfile::default();
+    for _ in 0..2 {
+        let mut vocoder = StreamVocoder::new(hifigan, &speaker, opts)?;
+        profile.windows.clear();
+        for n in 1..=codes {
+            let Some(window) = vocoder.add(&latent)? else { continue };
+            let frames = window.frames();
+            let started = Instant::now();
+            let wav = render_windows(hifigan, &[&window])?.remove(0);
+            let render_s = started.elapsed().as_secs_f64();
+            let audio_s = vocoder.complete(window, &wav).len() as f64 / sample_rate as f64;
+            let grew = profile
+                .windows
+                .last()
+                .is_none_or(|w: &PlannedWindow| audio_s > w.audio_s + 1e-6);
+            profile.windows.push(PlannedWindow {
+                codes: n,
+                frames,
+                render_s,
+                audio_s,
+            });
+            if !grew {
+                break;
+            }
+        }
+    }
+    Ok(profile)
+}
+
+/// How the vocoder stage renders and orders its work.
+#[derive(Debug, Clone)]
+pub struct StageSettings {
+    pub opts: StreamOptions,
+    /// Requests whose chunks share one forward, at most.
+    pub max_batch: usize,
+    /// A request's first audio is due this long after its listener starts waiting.
+    pub first_audio_target: Duration,
+    /// The rehearsed start, whose render times say what a window should cost.
+    pub start: StartProfile,
+    pub fault: Option<Fault>,
+}
+
 /// Starts the vocoder thread; it runs until every sender of `work` is gone. Each round renders
 /// the due chunks of up to `max_batch` requests in one forward.
 pub fn spawn(
     hifigan: HifiGan,
-    opts: StreamOptions,
-    max_batch: usize,
+    settings: StageSettings,
     work: Receiver<VocoderWork>,
     health: Arc<Health>,
-    fault: Option<Fault>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("xtts-vocoder".into()).spawn(move || {
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _guard = tch::no_grad_guard();
-            let mut stage = Stage::new(&hifigan, &opts, max_batch, fault);
+            let mut stage = Stage::new(&hifigan, &settings);
             loop {
                 if stage.is_idle() {
                     match work.recv() {
@@ -112,11 +161,12 @@ impl Waiting {
         }
     }
 
-    /// The requests with work, whose listener runs dry first first.
-    fn by_deadline(&self) -> Vec<usize> {
+    /// The requests with work, whose listener runs dry first first (a listener without audio
+    /// yet: at its first-audio target).
+    fn by_deadline(&self, first_audio_target: Duration) -> Vec<usize> {
         let now = Instant::now();
         let mut order: Vec<usize> = (0..self.requests.len()).collect();
-        order.sort_by_key(|&i| self.requests[i].0.runs_dry_at(now));
+        order.sort_by_key(|&i| self.requests[i].0.runs_dry_at(first_audio_target, now));
         order
     }
 }
@@ -140,6 +190,8 @@ struct Stage<'a> {
     opts: &'a StreamOptions,
     /// Requests whose chunks share one forward, at most.
     max_batch: usize,
+    first_audio_target: Duration,
+    start: &'a StartProfile,
     fault: Option<Fault>,
     sentences: HashMap<u64, Sentence<'a>>,
     waiting: Waiting,
@@ -148,12 +200,14 @@ struct Stage<'a> {
 }
 
 impl<'a> Stage<'a> {
-    fn new(hifigan: &'a HifiGan, opts: &'a StreamOptions, max_batch: usize, fault: Option<Fault>) -> Self {
+    fn new(hifigan: &'a HifiGan, settings: &'a StageSettings) -> Self {
         Self {
             hifigan,
-            opts,
-            max_batch: max_batch.max(1),
-            fault,
+            opts: &settings.opts,
+            max_batch: settings.max_batch.max(1),
+            first_audio_target: settings.first_audio_target,
+            start: &settings.start,
+            fault: settings.fault,
             sentences: HashMap::new(),
             waiting: Waiting::default(),
             forwards: 0,
@@ -175,7 +229,7 @@ impl<'a> Stage<'a> {
     fn round(&mut self) {
         let started = Instant::now();
         let mut due = Vec::new();
-        for i in self.waiting.by_deadline() {
+        for i in self.waiting.by_deadline(self.first_audio_target) {
             if due.len() == self.max_batch {
                 break;
             }
@@ -254,6 +308,8 @@ impl<'a> Stage<'a> {
         self.forwards += 1;
         Metrics::add(&METRICS.vocoder_forwards, 1);
         Metrics::add(&METRICS.vocoder_windows, windows.len() as u64);
+        let expected: f64 = windows.iter().map(|w| self.start.render_estimate(w.frames())).sum();
+        Metrics::add(&METRICS.vocoder_expected_us, (expected * 1e6) as u64);
         match render_windows(self.hifigan, windows) {
             Ok(wavs) => wavs.into_iter().map(Ok).collect(),
             Err(e) if windows.len() == 1 => vec![Err(e)],
@@ -303,6 +359,16 @@ mod tests {
     use super::*;
     use crate::engine::{Job, Playout, SpeechEvent, SpeechOptions, SpeechRequest};
     use crate::xtts::stream::tests::{chunks_alone, max_abs_diff, random_sentence, tiny_model, BATCH_TOL};
+
+    fn settings(max_batch: usize) -> StageSettings {
+        StageSettings {
+            opts: StreamOptions::windowed(),
+            max_batch,
+            first_audio_target: Duration::from_millis(250),
+            start: StartProfile::default(),
+            fault: None,
+        }
+    }
 
     /// A request whose listener starts waiting `plays_in` from now.
     fn request(plays_in: Duration) -> (AudioSink, UnboundedReceiver<SpeechEvent>) {
@@ -364,8 +430,8 @@ mod tests {
         let _guard = tch::no_grad_guard();
         let model = tiny_model();
         let hifigan = model.hifigan();
-        let opts = StreamOptions::windowed();
-        let mut stage = Stage::new(hifigan, &opts, 2, None);
+        let settings = settings(2);
+        let mut stage = Stage::new(hifigan, &settings);
         // Listeners waiting from now (b), in 5 s (c) and in 10 s (a).
         let plays_in = [10_000, 0, 5_000];
         let lengths = [23, 37, 30];
@@ -376,7 +442,7 @@ mod tests {
             for item in sentence_work(i as u64, &latents, &speaker, &sink) {
                 stage.add(item);
             }
-            let alone: Vec<Vec<f32>> = chunks_alone(hifigan, &latents, &speaker, &opts)
+            let alone: Vec<Vec<f32>> = chunks_alone(hifigan, &latents, &speaker, &settings.opts)
                 .into_iter()
                 .filter(|c| !c.is_empty())
                 .collect();
@@ -419,6 +485,47 @@ mod tests {
         );
     }
 
+    /// The rehearsed start has the windows a real sentence gets: at the codes where its chunks
+    /// complete, each as long in audio as the chunk it emits, growing until the full size.
+    #[test]
+    fn a_rehearsed_start_has_the_windows_of_a_real_sentence() {
+        let model = tiny_model();
+        let hifigan = model.hifigan();
+        let opts = StreamOptions {
+            first_chunk_tokens: 8,
+            ..StreamOptions::windowed()
+        };
+        let profile = rehearse_start(hifigan, &opts, 24_000, 80).unwrap();
+        let codes: Vec<usize> = profile.windows.iter().map(|w| w.codes).collect();
+        // The same sentence streamed for real: where its chunks come out, and their lengths.
+        let (latents, speaker) = random_sentence(3, 80, hifigan.latent_dim(), hifigan.speaker_dim());
+        let _guard = tch::no_grad_guard();
+        let mut vocoder = StreamVocoder::new(hifigan, &speaker, &opts).unwrap();
+        let mut real = Vec::new();
+        for n in 1..=80 {
+            if let Some(chunk) = vocoder.push(&latents.get(n as i64 - 1)).unwrap() {
+                real.push((n, chunk.len()));
+            }
+        }
+        assert_eq!(codes, real[..codes.len()].iter().map(|r| r.0).collect::<Vec<_>>());
+        for (w, (_, samples)) in profile.windows.iter().zip(&real) {
+            assert!(
+                (w.audio_s - *samples as f64 / 24_000.0).abs() < 1e-9,
+                "{w:?} vs {samples}"
+            );
+            assert!(w.render_s > 0.0);
+        }
+        let audio: Vec<f64> = profile.windows.iter().map(|w| w.audio_s).collect();
+        let n = audio.len();
+        assert!(n >= 3, "{codes:?}");
+        assert!(audio[..n - 1].windows(2).all(|p| p[1] > p[0]), "grows: {audio:?}");
+        assert!(
+            (audio[n - 1] - audio[n - 2]).abs() < 1e-9,
+            "ends at the first full-size chunk: {audio:?}"
+        );
+        assert!(profile.steady_s_per_audio_s().unwrap() > 0.0);
+    }
+
     /// A chunk that cannot be rendered fails its own request; the requests it was batched
     /// with still get their audio.
     #[test]
@@ -426,8 +533,8 @@ mod tests {
         let _guard = tch::no_grad_guard();
         let model = tiny_model();
         let hifigan = model.hifigan();
-        let opts = StreamOptions::windowed();
-        let mut stage = Stage::new(hifigan, &opts, 4, None);
+        let settings = settings(4);
+        let mut stage = Stage::new(hifigan, &settings);
         let (dim, speaker_dim) = (hifigan.latent_dim(), hifigan.speaker_dim());
         let mut requests = Vec::new();
         // The middle request's latents are one wider than the vocoder takes.

@@ -14,7 +14,8 @@ use super::capacity::Admission;
 use super::capacity::CostModel;
 use super::decode::{measure_costs, DecodeLoop, DecodeSettings, Prepared};
 use super::scheduler::{ChunkPlan, Policy, Scheduler};
-use super::vocoder::with_speed;
+use super::start::StartProfile;
+use super::vocoder::{rehearse_start, with_speed, StageSettings};
 use super::{Fault, Health, Job, JobQueue, Metrics, SpeechBackend, SpeechOptions, SpeechRequest, Validator, METRICS};
 use crate::config::{DeviceSetting, EngineConfig, GptDtype, StreamModeSetting};
 use crate::xtts::batch::{BatchDecoder, SlotCache};
@@ -57,6 +58,12 @@ pub struct XttsBackendConfig {
     pub admit_within: Duration,
     /// Share of the measured capacity admitted calls may use.
     pub max_load: f64,
+    /// When calls start together, each of their chunks must reach its listener this long
+    /// ahead of its need, or the later calls wait (see [`super::start`]).
+    pub start_margin: Duration,
+    /// A sentence's start as the vocoder renders it; None: rehearsed when the engine starts
+    /// (tests give their own, to hold calls deterministically).
+    pub start_profile: Option<StartProfile>,
     /// A fault to inject (tests of supervision); from `XTTSD_FAULT` in the daemon.
     pub fault: Option<Fault>,
 }
@@ -79,6 +86,8 @@ impl Default for XttsBackendConfig {
             first_audio_target: Duration::from_millis(250),
             admit_within: Duration::from_millis(2000),
             max_load: 0.85,
+            start_margin: START_MARGIN,
+            start_profile: None,
             fault: None,
         }
     }
@@ -111,6 +120,8 @@ impl XttsBackendConfig {
             first_audio_target: Duration::from_millis(cfg.first_audio_ms),
             admit_within: Duration::from_millis(cfg.admit_within_ms),
             max_load: cfg.max_load,
+            start_margin: START_MARGIN,
+            start_profile: None,
             fault: Fault::from_env(),
         }
     }
@@ -124,7 +135,15 @@ pub struct XttsBackend {
     /// The vocoder the engine worker hands to its vocoder thread (shares the model's weights).
     vocoder: Option<HifiGan>,
     /// Decoding slots allocated and timed by `start`, before the engine reports ready.
-    slots: Option<(SlotCache, CostModel)>,
+    slots: Option<Measured>,
+}
+
+/// What `start` prepares and measures: the decoding slots, the decoder's and vocoder's costs,
+/// and a sentence's start as the vocoder renders it.
+struct Measured {
+    cache: SlotCache,
+    costs: CostModel,
+    start: StartProfile,
 }
 
 /// Typical sentence length, seconds: how often a call needs a prefill (admission).
@@ -135,6 +154,10 @@ const SCHEDULING_MARGIN_S: f64 = 0.08;
 const HORIZON_S: f64 = 2.0;
 /// A row with more audio than this buffered ahead of its listener sits out the steps.
 const AHEAD_S: f64 = 8.0;
+/// In the start check, each window reaches its listener this long ahead of its need: what
+/// the call's audio path holds back (the 8 kHz resampler's filter delay and input block, a
+/// partial 20 ms frame: up to about 36 ms), delivery and jitter.
+const START_MARGIN: Duration = Duration::from_millis(80);
 
 /// The text front-end and the voices: what a request needs before it can be decoded.
 pub struct Preparer {
@@ -459,16 +482,33 @@ impl SpeechBackend for XttsBackend {
     fn start(&mut self) -> Result<()> {
         let mut decoder = BatchDecoder::new(self.model.gpt(), self.cfg.max_batch)?;
         let costs = measure_costs(&self.model, &mut decoder).context("measuring the decoder")?;
+        let hifigan = self.vocoder.as_ref().context("the vocoder was already handed out")?;
+        let stream = &self.cfg.stream;
+        let codes = stream.first_chunk_tokens + 3 * stream.chunk_tokens;
+        let start = match &self.cfg.start_profile {
+            Some(given) => given.clone(),
+            None => rehearse_start(hifigan, stream, self.sample_rate(), codes).context("rehearsing the vocoder")?,
+        };
+        let costs = match start.steady_s_per_audio_s() {
+            Some(s_per_s) => costs.with_vocoder(s_per_s),
+            None => costs,
+        };
         tracing::info!(
             max_batch = self.cfg.max_batch,
             slot_positions = decoder.cache().capacity(),
             kv_cache_mib = decoder.cache().bytes() / (1 << 20),
             step_ms_1 = costs.step(1) * 1e3,
             step_ms_all = costs.step(self.cfg.max_batch) * 1e3,
+            vocoder_s_per_audio_s = costs.vocoder_s_per_audio_s(),
+            start_windows = start.windows.len(),
             real_time_calls = costs.real_time_rows(self.cfg.max_load, SENTENCE_S),
-            "decoding slots allocated and measured"
+            "decoding slots allocated, decoder and vocoder measured"
         );
-        self.slots = Some((decoder.into_cache(), costs));
+        self.slots = Some(Measured {
+            cache: decoder.into_cache(),
+            costs,
+            start,
+        });
         Ok(())
     }
 
@@ -483,12 +523,12 @@ impl SpeechBackend for XttsBackend {
 impl XttsBackend {
     /// Starts the vocoder and preparing threads, measures the decoder, then runs the decode loop.
     fn serve_batched(&mut self, jobs: &mut JobQueue, health: &Arc<Health>) -> Result<()> {
-        let hifigan = self.vocoder.take().context("the vocoder was already handed out")?;
-        let prep = self.prep.take().context("the front-end was already handed out")?;
         if self.slots.is_none() {
             self.start()?;
         }
-        let (cache, costs) = self
+        let hifigan = self.vocoder.take().context("the vocoder was already handed out")?;
+        let prep = self.prep.take().context("the front-end was already handed out")?;
+        let Measured { cache, costs, start } = self
             .slots
             .take()
             .context("the decoding slots were already handed out")?;
@@ -496,15 +536,15 @@ impl XttsBackend {
         let model = &self.model;
         let decoder = BatchDecoder::with_cache(model.gpt(), cache);
         let (to_vocoder, vocoder_work) = std::sync::mpsc::channel();
-        let vocoder = super::vocoder::spawn(
-            hifigan,
-            cfg.stream.clone(),
-            vocoder_batch(cfg.vocoder_batch, cfg.max_batch, model.device()),
-            vocoder_work,
-            health.clone(),
-            cfg.fault,
-        )
-        .context("starting the vocoder thread")?;
+        let stage = StageSettings {
+            opts: cfg.stream.clone(),
+            max_batch: vocoder_batch(cfg.vocoder_batch, cfg.max_batch, model.device()),
+            first_audio_target: cfg.first_audio_target,
+            start: start.clone(),
+            fault: cfg.fault,
+        };
+        let vocoder = super::vocoder::spawn(hifigan, stage, vocoder_work, health.clone())
+            .context("starting the vocoder thread")?;
         let (to_prep, prep_jobs) = std::sync::mpsc::channel();
         let (prep_done, prepared) = std::sync::mpsc::channel();
         let preparer = prep
@@ -526,6 +566,8 @@ impl XttsBackend {
                 max_load: cfg.max_load,
                 sentence_s: SENTENCE_S,
             },
+            start,
+            start_margin_s: cfg.start_margin.as_secs_f64(),
             fault: cfg.fault,
         };
         let scheduler = Scheduler::new(Policy::EarliestDeadline, SCHEDULING_MARGIN_S, HORIZON_S, AHEAD_S);

@@ -359,6 +359,11 @@ impl HifiGan {
         self.speaker_dim
     }
 
+    /// Where its weights live.
+    pub fn device(&self) -> tch::Device {
+        self.conv_post.weight.device()
+    }
+
     /// Output samples per generator frame (the product of the strides).
     pub fn hop(&self) -> i64 {
         self.stages.iter().map(|s| s.up.stride).product()

@@ -1,0 +1,354 @@
+//! When a new call may start speaking. A call's first chunks are short and each costs the
+//! vocoder a whole window of context, so a call that starts needs the vocoder at several
+//! times real time for its first second; calls that start in the same instant can outrun it
+//! although it keeps up with all of them once they are under way. The engine rehearses one
+//! sentence's start when it loads ([`StartProfile`]: every window's codes, render time and
+//! audio), and before a new call's first prefill it replays the vocoder's next moments, in
+//! its deadline order, with the calls already starting and the new one. The call starts only
+//! if no listener would run dry; otherwise it waits (and past `admit_within` is refused busy).
+//! Pure: no tensor and no clock of its own, so it is tested with made-up profiles.
+
+/// One window of a sentence's start, as rehearsed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlannedWindow {
+    /// Codes of the sentence decoded when the window can be rendered.
+    pub codes: usize,
+    /// Generator frames it renders.
+    pub frames: i64,
+    /// Seconds the vocoder took to render it, alone.
+    pub render_s: f64,
+    /// Seconds of audio it hands to the listener.
+    pub audio_s: f64,
+}
+
+/// A sentence's start: its windows in order, up to where the chunks stop growing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StartProfile {
+    pub windows: Vec<PlannedWindow>,
+}
+
+impl StartProfile {
+    /// Seconds of vocoder work per second of audio once the chunks have stopped growing (the
+    /// last window's), or None for an empty profile.
+    pub fn steady_s_per_audio_s(&self) -> Option<f64> {
+        let last = self.windows.last()?;
+        (last.audio_s > 0.0).then(|| last.render_s / last.audio_s)
+    }
+
+    /// Seconds the vocoder takes for a window of `frames` frames: the least-squares line
+    /// through the rehearsed windows (0 for an empty profile).
+    pub fn render_estimate(&self, frames: i64) -> f64 {
+        let n = self.windows.len() as f64;
+        if n == 0.0 {
+            return 0.0;
+        }
+        let mean_x = self.windows.iter().map(|w| w.frames as f64).sum::<f64>() / n;
+        let mean_y = self.windows.iter().map(|w| w.render_s).sum::<f64>() / n;
+        let sxx: f64 = self.windows.iter().map(|w| (w.frames as f64 - mean_x).powi(2)).sum();
+        let sxy: f64 = self
+            .windows
+            .iter()
+            .map(|w| (w.frames as f64 - mean_x) * (w.render_s - mean_y))
+            .sum();
+        let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+        (mean_y + slope * (frames as f64 - mean_x)).max(0.0)
+    }
+
+    /// Windows already handed to a listener that has received `sent_s` seconds of the sentence.
+    pub fn delivered(&self, sent_s: f64) -> usize {
+        let mut audio = 0.0;
+        self.windows
+            .iter()
+            .take_while(|w| {
+                audio += w.audio_s;
+                audio <= sent_s + 1e-3
+            })
+            .count()
+    }
+}
+
+/// A call in its start, as the check sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Starting {
+    /// Codes of its first sentence decoded so far.
+    pub decoded: usize,
+    /// Windows of the profile its listener has received.
+    pub delivered: usize,
+    /// Seconds of audio its listener holds; None before its first audio.
+    pub in_hand: Option<f64>,
+    /// Seconds from now to its first-audio target (negative once past): the vocoder serves
+    /// first audio by this deadline, among the others' (no listener runs dry meanwhile).
+    pub first_due: f64,
+}
+
+impl Starting {
+    /// A call that has not decoded anything yet, due its first audio `first_due` from now.
+    pub fn new(first_due: f64) -> Self {
+        Starting {
+            decoded: 0,
+            delivered: 0,
+            in_hand: None,
+            first_due,
+        }
+    }
+}
+
+/// The machine the replay runs on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StartCosts {
+    /// Seconds per decode step, for every code a window waits for.
+    pub step_s: f64,
+    /// Seconds of the prefill a new call waits for before its first code.
+    pub prefill_s: f64,
+    /// Share of the vocoder the calls already under way leave free (their steady load).
+    pub vocoder_free: f64,
+    /// Measured vocoder time over rehearsed time (above 1: slower than at load, as when
+    /// the decoder shares the cores).
+    pub vocoder_scale: f64,
+    /// Seconds each window must reach its listener ahead of its need (delivery, jitter).
+    pub margin_s: f64,
+}
+
+/// Seconds within which a new call's start counts as making no listener later.
+const SAME_LATENESS_S: f64 = 0.001;
+
+/// May `new` start beside the calls `starting` now? Only if it makes no listener run drier
+/// than the worst of them already would: with a start the vocoder serves in time (the usual
+/// case) no listener may run dry; with one too short for any vocoder (a first chunk shorter
+/// than the margin) calls still start, as they would alone.
+pub fn may_start(profile: &StartProfile, starting: &[Starting], new: Starting, costs: &StartCosts) -> bool {
+    if costs.vocoder_free <= 0.0 {
+        return false;
+    }
+    let before = lateness(profile, starting, costs).max(0.0);
+    let with_new = [starting, &[new]].concat();
+    lateness(profile, &with_new, costs) <= before + SAME_LATENESS_S
+}
+
+/// How late the worst window of the starting listeners would reach its listener (seconds,
+/// the margin included; zero or less: every listener keeps its audio) if the vocoder served
+/// them from now on, in its deadline order. A window is due when the audio before it runs
+/// out; a first window when its listener's first-audio target comes, but it is never late
+/// (its listener has no audio to lose: waiting is the price of holding a call).
+pub fn lateness(profile: &StartProfile, calls: &[Starting], costs: &StartCosts) -> f64 {
+    if costs.vocoder_free <= 0.0 {
+        return f64::INFINITY;
+    }
+    let slowdown = costs.vocoder_scale.max(0.0) / costs.vocoder_free;
+    struct Call {
+        next: usize,
+        decoded: usize,
+        new: bool,
+        /// When its audio runs out, once it has some.
+        dry_at: Option<f64>,
+        first_due: f64,
+    }
+    let mut state: Vec<Call> = calls
+        .iter()
+        .map(|c| Call {
+            next: c.delivered,
+            decoded: c.decoded,
+            new: c.decoded == 0 && c.in_hand.is_none(),
+            dry_at: c.in_hand,
+            first_due: c.first_due,
+        })
+        .collect();
+    // When a call's next window can be rendered: its codes decoded, after the prefill.
+    let released = |c: &Call, w: &PlannedWindow| {
+        let prefill = if c.new { costs.prefill_s } else { 0.0 };
+        prefill + w.codes.saturating_sub(c.decoded) as f64 * costs.step_s
+    };
+    let mut now = 0.0f64;
+    let mut worst = f64::NEG_INFINITY;
+    loop {
+        let pending: Vec<(usize, f64, f64)> = state
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let w = profile.windows.get(c.next)?;
+                Some((i, released(c, w), c.dry_at.unwrap_or(c.first_due)))
+            })
+            .collect();
+        if pending.is_empty() {
+            return worst;
+        }
+        let ready = pending.iter().filter(|p| p.1 <= now).min_by(|a, b| a.2.total_cmp(&b.2));
+        let Some(&(i, _, due)) = ready else {
+            now = pending.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+            continue;
+        };
+        let c = &mut state[i];
+        let w = profile.windows[c.next];
+        now += w.render_s * slowdown;
+        // A first window has no deadline to miss: its listener hears nothing until it comes.
+        if c.dry_at.is_some() {
+            worst = worst.max(now + costs.margin_s - due);
+        }
+        c.dry_at = Some(c.dry_at.map_or(now, |d| d.max(now)) + w.audio_s);
+        c.next += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped shape: 3 codes of audio after 8, then 5, 8, 16, 20 (about 46 ms each),
+    /// each window rendering its chunk, 8 codes of context and 5 held back.
+    fn profile(per_code_s: f64) -> StartProfile {
+        let code = 1.0 / 21.5;
+        let windows = [(8, 8, 3), (13, 13, 5), (21, 21, 8), (37, 29, 16), (57, 33, 20)]
+            .into_iter()
+            .map(|(codes, rendered, emitted)| PlannedWindow {
+                codes,
+                frames: rendered * 4,
+                render_s: rendered as f64 * per_code_s,
+                audio_s: emitted as f64 * code,
+            })
+            .collect();
+        StartProfile { windows }
+    }
+
+    fn costs() -> StartCosts {
+        StartCosts {
+            step_s: 0.004,
+            prefill_s: 0.010,
+            vocoder_free: 1.0,
+            vocoder_scale: 1.0,
+            margin_s: 0.02,
+        }
+    }
+
+    #[test]
+    fn a_profile_counts_what_a_listener_received() {
+        let p = profile(0.001);
+        assert_eq!(p.delivered(0.0), 0);
+        assert_eq!(p.delivered(3.0 / 21.5), 1);
+        assert_eq!(p.delivered(8.0 / 21.5 + 0.01), 2);
+        assert_eq!(p.delivered(100.0), 5);
+        let steady = p.steady_s_per_audio_s().unwrap();
+        assert!((steady - 0.001 * 33.0 / (20.0 / 21.5)).abs() < 1e-9, "{steady}");
+        assert_eq!(StartProfile::default().steady_s_per_audio_s(), None);
+        // Render time is 0.25 ms per frame here: the line through the windows says so.
+        assert!((p.render_estimate(100) - 0.025).abs() < 1e-9);
+        assert_eq!(StartProfile::default().render_estimate(100), 0.0);
+    }
+
+    fn keeps_up(p: &StartProfile, calls: &[Starting], costs: &StartCosts) -> bool {
+        lateness(p, calls, costs) <= 0.0
+    }
+
+    /// `n` calls arriving together, each cleared by [`may_start`] in turn: how many start.
+    fn started_together(p: &StartProfile, n: usize, costs: &StartCosts) -> usize {
+        let mut starting = vec![Starting::new(0.25)];
+        while starting.len() < n && may_start(p, &starting, Starting::new(0.25), costs) {
+            starting.push(Starting::new(0.25));
+        }
+        starting.len()
+    }
+
+    #[test]
+    fn one_call_starts_on_a_vocoder_that_keeps_up() {
+        assert!(keeps_up(&profile(0.002), &[Starting::new(0.25)], &costs()));
+    }
+
+    /// 2 ms per rendered code: 8 calls' first windows and second windows take 336 ms, far more
+    /// than the first chunks' 140 ms of audio leave; a few fit.
+    #[test]
+    fn calls_starting_together_are_held_to_what_the_vocoder_serves() {
+        let p = profile(0.002);
+        assert!(keeps_up(&p, &[Starting::new(0.25); 2], &costs()));
+        assert!(
+            !keeps_up(&p, &[Starting::new(0.25); 8], &costs()),
+            "8 at once outrun it"
+        );
+        let most = started_together(&p, 16, &costs());
+        assert!((2..8).contains(&most), "{most}");
+        assert!(keeps_up(&p, &vec![Starting::new(0.25); most], &costs()));
+        // Half the vocoder taken by calls under way: fewer start together.
+        let busy = StartCosts {
+            vocoder_free: 0.5,
+            ..costs()
+        };
+        let most_busy = started_together(&p, 16, &busy);
+        assert!(most_busy < most, "{most_busy} vs {most}");
+        let full = StartCosts {
+            vocoder_free: 0.0,
+            ..costs()
+        };
+        assert!(!may_start(&p, &[Starting::new(0.25)], Starting::new(0.25), &full));
+    }
+
+    /// A call with more than half a second of audio in hand leaves room for a new one; one
+    /// whose next window would come just in time does not when the new call's first audio is
+    /// due first, and does when it can wait (the vocoder serves in deadline order).
+    #[test]
+    fn calls_under_way_are_counted_by_the_audio_they_hold() {
+        let p = profile(0.004);
+        let comfortable = Starting {
+            decoded: 21,
+            delivered: 3,
+            in_hand: Some(0.6),
+            first_due: 0.0,
+        };
+        assert!(may_start(&p, &[comfortable], Starting::new(0.25), &costs()));
+        // Its next window is decoded; its render takes 29 codes at 4 ms: 116 ms, 156 ms
+        // with the margin. A new call's first window (8 codes decoded) takes 32 ms.
+        let short = Starting {
+            decoded: 37,
+            in_hand: Some(0.17),
+            ..comfortable
+        };
+        let ready = Starting {
+            decoded: 8,
+            ..Starting::new(0.0)
+        };
+        assert!(keeps_up(&p, &[short], &costs()), "alone it keeps up");
+        assert!(
+            !may_start(&p, &[short], ready, &costs()),
+            "first audio due now goes first"
+        );
+        let can_wait = Starting {
+            first_due: 0.25,
+            ..ready
+        };
+        assert!(may_start(&p, &[short], can_wait, &costs()), "served in deadline order");
+    }
+
+    /// A start too short for any vocoder (its first chunk's audio is shorter than the margin)
+    /// does not hold every other call: a call starts if it makes nobody later than the worst
+    /// already is.
+    #[test]
+    fn a_start_no_vocoder_can_serve_still_lets_calls_start() {
+        let tight = StartCosts {
+            margin_s: 0.5,
+            ..costs()
+        };
+        let p = profile(0.0001);
+        assert!(!keeps_up(&p, &[Starting::new(0.25)], &tight));
+        assert!(may_start(&p, &[Starting::new(0.25)], Starting::new(0.25), &tight));
+        // But not one that makes it worse: a vocoder that is slow as well.
+        let slow = profile(0.004);
+        assert!(!may_start(
+            &slow,
+            &[Starting::new(0.25); 3],
+            Starting::new(0.25),
+            &tight
+        ));
+    }
+
+    /// The decoder counts too: windows wait for their codes.
+    #[test]
+    fn a_slow_decoder_delays_the_windows() {
+        let p = profile(0.0005);
+        let slow = StartCosts {
+            step_s: 0.040,
+            ..costs()
+        };
+        assert!(keeps_up(&p, &[Starting::new(0.25)], &costs()));
+        assert!(
+            !keeps_up(&p, &[Starting::new(0.25)], &slow),
+            "a decoder slower than real time runs dry"
+        );
+    }
+}
