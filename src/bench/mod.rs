@@ -144,6 +144,8 @@ pub struct Round {
     pub frames_late: u64,
     /// Calls whose start waited so that the calls starting together kept their audio.
     pub starts_held: u64,
+    /// Requests the engine refused as busy (a call speaks several, one per sentence).
+    pub refused_busy: u64,
     /// Longest time between two frames at the socket.
     pub longest_gap_ms: f64,
     /// Longest silence inside a call once speech started (includes sentence changes).
@@ -375,6 +377,7 @@ struct Snapshot {
     vocoder_windows: u64,
     underruns: u64,
     starts_held: u64,
+    refused_busy: u64,
 }
 
 impl Snapshot {
@@ -390,6 +393,7 @@ impl Snapshot {
             vocoder_windows: get(&METRICS.vocoder_windows),
             underruns: get(&METRICS.underruns),
             starts_held: get(&METRICS.starts_held),
+            refused_busy: get(&METRICS.refused_busy),
         }
     }
 }
@@ -478,6 +482,7 @@ async fn run_round(services: &Arc<Services>, addr: &str, n: usize, args: &Args) 
         vocoder_busy_s: vocoder_s,
         frames_late: after.underruns - before.underruns,
         starts_held: after.starts_held - before.starts_held,
+        refused_busy: after.refused_busy - before.refused_busy,
         longest_gap_ms: reports.iter().map(|r| r.report.longest_gap_ms).fold(0.0, f64::max),
         longest_silence_ms: reports.iter().map(longest_silence_ms).fold(0.0, f64::max),
         tokens,
@@ -565,7 +570,7 @@ fn load_average() -> f64 {
 /// The rounds as a fixed-width table.
 pub fn table(rounds: &[Round]) -> String {
     let mut out = format!(
-        "{:>5} {:>5} {:>9} {:>9} {:>9} {:>6} {:>5} {:>8} {:>9} {:>8} {:>9} {:>6} {:>5} {:>5} {:>5} {:>8} {:>6} {:>5}\n",
+        "{:>5} {:>5} {:>9} {:>9} {:>9} {:>6} {:>5} {:>8} {:>9} {:>8} {:>9} {:>6} {:>5} {:>5} {:>5} {:>7} {:>8} {:>6} {:>5}\n",
         "calls",
         "batch",
         "ttfa50ms",
@@ -581,13 +586,14 @@ pub fn table(rounds: &[Round]) -> String {
         "gpt%",
         "voc%",
         "held",
+        "refused",
         "rss_MiB",
         "load",
         "fail"
     );
     for r in rounds {
         out.push_str(&format!(
-            "{:>5} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>6.3} {:>5} {:>8.1} {:>9.1} {:>8.1} {:>9.1} {:>6.2} {:>5.0} {:>5.0} {:>5} {:>8.0} {:>6.2} {:>5}\n",
+            "{:>5} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>6.3} {:>5} {:>8.1} {:>9.1} {:>8.1} {:>9.1} {:>6.2} {:>5.0} {:>5.0} {:>5} {:>7} {:>8.0} {:>6.2} {:>5}\n",
             r.calls,
             r.max_batch,
             r.ttfa_p50_ms,
@@ -603,6 +609,7 @@ pub fn table(rounds: &[Round]) -> String {
             100.0 * r.gpt_busy_s / r.wall_s,
             100.0 * r.vocoder_busy_s / r.wall_s,
             r.starts_held,
+            r.refused_busy,
             r.peak_rss_mib,
             r.load_before,
             r.failed_calls

@@ -238,6 +238,7 @@ mod tests {
             vocoder_busy_s: 1.0,
             frames_late: 0,
             starts_held: 0,
+            refused_busy: 0,
             longest_gap_ms: 20.0,
             longest_silence_ms: 0.0,
             tokens: 100,

@@ -14,8 +14,17 @@ const SMOOTHING: f64 = 0.05;
 pub struct CostModel {
     step_s: Vec<f64>,
     prefill_s: Vec<f64>,
-    /// Seconds of vocoder work per second of audio, per call.
+    /// Seconds of vocoder work per second of audio, per call: a running average of what it
+    /// took in service.
     vocoder_s_per_audio_s: f64,
+    /// The same over a sentence as rehearsed at start, and how much slower the vocoder
+    /// renders in service than rehearsed (sharing the cores, say): their product reacts
+    /// within a few renders, where the running average takes seconds.
+    vocoder_rehearsed_s_per_audio_s: f64,
+    vocoder_slowdown: f64,
+    /// The vocoder's busy share of the last moments per request speaking: what each call
+    /// costs it with everything counted (the starts of sentences, working ahead).
+    vocoder_busy_per_call: f64,
 }
 
 impl CostModel {
@@ -26,6 +35,9 @@ impl CostModel {
             step_s: line(step),
             prefill_s: line(prefill),
             vocoder_s_per_audio_s: 0.0,
+            vocoder_rehearsed_s_per_audio_s: 0.0,
+            vocoder_slowdown: 1.0,
+            vocoder_busy_per_call: 0.0,
         }
     }
 
@@ -36,11 +48,16 @@ impl CostModel {
             step_s: interpolate(max_batch, steps),
             prefill_s: interpolate(max_batch, prefills),
             vocoder_s_per_audio_s: 0.0,
+            vocoder_rehearsed_s_per_audio_s: 0.0,
+            vocoder_slowdown: 1.0,
+            vocoder_busy_per_call: 0.0,
         }
     }
 
+    /// The vocoder's cost per second of audio as rehearsed at start.
     pub fn with_vocoder(mut self, s_per_audio_s: f64) -> Self {
         self.vocoder_s_per_audio_s = s_per_audio_s.max(0.0);
+        self.vocoder_rehearsed_s_per_audio_s = self.vocoder_s_per_audio_s;
         self
     }
 
@@ -65,8 +82,27 @@ impl CostModel {
         Self::at(&self.prefill_s, rows)
     }
 
+    /// Seconds of vocoder work per second of one call's audio: the largest of the running
+    /// average, the rehearsed cost at the vocoder's present slowdown and its busy share per
+    /// call.
     pub fn vocoder_s_per_audio_s(&self) -> f64 {
         self.vocoder_s_per_audio_s
+            .max(self.vocoder_rehearsed_s_per_audio_s * self.vocoder_slowdown)
+            .max(self.vocoder_busy_per_call)
+    }
+
+    /// The vocoder was busy `share` of the last moments with `calls` requests speaking.
+    pub fn observe_vocoder_busy(&mut self, share: f64, calls: usize) {
+        if calls > 0 && share.is_finite() && share >= 0.0 {
+            self.vocoder_busy_per_call = share / calls as f64;
+        }
+    }
+
+    /// The vocoder now renders `slowdown` times slower than rehearsed.
+    pub fn observe_vocoder_slowdown(&mut self, slowdown: f64) {
+        if slowdown.is_finite() && slowdown > 0.0 {
+            self.vocoder_slowdown = slowdown;
+        }
     }
 
     fn observe(costs: &mut [f64], rows: usize, secs: f64) {
@@ -105,7 +141,7 @@ impl CostModel {
         let steps = CODES_PER_SECOND * self.step(rows);
         // Sentences start spread out: one prefill of one row each, per row and sentence.
         let prefills = rows as f64 * self.prefill(1) / sentence_s.max(0.1);
-        let vocoder = rows as f64 * self.vocoder_s_per_audio_s;
+        let vocoder = rows as f64 * self.vocoder_s_per_audio_s();
         (steps + prefills).max(vocoder)
     }
 
@@ -182,8 +218,15 @@ mod tests {
         assert!(!a.admits(&c, 10));
         assert!(a.admits(&c, 0), "a lone call is always admitted");
         // The vocoder can be the slower stage.
-        let slow_vocoder = c.clone().with_vocoder(0.2);
+        let mut slow_vocoder = c.clone().with_vocoder(0.2);
         assert_eq!(slow_vocoder.real_time_rows(1.0, 3.0), 5);
+        // Twice slower in service than rehearsed: half the calls.
+        slow_vocoder.observe_vocoder_slowdown(2.0);
+        assert_eq!(slow_vocoder.real_time_rows(1.0, 3.0), 2);
+        // Busy 90% of the time with 2 calls: 2 at most.
+        let mut busy = c.clone().with_vocoder(0.01);
+        busy.observe_vocoder_busy(0.9, 2);
+        assert_eq!(busy.real_time_rows(1.0, 3.0), 2);
     }
 
     #[test]

@@ -21,6 +21,9 @@ use crate::xtts::model::Xtts;
 use crate::xtts::sampling::SamplingParams;
 use crate::xtts::voice::Voice;
 
+/// How often the vocoder's busy share is measured (admission counts it per call).
+const VOCODER_BUSY_EVERY: Duration = Duration::from_millis(500);
+
 /// A request ready to decode: its sentences' text tokens, their budgets of codes
 /// ([`crate::endings::sentence_budget`]) and its voice.
 pub struct Prepared {
@@ -94,9 +97,12 @@ pub struct DecodeLoop<'m> {
     next_id: u64,
     /// Vocoder time and codes when its cost was last observed.
     vocoder_seen: (u64, u64),
-    /// Requests decoded to their end whose listeners are still in their start: the vocoder
-    /// has their windows to render (the decoder may finish a short request in milliseconds).
+    /// Requests decoded to their end whose audio the vocoder has not finished: they still
+    /// cost it, so admission counts them, and they may still be in their start (the decoder
+    /// can finish a sentence long before its audio is rendered).
     vocoding: Vec<AudioSink>,
+    /// When the vocoder's busy share was last observed, and its time then.
+    vocoder_busy_seen: (Instant, u64),
     /// Vocoder time and its rehearsed estimate when the slowdown was last observed.
     vocoder_timed: (u64, u64),
     /// Vocoder time in service over its rehearsed time, a running average.
@@ -135,6 +141,7 @@ impl<'m> DecodeLoop<'m> {
             ),
             vocoder_scale: 1.0,
             vocoding: Vec::new(),
+            vocoder_busy_seen: (Instant::now(), Metrics::get(&METRICS.vocoder_us)),
         }
     }
 
@@ -196,6 +203,17 @@ impl<'m> DecodeLoop<'m> {
     /// Seconds of vocoder work per second of audio, from its running totals; and how much
     /// slower than rehearsed it renders now (sharing the cores with the decoder, say).
     fn observe_vocoder(&mut self) {
+        let (seen_at, seen_us) = self.vocoder_busy_seen;
+        let elapsed = seen_at.elapsed();
+        if elapsed >= VOCODER_BUSY_EVERY {
+            let us = Metrics::get(&METRICS.vocoder_us);
+            let share = (us - seen_us) as f64 / 1e6 / elapsed.as_secs_f64();
+            let calls = self.rows.iter().filter(|s| s.cleared).count() + self.vocoding.len();
+            if calls > 0 {
+                self.costs.observe_vocoder_busy(share, calls);
+            }
+            self.vocoder_busy_seen = (Instant::now(), us);
+        }
         let took = (
             Metrics::get(&METRICS.vocoder_us),
             Metrics::get(&METRICS.vocoder_expected_us),
@@ -205,6 +223,7 @@ impl<'m> DecodeLoop<'m> {
             let ratio = (us as f64 / expected_us as f64).clamp(0.5, 4.0);
             self.vocoder_scale += 0.3 * (ratio - self.vocoder_scale);
             self.vocoder_timed = took;
+            self.costs.observe_vocoder_slowdown(self.vocoder_scale);
         }
         let now = (Metrics::get(&METRICS.vocoder_us), Metrics::get(&METRICS.tokens));
         let (us, tokens) = (now.0 - self.vocoder_seen.0, now.1 - self.vocoder_seen.1);
@@ -270,7 +289,7 @@ impl<'m> DecodeLoop<'m> {
         expired.extend(held.into_iter().map(|s| s.job));
         for job in expired {
             Metrics::add(&METRICS.refused_busy, 1);
-            let speaking = self.rows.len() + self.preparing;
+            let speaking = self.rows.len() + self.preparing + self.vocoding.len();
             job.finish(Err(anyhow!(
                 "engine busy: no room within {} ms ({speaking} calls speaking, the most the engine holds in real time)",
                 within.as_millis()
@@ -282,7 +301,8 @@ impl<'m> DecodeLoop<'m> {
     fn admit(&mut self, jobs: &mut JobQueue) {
         loop {
             let speaking = self.rows.len() + self.preparing;
-            if speaking >= self.decoder.max_batch() || !self.settings.admission.admits(&self.costs, speaking) {
+            let served = speaking + self.vocoding.len();
+            if speaking >= self.decoder.max_batch() || !self.settings.admission.admits(&self.costs, served) {
                 return;
             }
             let Some(job) = jobs.try_next() else { return };
@@ -302,11 +322,7 @@ impl<'m> DecodeLoop<'m> {
     /// start was rehearsed.
     fn clear_starts(&mut self) {
         let now = Instant::now();
-        let vocoding = std::mem::take(&mut self.vocoding);
-        self.vocoding = vocoding
-            .into_iter()
-            .filter(|sink| !sink.is_over() && self.starting(sink, usize::MAX, now).is_some())
-            .collect();
+        self.vocoding.retain(|sink| !sink.is_over());
         if self.rows.iter().all(|s| s.cleared) {
             return;
         }
@@ -325,11 +341,12 @@ impl<'m> DecodeLoop<'m> {
                 None => steady += 1,
             }
         }
-        starting.extend(
-            self.vocoding
-                .iter()
-                .filter_map(|sink| self.starting(sink, usize::MAX, now)),
-        );
+        for sink in &self.vocoding {
+            match self.starting(sink, usize::MAX, now) {
+                Some(call) => starting.push(call),
+                None => steady += 1,
+            }
+        }
         let costs = StartCosts {
             step_s: self.costs.step(self.rows.len()),
             prefill_s: self.costs.prefill(1),
@@ -523,9 +540,7 @@ impl<'m> DecodeLoop<'m> {
         self.vocode(VocoderWork::End { id: s.id });
         s.sentence += 1;
         if s.sentence >= s.sentences.len() {
-            if !self.settings.start.windows.is_empty() {
-                self.vocoding.push(s.job.sink());
-            }
+            self.vocoding.push(s.job.sink());
             return self.vocode(VocoderWork::Finish {
                 sink: s.job.sink(),
                 result: Ok(()),

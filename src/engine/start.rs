@@ -28,11 +28,12 @@ pub struct StartProfile {
 }
 
 impl StartProfile {
-    /// Seconds of vocoder work per second of audio once the chunks have stopped growing (the
-    /// last window's), or None for an empty profile.
-    pub fn steady_s_per_audio_s(&self) -> Option<f64> {
-        let last = self.windows.last()?;
-        (last.audio_s > 0.0).then(|| last.render_s / last.audio_s)
+    /// Seconds of vocoder work per second of audio over the whole start, about one sentence
+    /// (every sentence starts this way), or None for an empty profile.
+    pub fn s_per_audio_s(&self) -> Option<f64> {
+        let render: f64 = self.windows.iter().map(|w| w.render_s).sum();
+        let audio: f64 = self.windows.iter().map(|w| w.audio_s).sum();
+        (audio > 0.0).then(|| render / audio)
     }
 
     /// Seconds the vocoder takes for a window of `frames` frames: the least-squares line
@@ -226,9 +227,12 @@ mod tests {
         assert_eq!(p.delivered(3.0 / 21.5), 1);
         assert_eq!(p.delivered(8.0 / 21.5 + 0.01), 2);
         assert_eq!(p.delivered(100.0), 5);
-        let steady = p.steady_s_per_audio_s().unwrap();
-        assert!((steady - 0.001 * 33.0 / (20.0 / 21.5)).abs() < 1e-9, "{steady}");
-        assert_eq!(StartProfile::default().steady_s_per_audio_s(), None);
+        let per_audio_s = p.s_per_audio_s().unwrap();
+        assert!(
+            (per_audio_s - 0.001 * 104.0 / (52.0 / 21.5)).abs() < 1e-9,
+            "{per_audio_s}"
+        );
+        assert_eq!(StartProfile::default().s_per_audio_s(), None);
         // Render time is 0.25 ms per frame here: the line through the windows says so.
         assert!((p.render_estimate(100) - 0.025).abs() < 1e-9);
         assert_eq!(StartProfile::default().render_estimate(100), 0.0);

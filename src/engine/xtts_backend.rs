@@ -489,7 +489,7 @@ impl SpeechBackend for XttsBackend {
             Some(given) => given.clone(),
             None => rehearse_start(hifigan, stream, self.sample_rate(), codes).context("rehearsing the vocoder")?,
         };
-        let costs = match start.steady_s_per_audio_s() {
+        let costs = match start.s_per_audio_s() {
             Some(s_per_s) => costs.with_vocoder(s_per_s),
             None => costs,
         };
