@@ -584,17 +584,22 @@ async fn a_request_waiting_too_long_is_refused_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_starts_only_when_the_vocoder_keeps_every_starting_call_fed() {
     let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
-    // Windows of 5 s of audio: A (18 s of speech) stays in its start until it is over. The
-    // last, full-size window is cheap, so that admission (which counts its cost per second of
-    // audio) lets B in and the start check is what holds it.
-    let window = |codes, render_s| PlannedWindow {
+    // A (18 s of speech) stays in its start until it is over. The last window is long and
+    // cheap, so that admission (which counts the start's cost per second of audio) lets B in
+    // and the start check is what holds it.
+    let window = |codes, render_s, audio_s| PlannedWindow {
         codes,
         frames: 40,
         render_s,
-        audio_s: 5.0,
+        audio_s,
     };
     let slow_start = StartProfile {
-        windows: vec![window(6, 10.0), window(11, 10.0), window(17, 10.0), window(29, 0.01)],
+        windows: vec![
+            window(6, 10.0, 5.0),
+            window(11, 10.0, 5.0),
+            window(17, 10.0, 5.0),
+            window(29, 0.01, 1000.0),
+        ],
     };
     for (admit_within, refused) in [(Duration::from_millis(300), true), (Duration::from_secs(60), false)] {
         let profile = slow_start.clone();
