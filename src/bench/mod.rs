@@ -56,6 +56,10 @@ pub struct Args {
     /// Concurrent calls; a list such as `1,2,4,8` runs one round per value.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub calls: Vec<usize>,
+    /// Spread each round's calls evenly over this many milliseconds (0: all connect in the same
+    /// instant, the hardest start); every call still speaks for `--duration`.
+    #[arg(long, default_value_t = 0)]
+    pub spread_ms: u64,
     /// Length of each round's calls, in seconds (the callers hang up then).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -434,7 +438,11 @@ async fn run_round(services: &Arc<Services>, addr: &str, n: usize, args: &Args) 
             ..LegOptions::default()
         };
         let addr = addr.to_string();
-        legs.spawn(async move { run_leg(&addr, uuid, opts).await });
+        let connects_after = Duration::from_millis(args.spread_ms * call as u64 / n.max(1) as u64);
+        legs.spawn(async move {
+            tokio::time::sleep(connects_after).await;
+            run_leg(&addr, uuid, opts).await
+        });
     }
     let mut reports: Vec<LegReport> = Vec::new();
     let mut failed = 0;

@@ -22,9 +22,6 @@ pub struct CostModel {
     /// within a few renders, where the running average takes seconds.
     vocoder_rehearsed_s_per_audio_s: f64,
     vocoder_slowdown: f64,
-    /// The vocoder's busy share of the last moments per request speaking: what each call
-    /// costs it with everything counted (the starts of sentences, working ahead).
-    vocoder_busy_per_call: f64,
 }
 
 impl CostModel {
@@ -37,7 +34,6 @@ impl CostModel {
             vocoder_s_per_audio_s: 0.0,
             vocoder_rehearsed_s_per_audio_s: 0.0,
             vocoder_slowdown: 1.0,
-            vocoder_busy_per_call: 0.0,
         }
     }
 
@@ -50,7 +46,6 @@ impl CostModel {
             vocoder_s_per_audio_s: 0.0,
             vocoder_rehearsed_s_per_audio_s: 0.0,
             vocoder_slowdown: 1.0,
-            vocoder_busy_per_call: 0.0,
         }
     }
 
@@ -82,20 +77,12 @@ impl CostModel {
         Self::at(&self.prefill_s, rows)
     }
 
-    /// Seconds of vocoder work per second of one call's audio: the largest of the running
-    /// average, the rehearsed cost at the vocoder's present slowdown and its busy share per
-    /// call.
+    /// Seconds of vocoder work per second of one call's audio: the larger of the running
+    /// average and the rehearsed cost at the vocoder's present slowdown. (Its busy share per
+    /// call is no measure: a new call's vocoder works seconds ahead of its listener.)
     pub fn vocoder_s_per_audio_s(&self) -> f64 {
         self.vocoder_s_per_audio_s
             .max(self.vocoder_rehearsed_s_per_audio_s * self.vocoder_slowdown)
-            .max(self.vocoder_busy_per_call)
-    }
-
-    /// The vocoder was busy `share` of the last moments with `calls` requests speaking.
-    pub fn observe_vocoder_busy(&mut self, share: f64, calls: usize) {
-        if calls > 0 && share.is_finite() && share >= 0.0 {
-            self.vocoder_busy_per_call = share / calls as f64;
-        }
     }
 
     /// The vocoder now renders `slowdown` times slower than rehearsed.
@@ -223,10 +210,6 @@ mod tests {
         // Twice slower in service than rehearsed: half the calls.
         slow_vocoder.observe_vocoder_slowdown(2.0);
         assert_eq!(slow_vocoder.real_time_rows(1.0, 3.0), 2);
-        // Busy 90% of the time with 2 calls: 2 at most.
-        let mut busy = c.clone().with_vocoder(0.01);
-        busy.observe_vocoder_busy(0.9, 2);
-        assert_eq!(busy.real_time_rows(1.0, 3.0), 2);
     }
 
     #[test]

@@ -21,9 +21,6 @@ use crate::xtts::model::Xtts;
 use crate::xtts::sampling::SamplingParams;
 use crate::xtts::voice::Voice;
 
-/// How often the vocoder's busy share is measured (admission counts it per call).
-const VOCODER_BUSY_EVERY: Duration = Duration::from_millis(500);
-
 /// A request ready to decode: its sentences' text tokens, their budgets of codes
 /// ([`crate::endings::sentence_budget`]) and its voice.
 pub struct Prepared {
@@ -101,8 +98,6 @@ pub struct DecodeLoop<'m> {
     /// cost it, so admission counts them, and they may still be in their start (the decoder
     /// can finish a sentence long before its audio is rendered).
     vocoding: Vec<AudioSink>,
-    /// When the vocoder's busy share was last observed, and its time then.
-    vocoder_busy_seen: (Instant, u64),
     /// Vocoder time and its rehearsed estimate when the slowdown was last observed.
     vocoder_timed: (u64, u64),
     /// Vocoder time in service over its rehearsed time, a running average.
@@ -141,7 +136,6 @@ impl<'m> DecodeLoop<'m> {
             ),
             vocoder_scale: 1.0,
             vocoding: Vec::new(),
-            vocoder_busy_seen: (Instant::now(), Metrics::get(&METRICS.vocoder_us)),
         }
     }
 
@@ -203,17 +197,6 @@ impl<'m> DecodeLoop<'m> {
     /// Seconds of vocoder work per second of audio, from its running totals; and how much
     /// slower than rehearsed it renders now (sharing the cores with the decoder, say).
     fn observe_vocoder(&mut self) {
-        let (seen_at, seen_us) = self.vocoder_busy_seen;
-        let elapsed = seen_at.elapsed();
-        if elapsed >= VOCODER_BUSY_EVERY {
-            let us = Metrics::get(&METRICS.vocoder_us);
-            let share = (us - seen_us) as f64 / 1e6 / elapsed.as_secs_f64();
-            let calls = self.rows.iter().filter(|s| s.cleared).count() + self.vocoding.len();
-            if calls > 0 {
-                self.costs.observe_vocoder_busy(share, calls);
-            }
-            self.vocoder_busy_seen = (Instant::now(), us);
-        }
         let took = (
             Metrics::get(&METRICS.vocoder_us),
             Metrics::get(&METRICS.vocoder_expected_us),
