@@ -643,3 +643,36 @@ async fn a_call_starts_only_when_the_vocoder_keeps_every_starting_call_fed() {
         assert!(a_done, "A finished");
     }
 }
+
+/// A listener's next speech, asked while its current one plays, goes ahead of new calls and
+/// past the load check: with the engine full (a load limit only one call fits), the new call
+/// waits and is refused busy, the continuation speaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listeners_next_speech_goes_ahead_of_new_calls() {
+    let _turn = ONE_ENGINE_AT_A_TIME.lock().await;
+    let (engine, _speakers) = engine_with(4, 8, 400, |cfg| {
+        cfg.max_load = 1e-9;
+        cfg.admit_within = Duration::from_millis(500);
+    });
+    let mut a = engine.speak(request(LONG)).unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), a.next()).await.unwrap();
+    assert!(matches!(first, Some(SpeechEvent::Audio(_))), "A spoke first");
+    // B, a new call, asks first; then A's next speech, due in a second.
+    let mut b = engine.speak(request("A new caller.")).unwrap();
+    let mut next = request("And then this.");
+    next.options.plays_in = Duration::from_secs(1);
+    let mut a_next = engine.speak(next).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), a_next.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(got, Some(SpeechEvent::Audio(_))),
+        "the continuation waited: {:?}",
+        got.map(|_| ())
+    );
+    match tokio::time::timeout(Duration::from_secs(30), b.next()).await.unwrap() {
+        Some(SpeechEvent::Failed(why)) => assert!(why.contains("engine busy"), "{why}"),
+        other => panic!("expected the new call refused busy, got {:?}", other.map(|_| ())),
+    }
+    drop(a);
+}

@@ -280,15 +280,26 @@ impl<'m> DecodeLoop<'m> {
         }
     }
 
-    /// Admits queued requests while a slot is free and every admitted call keeps real time.
+    /// Admits queued requests while a slot is free and every admitted call keeps real time. A
+    /// listener's next speech, asked while its current one plays, goes first and past the
+    /// load check: its listener is served already, and it must not fall silent behind new calls.
     fn admit(&mut self, jobs: &mut JobQueue) {
         loop {
             let speaking = self.rows.len() + self.preparing;
-            let served = speaking + self.vocoding.len();
-            if speaking >= self.decoder.max_batch() || !self.settings.admission.admits(&self.costs, served) {
+            if speaking >= self.decoder.max_batch() {
                 return;
             }
-            let Some(job) = jobs.try_next() else { return };
+            let job = match jobs.take_first(Job::continues_speech) {
+                Some(job) => job,
+                None => {
+                    let served = speaking + self.vocoding.len();
+                    if !self.settings.admission.admits(&self.costs, served) {
+                        return;
+                    }
+                    let Some(job) = jobs.try_next() else { return };
+                    job
+                }
+            };
             if job.is_cancelled() {
                 continue;
             }

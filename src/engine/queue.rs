@@ -148,6 +148,9 @@ impl AudioSink {
     }
 }
 
+/// A request asked at most this long before its audio plays continues a listener's speech.
+const CONTINUES_WITHIN: Duration = Duration::from_secs(60);
+
 /// A queued request and where its events go.
 pub struct Job {
     pub req: SpeechRequest,
@@ -185,6 +188,14 @@ impl Job {
     /// How far its audio has got.
     pub fn playout(&self) -> &Playout {
         &self.sink.playout
+    }
+
+    /// It continues a listener already being served: asked ahead while the listener's current
+    /// speech still plays (a call's next prompt, a bot's next sentence), not a pre-rendered
+    /// prompt asked far ahead of any playing.
+    pub fn continues_speech(&self) -> bool {
+        let ahead = self.req.options.plays_in;
+        !ahead.is_zero() && ahead <= CONTINUES_WITHIN
     }
 
     /// When its listener starts waiting for audio (now, or later for a request asked ahead).
@@ -322,6 +333,16 @@ impl RequestQueue {
         let _ = self.arrived.wait_timeout(state, timeout);
     }
 
+    /// The first waiting job for which `wanted` holds, taken out of its place.
+    pub(super) fn take_first(&self, wanted: impl Fn(&Job) -> bool) -> Option<Job> {
+        let mut state = self.lock();
+        let at = state.jobs.iter().position(wanted)?;
+        let job = state.jobs.remove(at);
+        drop(state);
+        self.took_one();
+        job
+    }
+
     /// Removes the waiting jobs for which `expired` holds.
     pub(super) fn take_expired(&self, expired: impl Fn(&Job) -> bool) -> Vec<Job> {
         let mut state = self.lock();
@@ -378,6 +399,11 @@ impl JobQueue {
     /// A job if one is waiting now.
     pub fn try_next(&mut self) -> Option<Job> {
         self.queue.try_next()
+    }
+
+    /// The first waiting job for which `wanted` holds, ahead of the others.
+    pub fn take_first(&mut self, wanted: impl Fn(&Job) -> bool) -> Option<Job> {
+        self.queue.take_first(wanted)
     }
 
     /// Jobs waiting now.
