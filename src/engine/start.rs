@@ -5,7 +5,8 @@
 //! sentence's start when it loads ([`StartProfile`]: every window's codes, render time and
 //! audio), and before a new call's first prefill it replays the vocoder's next moments, in
 //! its deadline order, with the calls already starting and the new one. The call starts only
-//! if no listener would run dry; otherwise it waits (and past `admit_within` is refused busy).
+//! if it makes no listener run drier than it already would ([`may_start`]); otherwise it
+//! waits (and past `admit_within` is refused busy).
 //! Pure: no tensor and no clock of its own, so it is tested with made-up profiles.
 
 /// One window of a sentence's start, as rehearsed.
