@@ -210,6 +210,8 @@ pub async fn serve_all(services: SharedServices) -> Result<()> {
     while servers.join_next().await.is_some() {}
     sweeper.abort();
     watchdog.abort();
+    let engine = services.engine.clone();
+    let _ = tokio::task::spawn_blocking(move || engine.close(Duration::from_secs(5))).await;
     match stop {
         Stop::Signal => {
             tracing::info!("stopped");

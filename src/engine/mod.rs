@@ -593,6 +593,22 @@ impl Engine {
         self.shared.health.is_alive()
     }
 
+    /// Stops taking requests and waits up to `within` for the engine's threads to finish, so
+    /// that the process never exits while libtorch is mid-operation on one of them (its
+    /// teardown then crashes the exit).
+    pub fn close(&self, within: Duration) {
+        for job in self.shared.queue.close() {
+            job.finish(Err(anyhow::anyhow!("engine stopped")));
+        }
+        let until = Instant::now() + within;
+        while self.shared.health.is_alive() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(fallback) = &self.fallback {
+            fallback.engine.close(until.saturating_duration_since(Instant::now()));
+        }
+    }
+
     /// Requests waiting in the queue for the engine to take them.
     pub fn queued(&self) -> usize {
         self.shared.queue.len()
