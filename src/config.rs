@@ -190,9 +190,9 @@ pub struct EngineConfig {
     /// Requests speaking at once: their decode steps run as one batched GPT forward, and a
     /// key/value slot is preallocated for each (32 + max text + 1 + max audio tokens long).
     pub max_batch: usize,
-    /// Requests whose chunks the vocoder renders in one forward; 0: `max_batch` on CUDA, 1 on
-    /// CPU (where a batch costs what its windows cost one by one, plus padding, and holds back
-    /// the most urgent chunk until the longest is rendered).
+    /// Requests whose chunks the vocoder renders in one forward; 0: measured at start, the
+    /// batch up to `max_batch` cheapest per chunk (a batch holds back its most urgent chunk
+    /// until the whole forward is done, so a larger one must save a tenth per chunk).
     pub vocoder_batch: usize,
     pub temperature: f64,
     pub top_k: i64,

@@ -76,7 +76,7 @@ pub struct Args {
     /// Requests decoded together at most (1 = one at a time).
     #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
-    /// Requests the vocoder renders in one forward (0: max-batch on CUDA, 1 on CPU).
+    /// Requests the vocoder renders in one forward (0: measured at start, up to max-batch).
     #[arg(long, default_value_t = 0)]
     pub vocoder_batch: usize,
     /// Codes before a sentence's first chunk (default: the config's `first_chunk_tokens`).

@@ -49,6 +49,8 @@ pub struct DecodeSettings {
     pub start: StartProfile,
     /// Seconds each window must reach its listener ahead of its need, in the start check.
     pub start_margin_s: f64,
+    /// Windows the vocoder renders in one forward, at most.
+    pub vocoder_batch: usize,
     pub fault: Option<Fault>,
 }
 
@@ -347,6 +349,7 @@ impl<'m> DecodeLoop<'m> {
             vocoder_free: 1.0 - steady as f64 * self.costs.vocoder_s_per_audio_s(),
             vocoder_scale: self.vocoder_scale,
             margin_s: self.settings.start_margin_s,
+            vocoder_batch: self.settings.vocoder_batch,
         };
         let mut held: Vec<usize> = (0..self.rows.len()).filter(|&i| !self.rows[i].cleared).collect();
         held.sort_by_key(|&i| self.rows[i].job.listener_waits_from());

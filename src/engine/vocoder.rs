@@ -47,7 +47,14 @@ pub fn with_speed(stream: &StreamOptions, speed: Option<f64>) -> StreamOptions {
 /// Rehearses the start of a sentence of `codes` codes (silent latents, a neutral speaker):
 /// every window's codes, render time and audio, the second of two runs (the first pays
 /// libtorch's warm-up). Windows after the chunks stop growing are left out but the first.
-pub fn rehearse_start(hifigan: &HifiGan, opts: &StreamOptions, sample_rate: u32, codes: usize) -> Result<StartProfile> {
+/// Then forwards of several copies of its last window, up to `batch_limit`.
+pub fn rehearse_start(
+    hifigan: &HifiGan,
+    opts: &StreamOptions,
+    sample_rate: u32,
+    codes: usize,
+    batch_limit: usize,
+) -> Result<StartProfile> {
     let _guard = tch::no_grad_guard();
     let options = (tch::Kind::Float, hifigan.device());
     let speaker = Tensor::f_zeros([1, hifigan.speaker_dim(), 1], options)?;
@@ -78,7 +85,56 @@ pub fn rehearse_start(hifigan: &HifiGan, opts: &StreamOptions, sample_rate: u32,
             }
         }
     }
+    if let Some(last) = profile.windows.last() {
+        profile.batches = rehearse_batches(hifigan, opts, &speaker, &latent, last.codes, batch_limit)?;
+    }
     Ok(profile)
+}
+
+/// Forwards of 2, 4, 8... copies of the window due at `codes` codes, up to `limit` and while
+/// the time per window still falls: (copies, time over the window alone), each the faster of
+/// two runs.
+fn rehearse_batches(
+    hifigan: &HifiGan,
+    opts: &StreamOptions,
+    speaker: &Tensor,
+    latent: &Tensor,
+    codes: usize,
+    limit: usize,
+) -> Result<Vec<(usize, f64)>> {
+    let timed = |windows: &[&Window]| -> Result<f64> {
+        let mut fastest = f64::INFINITY;
+        for _ in 0..2 {
+            let started = Instant::now();
+            render_windows(hifigan, windows)?;
+            fastest = fastest.min(started.elapsed().as_secs_f64());
+        }
+        Ok(fastest)
+    };
+    let mut vocoder = StreamVocoder::new(hifigan, speaker, opts)?;
+    for n in 1..=codes {
+        let Some(window) = vocoder.add(latent)? else { continue };
+        if n < codes {
+            let wav = render_windows(hifigan, &[&window])?.remove(0);
+            vocoder.complete(window, &wav);
+            continue;
+        }
+        let alone = timed(&[&window])?.max(1e-9);
+        let mut batches = Vec::new();
+        let mut per_window = 1.0;
+        let mut copies = 2;
+        while copies <= limit {
+            let factor = timed(&vec![&window; copies])? / alone;
+            batches.push((copies, factor));
+            if factor / copies as f64 >= per_window || copies == limit {
+                break;
+            }
+            per_window = factor / copies as f64;
+            copies = (copies * 2).min(limit);
+        }
+        return Ok(batches);
+    }
+    Ok(Vec::new())
 }
 
 /// How the vocoder stage renders and orders its work.
@@ -310,7 +366,9 @@ impl<'a> Stage<'a> {
         self.forwards += 1;
         Metrics::add(&METRICS.vocoder_forwards, 1);
         Metrics::add(&METRICS.vocoder_windows, windows.len() as u64);
-        let expected: f64 = windows.iter().map(|w| self.start.render_estimate(w.frames())).sum();
+        // Windows of a forward are padded to the longest.
+        let longest = windows.iter().map(|w| w.frames()).max().unwrap_or(0);
+        let expected = self.start.render_estimate(longest) * self.start.batch_factor(windows.len());
         Metrics::add(&METRICS.vocoder_expected_us, (expected * 1e6) as u64);
         match render_windows(self.hifigan, windows) {
             Ok(wavs) => wavs.into_iter().map(Ok).collect(),
@@ -497,7 +555,7 @@ mod tests {
             first_chunk_tokens: 8,
             ..StreamOptions::windowed()
         };
-        let profile = rehearse_start(hifigan, &opts, 24_000, 80).unwrap();
+        let profile = rehearse_start(hifigan, &opts, 24_000, 80, 4).unwrap();
         let codes: Vec<usize> = profile.windows.iter().map(|w| w.codes).collect();
         // The same sentence streamed for real: where its chunks come out, and their lengths.
         let (latents, speaker) = random_sentence(3, 80, hifigan.latent_dim(), hifigan.speaker_dim());
@@ -526,6 +584,12 @@ mod tests {
             "ends at the first full-size chunk: {audio:?}"
         );
         assert!(profile.s_per_audio_s().unwrap() > 0.0);
+        // Batches of the last window: 2 copies first, doubling up to the limit of 4 at most.
+        let copies: Vec<usize> = profile.batches.iter().map(|b| b.0).collect();
+        assert!(copies == [2] || copies == [2, 4], "{:?}", profile.batches);
+        assert!(profile.batches.iter().all(|b| b.1 > 0.0), "{:?}", profile.batches);
+        let one = rehearse_start(hifigan, &opts, 24_000, 80, 1).unwrap();
+        assert!(one.batches.is_empty(), "a limit of one measures no batch");
     }
 
     /// A chunk that cannot be rendered fails its own request; the requests it was batched

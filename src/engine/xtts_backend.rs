@@ -250,17 +250,6 @@ impl Preparer {
     }
 }
 
-/// Requests the vocoder renders in one forward: as configured, else all of a batch on a GPU
-/// (one launch per layer for every call) and one on a CPU (measured: no faster per window in a
-/// batch, and the most urgent chunk would wait for the longest).
-fn vocoder_batch(configured: usize, max_batch: usize, device: Device) -> usize {
-    match (configured, device) {
-        (0, Device::Cpu) => 1,
-        (0, _) => max_batch,
-        (n, _) => n,
-    }
-}
-
 /// `auto` picks CUDA when libtorch can use it.
 pub fn torch_device(setting: DeviceSetting) -> Result<Device> {
     match setting {
@@ -290,6 +279,23 @@ fn model_file(dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 impl XttsBackend {
+    /// The most windows one vocoder forward may render: as configured, else a decoding batch.
+    fn vocoder_batch_limit(&self) -> usize {
+        match self.cfg.vocoder_batch {
+            0 => self.cfg.max_batch,
+            n => n,
+        }
+    }
+
+    /// Windows one vocoder forward renders: as configured, else the batch the rehearsal found
+    /// cheapest per window (one on a CPU where batching saves nothing; many on a GPU).
+    fn vocoder_batch(&self, start: &StartProfile) -> usize {
+        match self.cfg.vocoder_batch {
+            0 => start.best_batch(self.cfg.max_batch),
+            n => n,
+        }
+    }
+
     pub fn load(cfg: &XttsBackendConfig) -> Result<Self> {
         let device = torch_device(cfg.device)?;
         if device == Device::Cpu {
@@ -487,7 +493,8 @@ impl SpeechBackend for XttsBackend {
         let codes = stream.first_chunk_tokens + 3 * stream.chunk_tokens;
         let start = match &self.cfg.start_profile {
             Some(given) => given.clone(),
-            None => rehearse_start(hifigan, stream, self.sample_rate(), codes).context("rehearsing the vocoder")?,
+            None => rehearse_start(hifigan, stream, self.sample_rate(), codes, self.vocoder_batch_limit())
+                .context("rehearsing the vocoder")?,
         };
         let costs = match start.s_per_audio_s() {
             Some(s_per_s) => costs.with_vocoder(s_per_s),
@@ -501,6 +508,8 @@ impl SpeechBackend for XttsBackend {
             step_ms_all = costs.step(self.cfg.max_batch) * 1e3,
             vocoder_s_per_audio_s = costs.vocoder_s_per_audio_s(),
             start_windows = start.windows.len(),
+            vocoder_batch = self.vocoder_batch(&start),
+            vocoder_batches = ?start.batches,
             real_time_calls = costs.real_time_rows(self.cfg.max_load, SENTENCE_S),
             "decoding slots allocated, decoder and vocoder measured"
         );
@@ -532,13 +541,14 @@ impl XttsBackend {
             .slots
             .take()
             .context("the decoding slots were already handed out")?;
+        let vocoder_batch = self.vocoder_batch(&start);
         let cfg = &self.cfg;
         let model = &self.model;
         let decoder = BatchDecoder::with_cache(model.gpt(), cache);
         let (to_vocoder, vocoder_work) = std::sync::mpsc::channel();
         let stage = StageSettings {
             opts: cfg.stream.clone(),
-            max_batch: vocoder_batch(cfg.vocoder_batch, cfg.max_batch, model.device()),
+            max_batch: vocoder_batch,
             first_audio_target: cfg.first_audio_target,
             start: start.clone(),
             fault: cfg.fault,
@@ -568,6 +578,7 @@ impl XttsBackend {
             },
             start,
             start_margin_s: cfg.start_margin.as_secs_f64(),
+            vocoder_batch,
             fault: cfg.fault,
         };
         let scheduler = Scheduler::new(Policy::EarliestDeadline, SCHEDULING_MARGIN_S, HORIZON_S, AHEAD_S);
