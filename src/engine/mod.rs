@@ -20,6 +20,8 @@ pub mod capacity;
 pub mod decode;
 pub mod queue;
 pub mod scheduler;
+#[cfg(test)]
+mod simulation;
 pub mod start;
 pub mod vocoder;
 pub mod xtts_backend;

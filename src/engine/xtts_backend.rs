@@ -148,7 +148,8 @@ struct Measured {
 
 /// Typical sentence length, seconds: how often a call needs a prefill (admission).
 const SENTENCE_S: f64 = 2.5;
-/// Seconds kept in hand beyond a row's own decoding: the vocoder's chunk and delivery.
+/// Seconds kept in hand beyond a row's own decoding, besides the vocoder's time: the call's
+/// audio path, delivery and jitter.
 const SCHEDULING_MARGIN_S: f64 = 0.08;
 /// Audio a row keeps in hand: work starts when a row's slack falls to this.
 const HORIZON_S: f64 = 2.0;
@@ -248,6 +249,15 @@ impl Preparer {
             }
         })
     }
+}
+
+/// Seconds the decoder keeps each chunk ahead of its listener's need: the vocoder's time for
+/// it (the forward under way, then its own, each a full batch of full-size windows, as
+/// rehearsed) and [`SCHEDULING_MARGIN_S`]. A decoder that cut it finer would hand chunks to a
+/// busy vocoder too late to be rendered in time.
+fn scheduling_margin(start: &StartProfile, vocoder_batch: usize) -> f64 {
+    let forward = start.windows.last().map_or(0.0, |w| w.render_s) * start.batch_factor(vocoder_batch);
+    SCHEDULING_MARGIN_S + 2.0 * forward
 }
 
 /// `auto` picks CUDA when libtorch can use it.
@@ -510,6 +520,7 @@ impl SpeechBackend for XttsBackend {
             start_windows = start.windows.len(),
             vocoder_batch = self.vocoder_batch(&start),
             vocoder_batches = ?start.batches,
+            scheduling_margin_ms = scheduling_margin(&start, self.vocoder_batch(&start)) * 1e3,
             real_time_calls = costs.real_time_rows(self.cfg.max_load, SENTENCE_S),
             "decoding slots allocated, decoder and vocoder measured"
         );
@@ -581,7 +592,8 @@ impl XttsBackend {
             vocoder_batch,
             fault: cfg.fault,
         };
-        let scheduler = Scheduler::new(Policy::EarliestDeadline, SCHEDULING_MARGIN_S, HORIZON_S, AHEAD_S);
+        let margin = scheduling_margin(&settings.start, vocoder_batch);
+        let scheduler = Scheduler::new(Policy::EarliestDeadline, margin, HORIZON_S, AHEAD_S);
         let mut lp = DecodeLoop::new(
             model, decoder, settings, scheduler, costs, to_vocoder, to_prep, prepared,
         );
