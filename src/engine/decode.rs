@@ -69,7 +69,8 @@ struct Speaking {
     id: u64,
     /// Codes of the sentence so far.
     decoded: usize,
-    /// Codes of the sentence up to its last complete chunk.
+    /// Codes of the sentence whose audio its complete chunks emit (the newest codes of a
+    /// chunk wait for the next one).
     chunked: usize,
     /// Seconds of audio in complete chunks, over every sentence: what the listener will have
     /// once the vocoder has rendered what it was given.
@@ -343,8 +344,11 @@ impl<'m> DecodeLoop<'m> {
                 None => steady += 1,
             }
         }
-        let costs = StartCosts {
-            step_s: self.costs.step(self.rows.len()),
+        // Held calls do not decode: the steps are those of the cleared ones.
+        let decoding_now = self.rows.iter().filter(|s| s.cleared).count();
+        let mut costs = StartCosts {
+            step_s: 0.0,
+            added_step_s: 0.0,
             prefill_s: self.costs.prefill(1),
             vocoder_free: 1.0 - steady as f64 * self.costs.vocoder_s_per_audio_s(),
             vocoder_scale: self.vocoder_scale,
@@ -353,9 +357,12 @@ impl<'m> DecodeLoop<'m> {
         };
         let mut held: Vec<usize> = (0..self.rows.len()).filter(|&i| !self.rows[i].cleared).collect();
         held.sort_by_key(|&i| self.rows[i].job.listener_waits_from());
-        for i in held {
+        // Each call cleared decodes too: the next one's steps are slower.
+        for (decoding, i) in (decoding_now..).zip(held) {
             let asked_ahead = !self.rows[i].job.req.options.plays_in.is_zero();
             let new = Starting::new(self.first_due(self.rows[i].job.listener_waits_from(), now));
+            costs.step_s = self.costs.step(decoding.max(1));
+            costs.added_step_s = self.costs.step(decoding + 1) - costs.step_s;
             let clear = profile.windows.is_empty()
                 || asked_ahead
                 || starting.is_empty()
@@ -524,8 +531,12 @@ impl<'m> DecodeLoop<'m> {
         s.decoded += 1;
         if token.finished.is_some() || self.settings.chunks.completes_chunk(s.decoded) {
             let speed = s.job.req.options.speed.unwrap_or(self.settings.speed);
-            s.committed_s += (s.decoded - s.chunked) as f64 / CODES_PER_SECOND / speed;
-            s.chunked = s.decoded;
+            let emitted = match token.finished {
+                Some(_) => s.decoded,
+                None => self.settings.chunks.emitted(s.decoded),
+            };
+            s.committed_s += emitted.saturating_sub(s.chunked) as f64 / CODES_PER_SECOND / speed;
+            s.chunked = s.chunked.max(emitted);
         }
         self.vocode(VocoderWork::Latent {
             id: s.id,

@@ -46,13 +46,15 @@ pub enum Action {
 }
 
 /// Codes after which the vocoder renders a sentence's chunks: the first after `first` codes,
-/// then every `chunk`, or (`grow`) chunks growing from `first` to `chunk`, each no longer than
-/// the audio already rendered (the windowed stream's rule).
+/// then every `chunk`, or (`grow`) chunks growing up to `chunk`, each no longer than the audio
+/// already emitted (the windowed stream's rule). The newest `holdback` codes of each chunk wait
+/// for the next one (their audio needs the codes after them), all of them at the sentence's end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkPlan {
     pub first: usize,
     pub chunk: usize,
     pub grow: bool,
+    pub holdback: usize,
 }
 
 impl ChunkPlan {
@@ -62,10 +64,17 @@ impl ChunkPlan {
         if rendered == 0 {
             self.first.max(1)
         } else if self.grow {
-            rendered.max(self.first).min(self.chunk).max(1)
+            // Never fewer than the held-back codes: smaller chunks would mostly redo context.
+            self.emitted(rendered).max(self.holdback.max(1)).min(self.chunk)
         } else {
             self.chunk.max(1)
         }
+    }
+
+    /// Codes whose audio the listener has once the chunk that ends at code `decoded` is
+    /// rendered (at the sentence's end: every code).
+    pub fn emitted(&self, decoded: usize) -> usize {
+        decoded.saturating_sub(self.holdback)
     }
 
     /// Where the chunk that holds code `decoded + 1` ends: (its start, its length).
@@ -233,6 +242,7 @@ mod tests {
             first: 8,
             chunk: 20,
             grow: true,
+            holdback: 0,
         };
         let ends: Vec<usize> = (1..=80).filter(|&n| plan.completes_chunk(n)).collect();
         assert_eq!(ends, vec![8, 16, 32, 52, 72]);
@@ -241,6 +251,12 @@ mod tests {
         let fixed = ChunkPlan { grow: false, ..plan };
         let ends: Vec<usize> = (1..=50).filter(|&n| fixed.completes_chunk(n)).collect();
         assert_eq!(ends, vec![8, 28, 48]);
+        // 5 codes held back: each chunk grows to the audio emitted, at least 5 codes.
+        let held = ChunkPlan { holdback: 5, ..plan };
+        let ends: Vec<usize> = (1..=80).filter(|&n| held.completes_chunk(n)).collect();
+        assert_eq!(ends, vec![8, 13, 21, 37, 57, 77]);
+        assert_eq!(held.emitted(8), 3);
+        assert_eq!(held.emitted(3), 0);
     }
 
     #[test]

@@ -46,8 +46,9 @@ pub struct FakeVocoder {
 }
 
 impl FakeVocoder {
-    fn frames(&self, from: usize, to: usize) -> i64 {
-        ((to - from.saturating_sub(self.context)) * FRAMES_PER_CODE) as i64
+    /// Frames of the window that emits the audio after code `emitted` with `decoded` codes.
+    fn frames(&self, emitted: usize, decoded: usize) -> i64 {
+        ((decoded - emitted.saturating_sub(self.context)) * FRAMES_PER_CODE) as i64
     }
 
     fn render_s(&self, frames: i64) -> f64 {
@@ -58,13 +59,13 @@ impl FakeVocoder {
     /// does not grow.
     pub fn profile(&self, chunks: &ChunkPlan) -> StartProfile {
         let mut windows: Vec<PlannedWindow> = Vec::new();
-        let mut rendered = 0;
+        let mut emitted = 0;
         for codes in 1..1000 {
             if !chunks.completes_chunk(codes) {
                 continue;
             }
-            let frames = self.frames(rendered, codes);
-            let audio_s = (codes - rendered) as f64 / CODES_PER_SECOND;
+            let frames = self.frames(emitted, codes);
+            let audio_s = (chunks.emitted(codes) - emitted) as f64 / CODES_PER_SECOND;
             let grew = windows.last().is_none_or(|w| audio_s > w.audio_s + 1e-9);
             windows.push(PlannedWindow {
                 codes,
@@ -72,9 +73,8 @@ impl FakeVocoder {
                 render_s: self.render_s(frames),
                 audio_s,
             });
-            rendered = codes;
-            let covered: f64 = windows.iter().map(|w| w.audio_s).sum();
-            if !grew && covered >= 1.0 {
+            emitted = chunks.emitted(codes);
+            if !grew {
                 break;
             }
         }
@@ -88,7 +88,7 @@ impl FakeVocoder {
     /// chunks, one at a time).
     pub fn s_per_audio_s(&self, chunks: &ChunkPlan) -> f64 {
         let (start, len) = chunks.chunk_around(10_000);
-        self.render_s(self.frames(start, start + len)) / (len as f64 / CODES_PER_SECOND)
+        self.render_s(self.frames(chunks.emitted(start), start + len)) / (len as f64 / CODES_PER_SECOND)
     }
 }
 
@@ -149,7 +149,8 @@ struct Row {
     phase: Phase,
     sentence: usize,
     decoded: usize,
-    rendered: usize,
+    /// Codes of the sentence whose audio went to the vocoder.
+    emitted: usize,
     /// It may decode: the start check let it start.
     cleared: bool,
     held: bool,
@@ -238,7 +239,7 @@ pub fn run(setup: &Setup, calls: &[Call]) -> Outcome {
                 phase: Phase::Prefill,
                 sentence: 0,
                 decoded: 0,
-                rendered: 0,
+                emitted: 0,
                 cleared: false,
                 held: false,
                 plays_until: None,
@@ -268,7 +269,7 @@ pub fn run(setup: &Setup, calls: &[Call]) -> Outcome {
                 phase: r.phase,
                 deadline: r.deadline(setup.first_audio_target),
                 to_chunk: setup.chunks.to_next_chunk(r.decoded),
-                fresh: r.first_audio.is_none() && r.sentence == 0 && r.rendered == 0,
+                fresh: r.first_audio.is_none() && r.sentence == 0 && r.emitted == 0,
             })
             .collect();
         let action = sched.plan(now, &views, &costs);
@@ -314,25 +315,30 @@ pub fn run(setup: &Setup, calls: &[Call]) -> Outcome {
             let len = r.call.sentences[r.sentence];
             let ends_sentence = r.decoded >= len;
             if setup.chunks.completes_chunk(r.decoded) || ends_sentence {
-                let audio_s = (r.decoded - r.rendered) as f64 / CODES_PER_SECOND;
+                let emitted = if ends_sentence {
+                    r.decoded
+                } else {
+                    setup.chunks.emitted(r.decoded)
+                };
+                let audio_s = emitted.saturating_sub(r.emitted) as f64 / CODES_PER_SECOND;
                 match &setup.vocoder {
                     Some(v) => {
                         stage.waiting.push(Chunk {
                             row: r.id,
                             ready_at: now,
-                            frames: v.frames(r.rendered, r.decoded),
+                            frames: v.frames(r.emitted, r.decoded),
                             audio_s,
                         });
                         r.at_vocoder += 1;
                     }
                     None => r.in_flight.push_back((now + setup.delivery, audio_s)),
                 }
-                r.rendered = r.decoded;
+                r.emitted = r.emitted.max(emitted);
             }
             if ends_sentence {
                 r.sentence += 1;
                 r.decoded = 0;
-                r.rendered = 0;
+                r.emitted = 0;
                 r.phase = Phase::Prefill;
             }
         }
@@ -431,8 +437,10 @@ fn clear_starts(
             first_due: first_due(r),
         });
     }
-    let start_costs = StartCosts {
-        step_s: costs.step(rows.len()),
+    let decoding_now = rows.iter().filter(|r| r.cleared).count();
+    let mut start_costs = StartCosts {
+        step_s: 0.0,
+        added_step_s: 0.0,
         prefill_s: costs.prefill(1),
         vocoder_free: 1.0 - steady as f64 * costs.vocoder_s_per_audio_s(),
         vocoder_scale: 1.0,
@@ -441,8 +449,10 @@ fn clear_starts(
     };
     let mut held: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].cleared).collect();
     held.sort_by(|&a, &b| rows[a].queued.total_cmp(&rows[b].queued));
-    for i in held {
+    for (decoding, i) in (decoding_now..).zip(held) {
         let new = Starting::new(first_due(&rows[i]));
+        start_costs.step_s = costs.step(decoding.max(1));
+        start_costs.added_step_s = costs.step(decoding + 1) - start_costs.step_s;
         if !starting.is_empty() && !may_start(profile, &starting, new, &start_costs) {
             if !rows[i].held {
                 rows[i].held = true;
@@ -576,13 +586,15 @@ mod tests {
         first: 8,
         chunk: 8,
         grow: false,
+        holdback: 0,
     };
     /// The shipped windowed plan: 8 codes first, then chunks growing to 20, each as long as
-    /// the audio already sent.
+    /// the audio already emitted; the newest 5 codes of each chunk wait for the next.
     const GROWING_CHUNKS: ChunkPlan = ChunkPlan {
         first: 8,
         chunk: 20,
         grow: true,
+        holdback: 5,
     };
 
     /// A fake decoder (4 ms + 2.5 ms per row and step, 10 ms + 5 ms per row and prefill; 15

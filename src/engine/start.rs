@@ -140,8 +140,10 @@ impl Starting {
 /// The machine the replay runs on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StartCosts {
-    /// Seconds per decode step, for every code a window waits for.
+    /// Seconds per decode step of the calls decoding now, for every code a window waits for.
     pub step_s: f64,
+    /// What one more decoding call adds to each step.
+    pub added_step_s: f64,
     /// Seconds of the prefill a new call waits for before its first code.
     pub prefill_s: f64,
     /// Share of the vocoder the calls already under way leave free (their steady load).
@@ -168,7 +170,12 @@ pub fn may_start(profile: &StartProfile, starting: &[Starting], new: Starting, c
     }
     let before = lateness(profile, starting, costs).max(0.0);
     let with_new = [starting, &[new]].concat();
-    lateness(profile, &with_new, costs) <= before + SAME_LATENESS_S
+    // The new call's row slows every step.
+    let slower = StartCosts {
+        step_s: costs.step_s + costs.added_step_s.max(0.0),
+        ..*costs
+    };
+    lateness(profile, &with_new, &slower) <= before + SAME_LATENESS_S
 }
 
 /// How late the worst window of the starting listeners would reach its listener (seconds,
@@ -271,6 +278,7 @@ mod tests {
     fn costs() -> StartCosts {
         StartCosts {
             step_s: 0.004,
+            added_step_s: 0.0,
             prefill_s: 0.010,
             vocoder_free: 1.0,
             vocoder_scale: 1.0,
@@ -446,6 +454,32 @@ mod tests {
             Starting::new(0.25),
             &tight
         ));
+    }
+
+    /// Each call that starts slows every decode step: calls start only while the decoder,
+    /// with them, still decodes every starting call's windows in time.
+    #[test]
+    fn each_new_call_slows_the_decoder() {
+        let p = profile(0.0005);
+        let started = |added_step_s: f64| {
+            let mut starting = vec![Starting::new(0.25)];
+            while starting.len() < 16 {
+                let costs = StartCosts {
+                    step_s: 0.004 + added_step_s * starting.len() as f64,
+                    added_step_s,
+                    ..costs()
+                };
+                if !may_start(&p, &starting, Starting::new(0.25), &costs) {
+                    break;
+                }
+                starting.push(Starting::new(0.25));
+            }
+            starting.len()
+        };
+        let free = started(0.0);
+        let slowed = started(0.006);
+        assert!(slowed < free, "{slowed} vs {free}");
+        assert!((1..=4).contains(&slowed), "{slowed}");
     }
 
     /// The decoder counts too: windows wait for their codes.

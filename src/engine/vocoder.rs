@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tch::Tensor;
 
+use super::scheduler::ChunkPlan;
 use super::start::{PlannedWindow, StartProfile};
 use super::{AudioSink, Fault, Health, Metrics, METRICS};
 use crate::xtts::hifigan::HifiGan;
@@ -42,6 +43,16 @@ pub fn with_speed(stream: &StreamOptions, speed: Option<f64>) -> StreamOptions {
     let mut stream = stream.clone();
     stream.speed = speed.unwrap_or(stream.speed);
     stream
+}
+
+/// Where a sentence's chunks end and what they emit, as the stream `opts` renders them.
+pub fn chunk_plan(opts: &StreamOptions) -> ChunkPlan {
+    ChunkPlan {
+        first: opts.first_chunk_tokens,
+        chunk: opts.chunk_tokens,
+        grow: opts.ramp,
+        holdback: opts.holdback,
+    }
 }
 
 /// Rehearses the start of a sentence of `codes` codes (silent latents, a neutral speaker):
@@ -568,6 +579,22 @@ mod tests {
             }
         }
         assert_eq!(codes, real[..codes.len()].iter().map(|r| r.0).collect::<Vec<_>>());
+        // The decoder's plan of the same stream: its chunks end where the real ones do, and
+        // each emits the audio of the codes the plan says.
+        let plan = chunk_plan(&opts);
+        let ends: Vec<usize> = (1..=80).filter(|&n| plan.completes_chunk(n)).collect();
+        assert_eq!(ends, real.iter().map(|r| r.0).collect::<Vec<_>>());
+        let samples_per_code = 24_000.0 / crate::engine::capacity::CODES_PER_SECOND;
+        let mut emitted = 0;
+        for &(n, samples) in &real {
+            let codes = plan.emitted(n) - emitted;
+            emitted = plan.emitted(n);
+            let expected = codes as f64 * samples_per_code;
+            assert!(
+                (samples as f64 - expected).abs() <= samples_per_code,
+                "at {n}: {samples} samples for {codes} codes"
+            );
+        }
         for (w, (_, samples)) in profile.windows.iter().zip(&real) {
             assert!(
                 (w.audio_s - *samples as f64 / 24_000.0).abs() < 1e-9,

@@ -13,9 +13,9 @@ use tch::Device;
 use super::capacity::Admission;
 use super::capacity::CostModel;
 use super::decode::{measure_costs, DecodeLoop, DecodeSettings, Prepared};
-use super::scheduler::{ChunkPlan, Policy, Scheduler};
+use super::scheduler::{Policy, Scheduler};
 use super::start::StartProfile;
-use super::vocoder::{rehearse_start, with_speed, StageSettings};
+use super::vocoder::{chunk_plan, rehearse_start, with_speed, StageSettings};
 use super::{Fault, Health, Job, JobQueue, Metrics, SpeechBackend, SpeechOptions, SpeechRequest, Validator, METRICS};
 use crate::config::{DeviceSetting, EngineConfig, GptDtype, StreamModeSetting};
 use crate::xtts::batch::{BatchDecoder, SlotCache};
@@ -575,11 +575,7 @@ impl XttsBackend {
             sampling: cfg.sampling.clone(),
             forced_tokens: cfg.forced_tokens,
             code_budget: cfg.stream.mode != StreamMode::Reference && cfg.forced_tokens.is_none(),
-            chunks: ChunkPlan {
-                first: cfg.stream.first_chunk_tokens,
-                chunk: cfg.stream.chunk_tokens,
-                grow: cfg.stream.mode == StreamMode::Windowed,
-            },
+            chunks: chunk_plan(&cfg.stream),
             speed: cfg.stream.speed,
             first_audio_target: cfg.first_audio_target,
             admit_within: cfg.admit_within,
