@@ -8,6 +8,8 @@ pub const CODES_PER_SECOND: f64 = 22_050.0 / 1024.0;
 
 /// Weight of a new observation in the running averages.
 const SMOOTHING: f64 = 0.05;
+/// Weight of a new observation of the vocoder's slowdown, which follows the load quickly.
+const SLOWDOWN_SMOOTHING: f64 = 0.3;
 
 /// Costs in seconds, per batch size from 1 to the decoder's slots.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,11 +87,19 @@ impl CostModel {
             .max(self.vocoder_rehearsed_s_per_audio_s * self.vocoder_slowdown)
     }
 
-    /// The vocoder now renders `slowdown` times slower than rehearsed.
-    pub fn observe_vocoder_slowdown(&mut self, slowdown: f64) {
-        if slowdown.is_finite() && slowdown > 0.0 {
-            self.vocoder_slowdown = slowdown;
+    /// The vocoder rendered `ratio` times slower than rehearsed over its last stretch of work;
+    /// its slowdown is a running average of these (each clamped to 0.5-4, one stretch being
+    /// a few forwards).
+    pub fn observe_vocoder_slowdown(&mut self, ratio: f64) {
+        if ratio.is_finite() && ratio > 0.0 {
+            let ratio = ratio.clamp(0.5, 4.0);
+            self.vocoder_slowdown += SLOWDOWN_SMOOTHING * (ratio - self.vocoder_slowdown);
         }
+    }
+
+    /// How much slower than rehearsed the vocoder renders now.
+    pub fn vocoder_slowdown(&self) -> f64 {
+        self.vocoder_slowdown
     }
 
     fn observe(costs: &mut [f64], rows: usize, secs: f64) {
@@ -207,9 +217,20 @@ mod tests {
         // The vocoder can be the slower stage.
         let mut slow_vocoder = c.clone().with_vocoder(0.2);
         assert_eq!(slow_vocoder.real_time_rows(1.0, 3.0), 5);
-        // Twice slower in service than rehearsed: half the calls.
+        // Twice slower in service than rehearsed, for a while: half the calls.
         slow_vocoder.observe_vocoder_slowdown(2.0);
+        assert!(slow_vocoder.vocoder_slowdown() > 1.0 && slow_vocoder.vocoder_slowdown() < 2.0);
+        for _ in 0..30 {
+            slow_vocoder.observe_vocoder_slowdown(2.0);
+        }
+        assert!((slow_vocoder.vocoder_slowdown() - 2.0).abs() < 1e-3);
         assert_eq!(slow_vocoder.real_time_rows(1.0, 3.0), 2);
+        slow_vocoder.observe_vocoder_slowdown(f64::NAN);
+        slow_vocoder.observe_vocoder_slowdown(100.0);
+        assert!(
+            slow_vocoder.vocoder_slowdown() <= 4.0,
+            "one stretch moves it at most to 4"
+        );
     }
 
     #[test]

@@ -103,8 +103,6 @@ pub struct DecodeLoop<'m> {
     vocoding: Vec<AudioSink>,
     /// Vocoder time and its rehearsed estimate when the slowdown was last observed.
     vocoder_timed: (u64, u64),
-    /// Vocoder time in service over its rehearsed time, a running average.
-    vocoder_scale: f64,
 }
 
 impl<'m> DecodeLoop<'m> {
@@ -137,7 +135,6 @@ impl<'m> DecodeLoop<'m> {
                 Metrics::get(&METRICS.vocoder_us),
                 Metrics::get(&METRICS.vocoder_expected_us),
             ),
-            vocoder_scale: 1.0,
             vocoding: Vec::new(),
         }
     }
@@ -206,10 +203,8 @@ impl<'m> DecodeLoop<'m> {
         );
         let (us, expected_us) = (took.0 - self.vocoder_timed.0, took.1 - self.vocoder_timed.1);
         if expected_us >= 20_000 {
-            let ratio = (us as f64 / expected_us as f64).clamp(0.5, 4.0);
-            self.vocoder_scale += 0.3 * (ratio - self.vocoder_scale);
+            self.costs.observe_vocoder_slowdown(us as f64 / expected_us as f64);
             self.vocoder_timed = took;
-            self.costs.observe_vocoder_slowdown(self.vocoder_scale);
         }
         let now = (Metrics::get(&METRICS.vocoder_us), Metrics::get(&METRICS.tokens));
         let (us, tokens) = (now.0 - self.vocoder_seen.0, now.1 - self.vocoder_seen.1);
@@ -351,7 +346,7 @@ impl<'m> DecodeLoop<'m> {
             added_step_s: 0.0,
             prefill_s: self.costs.prefill(1),
             vocoder_free: 1.0 - steady as f64 * self.costs.vocoder_s_per_audio_s(),
-            vocoder_scale: self.vocoder_scale,
+            vocoder_scale: self.costs.vocoder_slowdown(),
             margin_s: self.settings.start_margin_s,
             vocoder_batch: self.settings.vocoder_batch,
         };
