@@ -272,7 +272,7 @@ impl<'m> DecodeLoop<'m> {
             Metrics::add(&METRICS.refused_busy, 1);
             let speaking = self.rows.len() + self.preparing + self.vocoding.len();
             job.finish(Err(anyhow!(
-                "engine busy: no room within {} ms ({speaking} calls speaking, the most the engine holds in real time)",
+                "engine busy: no room within {} ms ({speaking} requests being served, the most the engine holds in real time)",
                 within.as_millis()
             )));
         }
