@@ -281,7 +281,25 @@ fn bad_input_is_refused() {
 }
 
 /// The engine and the speakers folder it reads (removed when dropped).
-fn engine(max_batch: usize, queue_limit: usize, forced_tokens: usize) -> (Engine, tempfile::TempDir) {
+/// An engine that closes when its test ends and waits for its threads: a test binary must not
+/// exit while an engine thread is inside libtorch (libtorch's teardown then crashes the exit).
+struct TestEngine(Engine);
+
+impl std::ops::Deref for TestEngine {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        &self.0
+    }
+}
+
+impl Drop for TestEngine {
+    fn drop(&mut self) {
+        self.0.close(Duration::from_secs(10));
+    }
+}
+
+fn engine(max_batch: usize, queue_limit: usize, forced_tokens: usize) -> (TestEngine, tempfile::TempDir) {
     engine_with(max_batch, queue_limit, forced_tokens, |_| {})
 }
 
@@ -290,7 +308,7 @@ fn engine_with(
     queue_limit: usize,
     forced_tokens: usize,
     adjust: impl FnOnce(&mut XttsBackendConfig),
-) -> (Engine, tempfile::TempDir) {
+) -> (TestEngine, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy("tests/fixtures/ref_24k.wav", dir.path().join("default.wav")).unwrap();
     let mut cfg = XttsBackendConfig {
@@ -316,7 +334,7 @@ fn engine_with(
         queue_limit,
     )
     .unwrap();
-    (engine, dir)
+    (TestEngine(engine), dir)
 }
 
 fn request(text: &str) -> SpeechRequest {
