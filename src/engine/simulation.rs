@@ -635,7 +635,8 @@ mod tests {
                 batches: vec![(2, 1.6), (4, 3.4)],
                 deadline_order: true,
                 start_check: true,
-                margin_s: 0.02,
+                // The engine's start margin.
+                margin_s: 0.08,
             }),
             delivery: 0.005,
             // As the engine sets it: the forward under way and the chunk's own (59 ms each)
