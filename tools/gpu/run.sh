@@ -4,9 +4,10 @@
 #
 #   OUT=/path/for/results bash KIT/run.sh
 #
-# Steps (each under its own time limit, under 10 minutes in all): environment report, CUDA check
+# Steps (each under its own time limit, 14 minutes in all): environment report, CUDA check
 # on the tiny model, a random full-size checkpoint, `xttsd say` on it (first chunk, real-time
-# factor), then `xttsd bench` over 1..200 concurrent calls and `xttsd bench --bot` over 1..100 voicebot calls. Everything lands in $OUT; the
+# factor), then `xttsd bench` over 1..200 concurrent calls (fp32, then the GPT in bfloat16 on fewer rounds)
+# and `xttsd bench --bot` over 1..100 voicebot calls. Everything lands in $OUT; the
 # 1.9 GB checkpoint goes to $WORK (default: a temporary folder, removed at the end; a given
 # $WORK keeps it for the next run).
 set -uo pipefail
@@ -92,6 +93,20 @@ timeout 300 "$KIT/xttsd" bench --model "$MODEL" --voice "$VOICE" --device "$DEVI
 echo "bench exit status: $?"
 cat "$OUT/bench.txt"
 grep -v INFO "$OUT/bench.log" | tail -n 5
+# What the engine measured at start: decode steps, the vocoder's batch and the decoder's margin.
+grep -o "decoder and vocoder measured.*" "$OUT/bench.log" | head -n 1
+
+# The same benchmark with the GPT in bfloat16 (the vocoder stays in fp32), on fewer rounds.
+BF16_CALLS="${BF16_CALLS:-1,200}"
+step "xttsd bench --gpt-dtype bfloat16 --device $DEVICE --calls $BF16_CALLS --duration $DURATION --tokens $TOKENS --max-batch $MAX_BATCH $BENCH_EXTRA"
+# shellcheck disable=SC2086 # BENCH_EXTRA is a list of flags
+timeout 150 "$KIT/xttsd" bench --model "$MODEL" --voice "$VOICE" --device "$DEVICE" --gpt-dtype bfloat16 \
+    --calls "$BF16_CALLS" --duration "$DURATION" --tokens "$TOKENS" --max-batch "$MAX_BATCH" $BENCH_EXTRA --json "$OUT/bench_bf16.json" \
+    >"$OUT/bench_bf16.txt" 2>"$OUT/bench_bf16.log"
+echo "bench bfloat16 exit status: $?"
+cat "$OUT/bench_bf16.txt"
+grep -v INFO "$OUT/bench_bf16.log" | tail -n 5
+grep -o "decoder and vocoder measured.*" "$OUT/bench_bf16.log" | head -n 1
 
 BOT_CALLS="${BOT_CALLS:-1,10,50,100}"
 step "xttsd bench --bot --device $DEVICE --calls $BOT_CALLS --tokens $TOKENS --max-batch $MAX_BATCH $BENCH_EXTRA"
