@@ -399,11 +399,18 @@ enum Detour {
     Down,
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
+impl Shared {
+    /// Closes the queue: the requests still waiting end as stopped, later ones are refused.
+    fn stop_taking(&self) {
         for job in self.queue.close() {
             job.finish(Err(anyhow::anyhow!("engine stopped")));
         }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop_taking();
     }
 }
 
@@ -599,9 +606,7 @@ impl Engine {
     /// that the process never exits while libtorch is mid-operation on one of them (its
     /// teardown then crashes the exit).
     pub fn close(&self, within: Duration) {
-        for job in self.shared.queue.close() {
-            job.finish(Err(anyhow::anyhow!("engine stopped")));
-        }
+        self.shared.stop_taking();
         let until = Instant::now() + within;
         while self.shared.health.is_alive() && Instant::now() < until {
             thread::sleep(Duration::from_millis(10));

@@ -138,12 +138,15 @@ pub struct XttsBackend {
     slots: Option<Measured>,
 }
 
-/// What `start` prepares and measures: the decoding slots, the decoder's and vocoder's costs,
-/// and a sentence's start as the vocoder renders it.
+/// What `start` prepares, measures and decides from it: the decoding slots, the decoder's and
+/// vocoder's costs, a sentence's start as the vocoder renders it, the vocoder's batch and the
+/// decoder's margin for it.
 struct Measured {
     cache: SlotCache,
     costs: CostModel,
     start: StartProfile,
+    vocoder_batch: usize,
+    scheduling_margin_s: f64,
 }
 
 /// Typical sentence length, seconds: how often a call needs a prefill (admission).
@@ -510,6 +513,8 @@ impl SpeechBackend for XttsBackend {
             Some(s_per_s) => costs.with_vocoder(s_per_s),
             None => costs,
         };
+        let vocoder_batch = self.vocoder_batch(&start);
+        let scheduling_margin_s = scheduling_margin(&start, vocoder_batch);
         tracing::info!(
             max_batch = self.cfg.max_batch,
             slot_positions = decoder.cache().capacity(),
@@ -518,9 +523,9 @@ impl SpeechBackend for XttsBackend {
             step_ms_all = costs.step(self.cfg.max_batch) * 1e3,
             vocoder_s_per_audio_s = costs.vocoder_s_per_audio_s(),
             start_windows = start.windows.len(),
-            vocoder_batch = self.vocoder_batch(&start),
+            vocoder_batch,
             vocoder_batches = ?start.batches,
-            scheduling_margin_ms = scheduling_margin(&start, self.vocoder_batch(&start)) * 1e3,
+            scheduling_margin_ms = scheduling_margin_s * 1e3,
             real_time_calls = costs.real_time_rows(self.cfg.max_load, SENTENCE_S),
             "decoding slots allocated, decoder and vocoder measured"
         );
@@ -528,6 +533,8 @@ impl SpeechBackend for XttsBackend {
             cache: decoder.into_cache(),
             costs,
             start,
+            vocoder_batch,
+            scheduling_margin_s,
         });
         Ok(())
     }
@@ -548,11 +555,16 @@ impl XttsBackend {
         }
         let hifigan = self.vocoder.take().context("the vocoder was already handed out")?;
         let prep = self.prep.take().context("the front-end was already handed out")?;
-        let Measured { cache, costs, start } = self
+        let Measured {
+            cache,
+            costs,
+            start,
+            vocoder_batch,
+            scheduling_margin_s,
+        } = self
             .slots
             .take()
             .context("the decoding slots were already handed out")?;
-        let vocoder_batch = self.vocoder_batch(&start);
         let cfg = &self.cfg;
         let model = &self.model;
         let decoder = BatchDecoder::with_cache(model.gpt(), cache);
@@ -588,8 +600,7 @@ impl XttsBackend {
             vocoder_batch,
             fault: cfg.fault,
         };
-        let margin = scheduling_margin(&settings.start, vocoder_batch);
-        let scheduler = Scheduler::new(Policy::EarliestDeadline, margin, HORIZON_S, AHEAD_S);
+        let scheduler = Scheduler::new(Policy::EarliestDeadline, scheduling_margin_s, HORIZON_S, AHEAD_S);
         let mut lp = DecodeLoop::new(
             model, decoder, settings, scheduler, costs, to_vocoder, to_prep, prepared,
         );

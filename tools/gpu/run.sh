@@ -85,28 +85,26 @@ timeout 90 "$KIT/xttsd" say --model "$MODEL" --voice "$VOICE" --speakers "$WORK/
 echo "say exit status: $?"
 grep -v INFO "$OUT/say_full.log"
 
-step "xttsd bench --device $DEVICE --calls $CALLS --duration $DURATION --tokens $TOKENS --max-batch $MAX_BATCH $BENCH_EXTRA"
-# shellcheck disable=SC2086 # BENCH_EXTRA is a list of flags
-timeout 300 "$KIT/xttsd" bench --model "$MODEL" --voice "$VOICE" --device "$DEVICE" \
-    --calls "$CALLS" --duration "$DURATION" --tokens "$TOKENS" --max-batch "$MAX_BATCH" $BENCH_EXTRA --json "$OUT/bench.json" \
-    >"$OUT/bench.txt" 2>"$OUT/bench.log"
-echo "bench exit status: $?"
-cat "$OUT/bench.txt"
-grep -v INFO "$OUT/bench.log" | tail -n 5
-# What the engine measured at start: decode steps, the vocoder's batch and the decoder's margin.
-grep -o "decoder and vocoder measured.*" "$OUT/bench.log" | head -n 1
+# One benchmark: NAME names its files in $OUT (NAME.txt, NAME.json, NAME.log), LIMIT is its time
+# limit in seconds, CALLS its rounds; further arguments are more bench flags.
+bench_calls() {
+    local name=$1 limit=$2 calls=$3
+    shift 3
+    step "xttsd bench --device $DEVICE $* --calls $calls --duration $DURATION --tokens $TOKENS --max-batch $MAX_BATCH $BENCH_EXTRA"
+    # shellcheck disable=SC2086 # BENCH_EXTRA is a list of flags
+    timeout "$limit" "$KIT/xttsd" bench --model "$MODEL" --voice "$VOICE" --device "$DEVICE" "$@" \
+        --calls "$calls" --duration "$DURATION" --tokens "$TOKENS" --max-batch "$MAX_BATCH" $BENCH_EXTRA --json "$OUT/$name.json" \
+        >"$OUT/$name.txt" 2>"$OUT/$name.log"
+    echo "$name exit status: $?"
+    cat "$OUT/$name.txt"
+    grep -v INFO "$OUT/$name.log" | tail -n 5
+    # What the engine measured at start: decode steps, the vocoder's batch and the decoder's margin.
+    grep -o "decoder and vocoder measured.*" "$OUT/$name.log" | head -n 1
+}
 
+bench_calls bench 300 "$CALLS"
 # The same benchmark with the GPT in bfloat16 (the vocoder stays in fp32), on fewer rounds.
-BF16_CALLS="${BF16_CALLS:-1,200}"
-step "xttsd bench --gpt-dtype bfloat16 --device $DEVICE --calls $BF16_CALLS --duration $DURATION --tokens $TOKENS --max-batch $MAX_BATCH $BENCH_EXTRA"
-# shellcheck disable=SC2086 # BENCH_EXTRA is a list of flags
-timeout 150 "$KIT/xttsd" bench --model "$MODEL" --voice "$VOICE" --device "$DEVICE" --gpt-dtype bfloat16 \
-    --calls "$BF16_CALLS" --duration "$DURATION" --tokens "$TOKENS" --max-batch "$MAX_BATCH" $BENCH_EXTRA --json "$OUT/bench_bf16.json" \
-    >"$OUT/bench_bf16.txt" 2>"$OUT/bench_bf16.log"
-echo "bench bfloat16 exit status: $?"
-cat "$OUT/bench_bf16.txt"
-grep -v INFO "$OUT/bench_bf16.log" | tail -n 5
-grep -o "decoder and vocoder measured.*" "$OUT/bench_bf16.log" | head -n 1
+bench_calls bench_bf16 150 "${BF16_CALLS:-1,200}" --gpt-dtype bfloat16
 
 BOT_CALLS="${BOT_CALLS:-1,10,50,100}"
 step "xttsd bench --bot --device $DEVICE --calls $BOT_CALLS --tokens $TOKENS --max-batch $MAX_BATCH $BENCH_EXTRA"
