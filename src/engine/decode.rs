@@ -13,7 +13,7 @@ use tch::Tensor;
 
 use super::capacity::{Admission, CostModel, CODES_PER_SECOND};
 use super::scheduler::{Action, ChunkPlan, Phase, RowId, RowView, Scheduler};
-use super::start::{may_start, StartCosts, StartProfile, Starting};
+use super::start::{clearable, Held, StartCosts, StartProfile, Starting};
 use super::vocoder::VocoderWork;
 use super::{AudioSink, Fault, Health, Job, JobQueue, Metrics, SpeechOptions, HEARTBEAT_EVERY, METRICS};
 use crate::xtts::batch::{BatchDecoder, RowOptions, Token, COND_LATENTS};
@@ -339,9 +339,7 @@ impl<'m> DecodeLoop<'m> {
                 None => steady += 1,
             }
         }
-        // Held calls do not decode: the steps are those of the cleared ones.
-        let decoding_now = self.rows.iter().filter(|s| s.cleared).count();
-        let mut costs = StartCosts {
+        let costs = StartCosts {
             step_s: 0.0,
             added_step_s: 0.0,
             prefill_s: self.costs.prefill(1),
@@ -352,27 +350,23 @@ impl<'m> DecodeLoop<'m> {
         };
         let mut held: Vec<usize> = (0..self.rows.len()).filter(|&i| !self.rows[i].cleared).collect();
         held.sort_by_key(|&i| self.rows[i].job.listener_waits_from());
-        // Each call cleared decodes too: the next one's steps are slower.
-        for (decoding, i) in (decoding_now..).zip(held) {
-            let asked_ahead = !self.rows[i].job.req.options.plays_in.is_zero();
-            let new = Starting::new(self.first_due(self.rows[i].job.listener_waits_from(), now));
-            costs.step_s = self.costs.step(decoding.max(1));
-            costs.added_step_s = self.costs.step(decoding + 1) - costs.step_s;
-            let clear = profile.windows.is_empty()
-                || asked_ahead
-                || starting.is_empty()
-                || may_start(profile, &starting, new, &costs);
-            if !clear {
-                if !self.rows[i].held {
-                    self.rows[i].held = true;
-                    Metrics::add(&METRICS.starts_held, 1);
-                }
-                // Later calls wait behind it: the oldest starts first.
-                break;
-            }
-            self.rows[i].cleared = true;
-            if !asked_ahead {
-                starting.push(new);
+        let calls: Vec<Held> = held
+            .iter()
+            .map(|&i| Held {
+                first_due: self.first_due(self.rows[i].job.listener_waits_from(), now),
+                asked_ahead: !self.rows[i].job.req.options.plays_in.is_zero(),
+            })
+            .collect();
+        // Held calls do not decode: the steps are those of the cleared ones.
+        let decoding = self.rows.iter().filter(|s| s.cleared).count();
+        let cleared = clearable(profile, starting, &calls, decoding, costs, |n| self.costs.step(n));
+        for (&i, clear) in held.iter().zip(cleared) {
+            if clear {
+                self.rows[i].cleared = true;
+            } else if !self.rows[i].held {
+                // Counted once per call, however long it waits.
+                self.rows[i].held = true;
+                Metrics::add(&METRICS.starts_held, 1);
             }
         }
     }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use super::capacity::{Admission, CostModel, CODES_PER_SECOND};
 use super::scheduler::{Action, ChunkPlan, Phase, Policy, RowId, RowView, Scheduler};
-use super::start::{may_start, PlannedWindow, StartCosts, StartProfile, Starting};
+use super::start::{clearable, Held, PlannedWindow, StartCosts, StartProfile, Starting};
 
 /// Audio kept in hand by the scheduler in the simulation.
 pub const HORIZON_S: f64 = 2.0;
@@ -437,8 +437,7 @@ fn clear_starts(
             first_due: first_due(r),
         });
     }
-    let decoding_now = rows.iter().filter(|r| r.cleared).count();
-    let mut start_costs = StartCosts {
+    let start_costs = StartCosts {
         step_s: 0.0,
         added_step_s: 0.0,
         prefill_s: costs.prefill(1),
@@ -449,19 +448,22 @@ fn clear_starts(
     };
     let mut held: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].cleared).collect();
     held.sort_by(|&a, &b| rows[a].queued.total_cmp(&rows[b].queued));
-    for (decoding, i) in (decoding_now..).zip(held) {
-        let new = Starting::new(first_due(&rows[i]));
-        start_costs.step_s = costs.step(decoding.max(1));
-        start_costs.added_step_s = costs.step(decoding + 1) - start_costs.step_s;
-        if !starting.is_empty() && !may_start(profile, &starting, new, &start_costs) {
-            if !rows[i].held {
-                rows[i].held = true;
-                out.held += 1;
-            }
-            break;
+    let calls: Vec<Held> = held
+        .iter()
+        .map(|&i| Held {
+            first_due: first_due(&rows[i]),
+            asked_ahead: false,
+        })
+        .collect();
+    let decoding = rows.iter().filter(|r| r.cleared).count();
+    let cleared = clearable(profile, starting, &calls, decoding, start_costs, |n| costs.step(n));
+    for (&i, clear) in held.iter().zip(cleared) {
+        if clear {
+            rows[i].cleared = true;
+        } else if !rows[i].held {
+            rows[i].held = true;
+            out.held += 1;
         }
-        rows[i].cleared = true;
-        starting.push(new);
     }
 }
 

@@ -178,6 +178,54 @@ pub fn may_start(profile: &StartProfile, starting: &[Starting], new: Starting, c
     lateness(profile, &with_new, &slower) <= before + SAME_LATENESS_S
 }
 
+/// A call held before its first prefill, as the start check sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Held {
+    /// Seconds from now to its first-audio target (negative once past).
+    pub first_due: f64,
+    /// Asked while its listener's current speech still plays: it has time, so it starts at
+    /// once and does not count as starting.
+    pub asked_ahead: bool,
+}
+
+/// Which of the `held` calls (oldest first) may start now beside `starting`, the calls
+/// already in their start. A call asked ahead, or any call when no start was rehearsed,
+/// starts at once; so does a call when no other is starting (nothing to protect). Any other
+/// starts only if [`may_start`], and the first one refused holds the later ones behind it:
+/// the oldest starts first. Each call cleared decodes too, so the next one's steps are
+/// slower: `step(n)` is the seconds of a decode step of `n` calls, and `decoding` the calls
+/// decoding now.
+pub fn clearable(
+    profile: &StartProfile,
+    mut starting: Vec<Starting>,
+    held: &[Held],
+    decoding: usize,
+    mut costs: StartCosts,
+    step: impl Fn(usize) -> f64,
+) -> Vec<bool> {
+    let mut decoding = decoding;
+    let mut holding = false;
+    held.iter()
+        .map(|call| {
+            let new = Starting::new(call.first_due);
+            costs.step_s = step(decoding.max(1));
+            costs.added_step_s = step(decoding + 1) - costs.step_s;
+            let clear = profile.windows.is_empty()
+                || call.asked_ahead
+                || (!holding && (starting.is_empty() || may_start(profile, &starting, new, &costs)));
+            if clear {
+                decoding += 1;
+                if !call.asked_ahead {
+                    starting.push(new);
+                }
+            } else {
+                holding = true;
+            }
+            clear
+        })
+        .collect()
+}
+
 /// How late the worst window of the starting listeners would reach its listener (seconds,
 /// the margin included; zero or less: every listener keeps its audio) if the vocoder served
 /// them from now on as it does: in forwards of the most urgent windows ready, one per
@@ -357,13 +405,50 @@ mod tests {
         lateness(p, calls, costs) <= 0.0
     }
 
-    /// `n` calls arriving together, each cleared by [`may_start`] in turn: how many start.
+    /// `n` calls arriving together, the first starting alone and the others held behind it:
+    /// how many start.
     fn started_together(p: &StartProfile, n: usize, costs: &StartCosts) -> usize {
-        let mut starting = vec![Starting::new(0.25)];
-        while starting.len() < n && may_start(p, &starting, Starting::new(0.25), costs) {
-            starting.push(Starting::new(0.25));
+        let cleared = clearable(p, vec![Starting::new(0.25)], &vec![held(); n - 1], 1, *costs, |_| {
+            costs.step_s
+        });
+        1 + cleared.iter().filter(|&&c| c).count()
+    }
+
+    fn held() -> Held {
+        Held {
+            first_due: 0.25,
+            asked_ahead: false,
         }
-        starting.len()
+    }
+
+    /// The oldest held call starts first and holds the later ones; a call asked ahead of its
+    /// playing starts wherever it waits and leaves the vocoder's start to the others.
+    #[test]
+    fn held_calls_start_oldest_first_and_asked_ahead_at_once() {
+        let p = profile(0.002);
+        let c = costs();
+        let most = started_together(&p, 16, &c);
+        assert!((2..16).contains(&most), "{most}");
+        let step = |_| c.step_s;
+        let mut calls = vec![held(); 15];
+        calls[0].asked_ahead = true;
+        calls[14].asked_ahead = true;
+        let cleared = clearable(&p, vec![Starting::new(0.25)], &calls, 1, c, step);
+        let expected: Vec<bool> = (0..15).map(|i| i == 0 || i == 14 || i < most).collect();
+        assert_eq!(cleared, expected, "most {most}");
+        // Nothing starting: the first call starts alone, and holds nobody it could not serve.
+        let alone = clearable(&p, Vec::new(), &[held(); 15], 0, c, step);
+        assert_eq!(alone.iter().filter(|&&c| c).count(), most);
+        // No start rehearsed: every call starts.
+        let unmeasured = clearable(
+            &StartProfile::default(),
+            vec![Starting::new(0.25); 8],
+            &[held(); 4],
+            8,
+            c,
+            step,
+        );
+        assert_eq!(unmeasured, vec![true; 4]);
     }
 
     #[test]
@@ -462,19 +547,10 @@ mod tests {
     fn each_new_call_slows_the_decoder() {
         let p = profile(0.0005);
         let started = |added_step_s: f64| {
-            let mut starting = vec![Starting::new(0.25)];
-            while starting.len() < 16 {
-                let costs = StartCosts {
-                    step_s: 0.004 + added_step_s * starting.len() as f64,
-                    added_step_s,
-                    ..costs()
-                };
-                if !may_start(&p, &starting, Starting::new(0.25), &costs) {
-                    break;
-                }
-                starting.push(Starting::new(0.25));
-            }
-            starting.len()
+            let calls = [held(); 15];
+            let step = |n: usize| 0.004 + added_step_s * n as f64;
+            let cleared = clearable(&p, vec![Starting::new(0.25)], &calls, 1, costs(), step);
+            1 + cleared.iter().filter(|&&c| c).count()
         };
         let free = started(0.0);
         let slowed = started(0.006);
