@@ -343,6 +343,7 @@ impl<'m> DecodeLoop<'m> {
             step_s: 0.0,
             added_step_s: 0.0,
             prefill_s: self.costs.prefill(1),
+            prefill_row_s: self.costs.prefill(2) - self.costs.prefill(1),
             vocoder_free: 1.0 - steady as f64 * self.costs.vocoder_s_per_audio_s(),
             vocoder_scale: self.costs.vocoder_slowdown(),
             margin_s: self.settings.start_margin_s,

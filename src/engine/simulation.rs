@@ -441,6 +441,7 @@ fn clear_starts(
         step_s: 0.0,
         added_step_s: 0.0,
         prefill_s: costs.prefill(1),
+        prefill_row_s: costs.prefill(2) - costs.prefill(1),
         vocoder_free: 1.0 - steady as f64 * costs.vocoder_s_per_audio_s(),
         vocoder_scale: 1.0,
         margin_s: v.margin_s,

@@ -9,6 +9,9 @@
 //! waits (and past `admit_within` is refused busy).
 //! Pure: no tensor and no clock of its own, so it is tested with made-up profiles.
 
+/// Forwards longer than every rehearsed window are padded to a multiple of this many frames.
+pub const FRAME_STEP: i64 = 16;
+
 /// One window of a sentence's start, as rehearsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlannedWindow {
@@ -98,6 +101,25 @@ impl StartProfile {
         best.0
     }
 
+    /// Frames a forward of windows up to `longest` frames is padded to, so that the vocoder
+    /// sees few shapes: the smallest rehearsed window that holds them, else `longest` rounded
+    /// up to a multiple of [`FRAME_STEP`] (an empty profile pads nothing).
+    pub fn forward_frames(&self, longest: i64) -> i64 {
+        if self.windows.is_empty() {
+            return longest;
+        }
+        let rehearsed = self.windows.iter().map(|w| w.frames).filter(|&f| f >= longest).min();
+        rehearsed.unwrap_or_else(|| (longest + FRAME_STEP - 1) / FRAME_STEP * FRAME_STEP)
+    }
+
+    /// The frames of the forwards a sentence's start uses, each once, in growing order.
+    pub fn forward_shapes(&self) -> Vec<i64> {
+        let mut frames: Vec<i64> = self.windows.iter().map(|w| w.frames).collect();
+        frames.sort_unstable();
+        frames.dedup();
+        frames
+    }
+
     /// Windows already handed to a listener that has received `sent_s` seconds of the sentence.
     pub fn delivered(&self, sent_s: f64) -> usize {
         let mut audio = 0.0;
@@ -146,6 +168,8 @@ pub struct StartCosts {
     pub added_step_s: f64,
     /// Seconds of the prefill a new call waits for before its first code.
     pub prefill_s: f64,
+    /// What each further new call adds to that prefill (new calls prefill together).
+    pub prefill_row_s: f64,
     /// Share of the vocoder the calls already under way leave free (their steady load).
     pub vocoder_free: f64,
     /// Measured vocoder time over rehearsed time (above 1: slower than at load, as when
@@ -231,7 +255,8 @@ pub fn clearable(
 /// them from now on as it does: in forwards of the most urgent windows ready, one per
 /// listener, each delivered when its forward ends. A window is due when the audio before it runs
 /// out; a first window when its listener's first-audio target comes, but it is never late
-/// (its listener has no audio to lose: waiting is the price of holding a call).
+/// (its listener has no audio to lose: waiting is the price of holding a call). A window is
+/// ready once its codes are decoded, after the new calls' prefills.
 pub fn lateness(profile: &StartProfile, calls: &[Starting], costs: &StartCosts) -> f64 {
     if costs.vocoder_free <= 0.0 {
         return f64::INFINITY;
@@ -255,11 +280,13 @@ pub fn lateness(profile: &StartProfile, calls: &[Starting], costs: &StartCosts) 
             first_due: c.first_due,
         })
         .collect();
-    // When a call's next window can be rendered: its codes decoded, after the prefill.
-    let released = |c: &Call, w: &PlannedWindow| {
-        let prefill = if c.new { costs.prefill_s } else { 0.0 };
-        prefill + w.codes.saturating_sub(c.decoded) as f64 * costs.step_s
+    // When a call's next window can be rendered: its codes decoded, after the new calls'
+    // prefills (which pause every row's decoding).
+    let prefills = match state.iter().filter(|c| c.new).count() {
+        0 => 0.0,
+        n => costs.prefill_s + (n - 1) as f64 * costs.prefill_row_s.max(0.0),
     };
+    let released = |c: &Call, w: &PlannedWindow| prefills + w.codes.saturating_sub(c.decoded) as f64 * costs.step_s;
     let mut now = 0.0f64;
     let mut worst = f64::NEG_INFINITY;
     loop {
@@ -328,6 +355,7 @@ mod tests {
             step_s: 0.004,
             added_step_s: 0.0,
             prefill_s: 0.010,
+            prefill_row_s: 0.002,
             vocoder_free: 1.0,
             vocoder_scale: 1.0,
             margin_s: 0.02,
@@ -351,6 +379,41 @@ mod tests {
         // Render time is 0.25 ms per frame here: the line through the windows says so.
         assert!((p.render_estimate(100) - 0.025).abs() < 1e-9);
         assert_eq!(StartProfile::default().render_estimate(100), 0.0);
+    }
+
+    /// Forwards are padded to a rehearsed window's shape, or past the longest to a multiple of
+    /// 16 frames: the vocoder sees few shapes, all but the longest ones warmed at start.
+    #[test]
+    fn forwards_are_padded_to_shapes_seen_before() {
+        let p = profile(0.001);
+        assert_eq!(p.forward_shapes(), vec![32, 52, 84, 116, 132]);
+        assert_eq!(p.forward_frames(32), 32);
+        assert_eq!(p.forward_frames(33), 52);
+        assert_eq!(p.forward_frames(100), 116);
+        assert_eq!(p.forward_frames(133), 144);
+        assert_eq!(p.forward_frames(144), 144);
+        assert_eq!(StartProfile::default().forward_frames(37), 37);
+        assert!(StartProfile::default().forward_shapes().is_empty());
+    }
+
+    /// A new call's prefill pauses every row's decoding: the next window of a call already
+    /// starting comes later by it.
+    #[test]
+    fn a_new_calls_prefill_delays_the_others() {
+        let p = profile(0.0005);
+        let c = StartCosts {
+            prefill_s: 0.05,
+            ..costs()
+        };
+        let under_way = Starting {
+            decoded: 12,
+            delivered: 1,
+            in_hand: Some(0.1),
+            first_due: 0.0,
+        };
+        let alone = lateness(&p, &[under_way], &c);
+        let with_new = lateness(&p, &[under_way, Starting::new(0.25)], &c);
+        assert!(with_new > alone + 0.045, "{with_new} vs {alone}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::scheduler::ChunkPlan;
 use super::start::{PlannedWindow, StartProfile};
 use super::{AudioSink, Fault, Health, Metrics, METRICS};
 use crate::xtts::hifigan::HifiGan;
-use crate::xtts::stream::{render_windows, StreamOptions, StreamVocoder, Window};
+use crate::xtts::stream::{render_windows, render_windows_padded, StreamOptions, StreamVocoder, Window};
 
 /// Work for the vocoder thread, in order.
 pub enum VocoderWork {
@@ -146,6 +146,23 @@ fn rehearse_batches(
         return Ok(batches);
     }
     Ok(Vec::new())
+}
+
+/// Renders a forward of every shape the stage will use for a start, at every batch from 2 to
+/// `batch` (one window alone was rehearsed already), so that no call waits for a shape's
+/// first forward (on a CPU, oneDNN sets up each new shape's convolutions, at several times
+/// the cost of the forward).
+pub fn warm_shapes(hifigan: &HifiGan, profile: &StartProfile, batch: usize) -> Result<()> {
+    let _guard = tch::no_grad_guard();
+    let options = (tch::Kind::Float, hifigan.device());
+    let speaker = Tensor::f_zeros([1, hifigan.speaker_dim(), 1], options)?;
+    for frames in profile.forward_shapes() {
+        let latents = Tensor::f_zeros([1, hifigan.latent_dim(), frames], options)?;
+        for copies in 2..=batch {
+            let _wav = hifigan.generate_padded(&vec![(&latents, &speaker); copies], frames)?;
+        }
+    }
+    Ok(())
 }
 
 /// How the vocoder stage renders and orders its work.
@@ -377,18 +394,19 @@ impl<'a> Stage<'a> {
         self.forwards += 1;
         Metrics::add(&METRICS.vocoder_forwards, 1);
         Metrics::add(&METRICS.vocoder_windows, windows.len() as u64);
-        // Windows of a forward are padded to the longest.
+        // Windows of a forward are padded to the longest, and that to a shape seen before.
         let longest = windows.iter().map(|w| w.frames()).max().unwrap_or(0);
-        let expected = self.start.render_estimate(longest) * self.start.batch_factor(windows.len());
+        let frames = self.start.forward_frames(longest);
+        let expected = self.start.render_estimate(frames) * self.start.batch_factor(windows.len());
         Metrics::add(&METRICS.vocoder_expected_us, (expected * 1e6) as u64);
-        match render_windows(self.hifigan, windows) {
+        match render_windows_padded(self.hifigan, windows, frames) {
             Ok(wavs) => wavs.into_iter().map(Ok).collect(),
             Err(e) if windows.len() == 1 => vec![Err(e)],
             Err(_) => windows
                 .iter()
                 .map(|w| {
                     self.forwards += 1;
-                    render_windows(self.hifigan, &[w]).map(|mut wavs| wavs.remove(0))
+                    render_windows_padded(self.hifigan, &[w], frames).map(|mut wavs| wavs.remove(0))
                 })
                 .collect(),
         }

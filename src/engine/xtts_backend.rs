@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use tch::Device;
@@ -15,7 +15,7 @@ use super::capacity::CostModel;
 use super::decode::{measure_costs, DecodeLoop, DecodeSettings, Prepared};
 use super::scheduler::{Policy, Scheduler};
 use super::start::StartProfile;
-use super::vocoder::{chunk_plan, rehearse_start, with_speed, StageSettings};
+use super::vocoder::{chunk_plan, rehearse_start, warm_shapes, with_speed, StageSettings};
 use super::{Fault, Health, Job, JobQueue, Metrics, SpeechBackend, SpeechOptions, SpeechRequest, Validator, METRICS};
 use crate::config::{DeviceSetting, EngineConfig, GptDtype, StreamModeSetting};
 use crate::xtts::batch::{BatchDecoder, SlotCache};
@@ -514,6 +514,9 @@ impl SpeechBackend for XttsBackend {
             None => costs,
         };
         let vocoder_batch = self.vocoder_batch(&start);
+        let warming = Instant::now();
+        warm_shapes(hifigan, &start, vocoder_batch).context("warming the vocoder")?;
+        let warm_ms = warming.elapsed().as_millis();
         let scheduling_margin_s = scheduling_margin(&start, vocoder_batch);
         tracing::info!(
             max_batch = self.cfg.max_batch,
@@ -522,9 +525,10 @@ impl SpeechBackend for XttsBackend {
             step_ms_1 = costs.step(1) * 1e3,
             step_ms_all = costs.step(self.cfg.max_batch) * 1e3,
             vocoder_s_per_audio_s = costs.vocoder_s_per_audio_s(),
-            start_windows = start.windows.len(),
+            start_window_ms = ?start.windows.iter().map(|w| (w.render_s * 1e4).round() / 10.0).collect::<Vec<_>>(),
             vocoder_batch,
             vocoder_batches = ?start.batches,
+            warm_ms,
             scheduling_margin_ms = scheduling_margin_s * 1e3,
             real_time_calls = costs.real_time_rows(self.cfg.max_load, SENTENCE_S),
             "decoding slots allocated, decoder and vocoder measured"

@@ -103,8 +103,8 @@ struct PaddingMasks {
 }
 
 impl PaddingMasks {
-    fn new(frames: &[i64], strides: &[i64], device: tch::Device) -> Result<Self> {
-        let longest = frames.iter().copied().max().unwrap_or(0);
+    /// Masks for rows of `frames` frames each, padded to `longest`.
+    fn new(frames: &[i64], longest: i64, strides: &[i64], device: tch::Device) -> Result<Self> {
         if frames.iter().all(|&t| t == longest) {
             return Ok(Self { masks: Vec::new() });
         }
@@ -391,11 +391,18 @@ impl HifiGan {
     /// first hop · T_i samples (shorter inputs are padded, and the padding masked at every conv,
     /// so each row equals the input's render alone up to float rounding).
     pub fn generate_batch(&self, inputs: &[(&Tensor, &Tensor)]) -> Result<Tensor> {
+        self.generate_padded(inputs, 0)
+    }
+
+    /// [`Self::generate_batch`] with every input padded to at least `frames` frames: a forward
+    /// of a shape seen before. On a CPU each new input shape costs oneDNN a one-off set-up of
+    /// every convolution, several times the forward itself, so the engine keeps its shapes few.
+    pub fn generate_padded(&self, inputs: &[(&Tensor, &Tensor)], frames: i64) -> Result<Tensor> {
         if inputs.is_empty() {
             bail!("no vocoder input");
         }
         let device = self.conv_pre.weight.device();
-        let mut frames = Vec::with_capacity(inputs.len());
+        let mut lengths = Vec::with_capacity(inputs.len());
         for (z, _) in inputs {
             let size = z.size();
             if size.len() != 3 || size[0] != 1 || size[1] != self.latent_dim || size[2] == 0 {
@@ -404,27 +411,27 @@ impl HifiGan {
                     self.latent_dim
                 );
             }
-            frames.push(size[2]);
+            lengths.push(size[2]);
         }
         let speakers = inputs
             .iter()
             .map(|(_, g)| self.speaker(g))
             .collect::<Result<Vec<_>>>()?;
-        if inputs.len() == 1 {
+        let longest = lengths.iter().copied().max().unwrap_or(0).max(frames);
+        if inputs.len() == 1 && lengths[0] == longest {
             return self.forward(
                 &inputs[0].0.f_to(device)?,
                 &speakers[0],
                 &PaddingMasks { masks: Vec::new() },
             );
         }
-        let longest = frames.iter().copied().max().unwrap_or(0);
         let padded = inputs
             .iter()
-            .zip(&frames)
+            .zip(&lengths)
             .map(|((z, _), &t)| Ok(z.f_to(device)?.f_constant_pad_nd([0, longest - t])?))
             .collect::<Result<Vec<_>>>()?;
         let strides: Vec<i64> = self.stages.iter().map(|s| s.up.stride).collect();
-        let masks = PaddingMasks::new(&frames, &strides, device)?;
+        let masks = PaddingMasks::new(&lengths, longest, &strides, device)?;
         self.forward(&Tensor::f_cat(&padded, 0)?, &Tensor::f_cat(&speakers, 0)?, &masks)
     }
 

@@ -224,8 +224,13 @@ enum Cut {
 /// Renders the windows of several sentences in one generator forward; each window's samples,
 /// in order.
 pub fn render_windows(hifigan: &HifiGan, windows: &[&Window]) -> Result<Vec<Vec<f32>>> {
+    render_windows_padded(hifigan, windows, 0)
+}
+
+/// [`render_windows`] in a forward of at least `frames` frames (see [`HifiGan::generate_padded`]).
+pub fn render_windows_padded(hifigan: &HifiGan, windows: &[&Window], frames: i64) -> Result<Vec<Vec<f32>>> {
     let inputs: Vec<(&Tensor, &Tensor)> = windows.iter().map(|w| (&w.frames, &w.speaker)).collect();
-    let wav = hifigan.generate_batch(&inputs)?;
+    let wav = hifigan.generate_padded(&inputs, frames)?;
     let row = wav.size()[2] as usize;
     let samples = to_vec(&wav)?;
     let hop = hifigan.hop() as usize;
@@ -493,7 +498,8 @@ pub(crate) mod tests {
 
     /// Sentences of different lengths, speakers, speeds and modes fed in lockstep, every due
     /// window of a step rendered in one forward: each chunk equals the sentence's chunk
-    /// rendered alone (the padding of the shorter windows never leaks into their audio).
+    /// rendered alone (the padding of the shorter windows, or of a whole forward to a larger
+    /// shape, never leaks into their audio).
     #[test]
     fn batched_windows_render_as_each_alone() {
         let _guard = tch::no_grad_guard();
@@ -535,7 +541,7 @@ pub(crate) mod tests {
             .map(|(_, speaker, opts)| StreamVocoder::new(hifigan, speaker, opts).unwrap())
             .collect();
         let mut batched: Vec<Vec<Vec<f32>>> = vec![Vec::new(); sentences.len()];
-        let (mut shared, mut mixed_lengths) = (0, 0);
+        let (mut shared, mut mixed_lengths, mut padded_alone) = (0, 0, 0);
         let longest = sentences.iter().map(|(l, _, _)| l.size()[0]).max().unwrap();
         for step in 0..=longest {
             let mut due = Vec::new();
@@ -567,14 +573,23 @@ pub(crate) mod tests {
                     mixed_lengths += 1;
                 }
             }
-            let wavs = render_windows(hifigan, &windows).unwrap();
+            // Every other forward is padded past its longest window, as the engine pads its
+            // forwards to shapes it has seen; a window alone is padded then too.
+            let longest_window = windows.iter().map(|w| w.frames()).max().unwrap();
+            let pad_to = if step % 2 == 1 {
+                padded_alone += usize::from(windows.len() == 1);
+                longest_window + 16
+            } else {
+                0
+            };
+            let wavs = render_windows_padded(hifigan, &windows, pad_to).unwrap();
             for ((i, window), wav) in due.into_iter().zip(wavs) {
                 batched[i].push(vocoders[i].complete(window, &wav));
             }
         }
         assert!(
-            shared > 3 && mixed_lengths > 0,
-            "{shared} shared forwards, {mixed_lengths} padded"
+            shared > 3 && mixed_lengths > 0 && padded_alone > 0,
+            "{shared} shared forwards, {mixed_lengths} padded, {padded_alone} alone padded"
         );
         for (i, (alone, batched)) in alone.iter().zip(&batched).enumerate() {
             assert_eq!(alone.len(), batched.len(), "sentence {i}: chunk count");
