@@ -172,9 +172,9 @@ pub trait SpeechBackend: 'static {
     /// `emit` returns false (the listener is gone).
     fn speak(&mut self, req: &SpeechRequest, emit: &mut dyn FnMut(Vec<f32>) -> bool) -> Result<()>;
 
-    /// Gets ready to serve (allocates what serving needs) before the engine reports ready;
-    /// an error here fails the start.
-    fn start(&mut self) -> Result<()> {
+    /// Gets ready to serve (allocates what serving needs, starts its threads: they report a
+    /// panic to `health`) before the engine reports ready; an error here fails the start.
+    fn start(&mut self, _health: &Arc<Health>) -> Result<()> {
         Ok(())
     }
 
@@ -470,7 +470,9 @@ impl Engine {
         let (worker_queue, worker_health) = (queue.clone(), health.clone());
         thread::Builder::new().name("xtts-engine".into()).spawn(move || {
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                match load().and_then(|(mut backend, validator)| backend.start().map(|()| (backend, validator))) {
+                match load()
+                    .and_then(|(mut backend, validator)| backend.start(&worker_health).map(|()| (backend, validator)))
+                {
                     Ok((mut backend, validator)) => {
                         let _ = ready_tx.send(Ok((backend.sample_rate(), validator)));
                         let mut jobs = JobQueue {

@@ -6,7 +6,7 @@
 //! loop sees it through the sink); a panic stops the engine (see [`super::Health`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,17 +148,18 @@ fn rehearse_batches(
     Ok(Vec::new())
 }
 
-/// Renders a forward of every shape the stage will use for a start, at every batch from 2 to
-/// `batch` (one window alone was rehearsed already), so that no call waits for a shape's
-/// first forward (on a CPU, oneDNN sets up each new shape's convolutions, at several times
-/// the cost of the forward).
-pub fn warm_shapes(hifigan: &HifiGan, profile: &StartProfile, batch: usize) -> Result<()> {
+/// Renders a forward of every shape the stage will use for a start, at every batch from 1 to
+/// `batch`, so that no call waits for a shape's first forward: on a CPU, oneDNN sets up each
+/// new shape's convolutions at several times the cost of the forward, and keeps that set-up
+/// per thread (a tiny model's first two-window forward: about 60 ms on the vocoder's thread
+/// after a warm-up on another, 12 ms after one on its own). So the stage warms on its thread.
+fn warm_shapes(hifigan: &HifiGan, profile: &StartProfile, batch: usize) -> Result<()> {
     let _guard = tch::no_grad_guard();
     let options = (tch::Kind::Float, hifigan.device());
     let speaker = Tensor::f_zeros([1, hifigan.speaker_dim(), 1], options)?;
     for frames in profile.forward_shapes() {
         let latents = Tensor::f_zeros([1, hifigan.latent_dim(), frames], options)?;
-        for copies in 2..=batch {
+        for copies in 1..=batch.max(1) {
             let _wav = hifigan.generate_padded(&vec![(&latents, &speaker); copies], frames)?;
         }
     }
@@ -179,15 +180,25 @@ pub struct StageSettings {
 }
 
 /// Starts the vocoder thread; it runs until every sender of `work` is gone. Each round renders
-/// the due chunks of up to `max_batch` requests in one forward.
+/// the due chunks of up to `max_batch` requests in one forward. Before its first round the
+/// thread renders each shape of a start once ([`warm_shapes`]) and says how long that took, or
+/// why it failed (then it ends), on `warmed`.
 pub fn spawn(
     hifigan: HifiGan,
     settings: StageSettings,
     work: Receiver<VocoderWork>,
+    warmed: Sender<Result<Duration>>,
     health: Arc<Health>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("xtts-vocoder".into()).spawn(move || {
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let warming = Instant::now();
+            let warm = warm_shapes(&hifigan, &settings.start, settings.max_batch).map(|()| warming.elapsed());
+            let failed = warm.is_err();
+            let _ = warmed.send(warm);
+            if failed {
+                return;
+            }
             let _guard = tch::no_grad_guard();
             let mut stage = Stage::new(&hifigan, &settings);
             loop {
@@ -635,6 +646,66 @@ mod tests {
         assert!(profile.batches.iter().all(|b| b.1 > 0.0), "{:?}", profile.batches);
         let one = rehearse_start(hifigan, &opts, 24_000, 80, 1).unwrap();
         assert!(one.batches.is_empty(), "a limit of one measures no batch");
+    }
+
+    /// The tiny fixture's vocoder, owned (as the engine hands it to the thread).
+    fn owned_vocoder() -> HifiGan {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/model");
+        let config = crate::xtts::config::XttsConfig::from_file(&dir.join("config.json")).unwrap();
+        let path = dir.join("model.pth");
+        let state = crate::xtts::checkpoint::load_model_state(&path).unwrap();
+        let weights = crate::xtts::checkpoint::Weights::new(state, &path, tch::Device::Cpu);
+        let _guard = tch::no_grad_guard();
+        HifiGan::new(&weights, &config).unwrap()
+    }
+
+    /// The thread renders each shape of a start before its first round and says so, then
+    /// serves; a shape it cannot render ends it with the reason (the engine fails its start),
+    /// not a panic.
+    #[test]
+    fn the_thread_warms_before_serving_and_reports_a_failed_warm_up() {
+        let window = PlannedWindow {
+            codes: 8,
+            frames: 32,
+            render_s: 0.01,
+            audio_s: 0.1,
+        };
+        let spawned = |frames: i64| {
+            let settings = StageSettings {
+                start: StartProfile {
+                    windows: vec![PlannedWindow { frames, ..window }],
+                    batches: vec![(2, 1.5)],
+                },
+                ..settings(2)
+            };
+            let health = Arc::new(Health::default());
+            let (to_stage, work) = std::sync::mpsc::channel();
+            let (warmed, warm) = std::sync::mpsc::channel();
+            let thread = spawn(owned_vocoder(), settings, work, warmed, health.clone()).unwrap();
+            let warm = warm.recv().expect("the thread says how the warm-up went");
+            (warm, to_stage, thread, health)
+        };
+        let (warm, to_stage, thread, health) = spawned(32);
+        assert!(warm.is_ok(), "{warm:?}");
+        let model = tiny_model();
+        let hifigan = model.hifigan();
+        let (latents, speaker) = random_sentence(5, 12, hifigan.latent_dim(), hifigan.speaker_dim());
+        let (sink, mut rx) = request(Duration::ZERO);
+        for item in sentence_work(1, &latents, &speaker, &sink) {
+            to_stage.send(item).unwrap();
+        }
+        drop(to_stage);
+        thread.join().unwrap();
+        let got = events(&mut rx);
+        assert!(matches!(got.last(), Some(SpeechEvent::Done)), "{got:?}");
+        assert!(!audio(&got).is_empty());
+        assert!(health.is_alive());
+
+        let (warm, _to_stage, thread, health) = spawned(-4);
+        let why = format!("{:#}", warm.expect_err("no generator renders -4 frames"));
+        assert!(why.contains("negative"), "{why}");
+        thread.join().expect("the thread ends without a panic");
+        assert!(health.is_alive(), "a failed warm-up is reported, not a dead engine");
     }
 
     /// A chunk that cannot be rendered fails its own request; the requests it was batched

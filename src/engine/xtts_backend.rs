@@ -4,8 +4,10 @@
 //! batched decode loop ([`super::decode`]) on the engine's, audio on the vocoder's.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tch::Device;
@@ -15,7 +17,7 @@ use super::capacity::CostModel;
 use super::decode::{measure_costs, DecodeLoop, DecodeSettings, Prepared};
 use super::scheduler::{Policy, Scheduler};
 use super::start::StartProfile;
-use super::vocoder::{chunk_plan, rehearse_start, warm_shapes, with_speed, StageSettings};
+use super::vocoder::{chunk_plan, rehearse_start, with_speed, StageSettings, VocoderWork};
 use super::{Fault, Health, Job, JobQueue, Metrics, SpeechBackend, SpeechOptions, SpeechRequest, Validator, METRICS};
 use crate::config::{DeviceSetting, EngineConfig, GptDtype, StreamModeSetting};
 use crate::xtts::batch::{BatchDecoder, SlotCache};
@@ -140,13 +142,15 @@ pub struct XttsBackend {
 
 /// What `start` prepares, measures and decides from it: the decoding slots, the decoder's and
 /// vocoder's costs, a sentence's start as the vocoder renders it, the vocoder's batch and the
-/// decoder's margin for it.
+/// decoder's margin for it; and the vocoder's thread, started and warmed.
 struct Measured {
     cache: SlotCache,
     costs: CostModel,
     start: StartProfile,
     vocoder_batch: usize,
     scheduling_margin_s: f64,
+    to_vocoder: Sender<VocoderWork>,
+    vocoder: JoinHandle<()>,
 }
 
 /// Typical sentence length, seconds: how often a call needs a prefill (admission).
@@ -498,7 +502,7 @@ impl SpeechBackend for XttsBackend {
         self.speak_with_voice(&req.text, &req.lang, &voice, &req.options, emit)
     }
 
-    fn start(&mut self) -> Result<()> {
+    fn start(&mut self, health: &Arc<Health>) -> Result<()> {
         let mut decoder = BatchDecoder::new(self.model.gpt(), self.cfg.max_batch)?;
         let costs = measure_costs(&self.model, &mut decoder).context("measuring the decoder")?;
         let hifigan = self.vocoder.as_ref().context("the vocoder was already handed out")?;
@@ -514,9 +518,6 @@ impl SpeechBackend for XttsBackend {
             None => costs,
         };
         let vocoder_batch = self.vocoder_batch(&start);
-        let warming = Instant::now();
-        warm_shapes(hifigan, &start, vocoder_batch).context("warming the vocoder")?;
-        let warm_ms = warming.elapsed().as_millis();
         let scheduling_margin_s = scheduling_margin(&start, vocoder_batch);
         tracing::info!(
             max_batch = self.cfg.max_batch,
@@ -528,17 +529,20 @@ impl SpeechBackend for XttsBackend {
             start_window_ms = ?start.windows.iter().map(|w| (w.render_s * 1e4).round() / 10.0).collect::<Vec<_>>(),
             vocoder_batch,
             vocoder_batches = ?start.batches,
-            warm_ms,
             scheduling_margin_ms = scheduling_margin_s * 1e3,
             real_time_calls = costs.real_time_rows(self.cfg.max_load, SENTENCE_S),
             "decoding slots allocated, decoder and vocoder measured"
         );
+        let cache = decoder.into_cache();
+        let (to_vocoder, vocoder) = self.start_vocoder(&start, vocoder_batch, health)?;
         self.slots = Some(Measured {
-            cache: decoder.into_cache(),
+            cache,
             costs,
             start,
             vocoder_batch,
             scheduling_margin_s,
+            to_vocoder,
+            vocoder,
         });
         Ok(())
     }
@@ -552,27 +556,16 @@ impl SpeechBackend for XttsBackend {
 }
 
 impl XttsBackend {
-    /// Starts the vocoder and preparing threads, measures the decoder, then runs the decode loop.
-    fn serve_batched(&mut self, jobs: &mut JobQueue, health: &Arc<Health>) -> Result<()> {
-        if self.slots.is_none() {
-            self.start()?;
-        }
+    /// Hands the vocoder to its thread and waits until the thread has rendered each shape it
+    /// will use (a shape's set-up is kept per thread, so only that thread can warm it).
+    fn start_vocoder(
+        &mut self,
+        start: &StartProfile,
+        vocoder_batch: usize,
+        health: &Arc<Health>,
+    ) -> Result<(Sender<VocoderWork>, JoinHandle<()>)> {
         let hifigan = self.vocoder.take().context("the vocoder was already handed out")?;
-        let prep = self.prep.take().context("the front-end was already handed out")?;
-        let Measured {
-            cache,
-            costs,
-            start,
-            vocoder_batch,
-            scheduling_margin_s,
-        } = self
-            .slots
-            .take()
-            .context("the decoding slots were already handed out")?;
         let cfg = &self.cfg;
-        let model = &self.model;
-        let decoder = BatchDecoder::with_cache(model.gpt(), cache);
-        let (to_vocoder, vocoder_work) = std::sync::mpsc::channel();
         let stage = StageSettings {
             opts: cfg.stream.clone(),
             max_batch: vocoder_batch,
@@ -580,8 +573,43 @@ impl XttsBackend {
             start: start.clone(),
             fault: cfg.fault,
         };
-        let vocoder = super::vocoder::spawn(hifigan, stage, vocoder_work, health.clone())
+        let (to_vocoder, vocoder_work) = std::sync::mpsc::channel();
+        let (warmed, warm) = std::sync::mpsc::channel();
+        let vocoder = super::vocoder::spawn(hifigan, stage, vocoder_work, warmed, health.clone())
             .context("starting the vocoder thread")?;
+        let warm = warm
+            .recv()
+            .context("the vocoder thread stopped while warming")?
+            .context("warming the vocoder")?;
+        tracing::info!(
+            warm_ms = warm.as_millis(),
+            "vocoder warmed: each shape of a start rendered on its thread"
+        );
+        Ok((to_vocoder, vocoder))
+    }
+
+    /// Starts the preparing thread (and, unless `start` did, measures the decoder and starts
+    /// the vocoder), then runs the decode loop.
+    fn serve_batched(&mut self, jobs: &mut JobQueue, health: &Arc<Health>) -> Result<()> {
+        if self.slots.is_none() {
+            self.start(health)?;
+        }
+        let prep = self.prep.take().context("the front-end was already handed out")?;
+        let Measured {
+            cache,
+            costs,
+            start,
+            vocoder_batch,
+            scheduling_margin_s,
+            to_vocoder,
+            vocoder,
+        } = self
+            .slots
+            .take()
+            .context("the decoding slots were already handed out")?;
+        let cfg = &self.cfg;
+        let model = &self.model;
+        let decoder = BatchDecoder::with_cache(model.gpt(), cache);
         let (to_prep, prep_jobs) = std::sync::mpsc::channel();
         let (prep_done, prepared) = std::sync::mpsc::channel();
         let preparer = prep
