@@ -10,6 +10,7 @@
 //!   vocoder, pure;
 //! - [`decode`]: the decode loop that drives the XTTS model with the scheduler;
 //! - [`vocoder`]: the vocoder stage, on its own thread;
+//! - [`render_order`]: which waiting chunk the vocoder renders next, pure;
 //! - [`xtts_backend`]: loading the model and voices, checking requests.
 //!
 //! A worker thread owns the model (libtorch calls block); each request gets a channel of
@@ -19,6 +20,7 @@
 pub mod capacity;
 pub mod decode;
 pub mod queue;
+pub mod render_order;
 pub mod scheduler;
 #[cfg(test)]
 mod simulation;

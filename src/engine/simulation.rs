@@ -1,6 +1,6 @@
 //! The engine's scheduling on a simulated clock, for tests: the scheduler drives a fake decoder
 //! (fixed costs per step and batch size); chunks go to a fake vocoder (a cost per forward and
-//! per frame, batches as a rehearsal would find them), served in deadline order; new calls pass
+//! per frame, batches as a rehearsal would find them), served in the engine's render order; new calls pass
 //! admission and the start check; callers play their audio in real time. It proves the rules
 //! under arrival patterns no bench reaches.
 //! `cargo test --release --lib engine::simulation -- --nocapture` prints the tables.
@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 
 use super::capacity::{Admission, CostModel, CODES_PER_SECOND};
+use super::render_order::{render_order, Forwards, Waiting};
 use super::scheduler::{Action, ChunkPlan, Phase, Policy, RowId, RowView, Scheduler};
 use super::start::{clearable, Held, PlannedWindow, StartCosts, StartProfile, Starting};
 
@@ -36,8 +37,8 @@ pub struct FakeVocoder {
     pub max_batch: usize,
     /// (windows, time over one alone), as in [`StartProfile::batches`].
     pub batches: Vec<(usize, f64)>,
-    /// Serve the chunks whose callers run dry first (the engine's order); false: in the order
-    /// they were decoded (the former vocoder).
+    /// Serve the chunks in the engine's render order (deadline first, first audio ahead while
+    /// the others can spare it); false: in the order they were decoded (the former vocoder).
     pub deadline_order: bool,
     /// Hold new calls by the start check, as the engine does.
     pub start_check: bool,
@@ -353,7 +354,7 @@ pub fn run(setup: &Setup, calls: &[Call]) -> Outcome {
 }
 
 /// Runs the vocoder's forwards that start by `now`: each takes the next chunk of each caller
-/// with one ready, most urgent first (or oldest first), up to its batch.
+/// with one ready, in the engine's [`render_order`] (or oldest first), up to its batch.
 fn vocode(
     v: &FakeVocoder,
     profile: &StartProfile,
@@ -379,11 +380,26 @@ fn vocode(
             }
         }
         if v.deadline_order {
-            let deadline = |i: &usize| {
-                let row = rows.iter().find(|r| r.id == stage.waiting[*i].row);
-                row.map_or(f64::INFINITY, |r| r.deadline(setup.first_audio_target))
+            let waiting: Vec<Waiting> = picked
+                .iter()
+                .map(|&i| {
+                    let row = rows.iter().find(|r| r.id == stage.waiting[i].row);
+                    Waiting {
+                        deadline: row.map_or(f64::INFINITY, |r| r.deadline(setup.first_audio_target)),
+                        first: row.is_some_and(|r| r.first_audio.is_none() && r.in_flight.is_empty()),
+                        render_s: v.render_s(stage.waiting[i].frames),
+                    }
+                })
+                .collect();
+            let forwards = Forwards {
+                batch: v.max_batch.max(1),
+                batch_factor: profile.batch_factor(v.max_batch),
+                margin_s: v.margin_s,
             };
-            picked.sort_by(|a, b| deadline(a).total_cmp(&deadline(b)));
+            picked = render_order(start, &waiting, &forwards)
+                .into_iter()
+                .map(|k| picked[k])
+                .collect();
         }
         picked.truncate(v.max_batch.max(1));
         let longest = picked.iter().map(|&i| stage.waiting[i].frames).max().unwrap_or(0);

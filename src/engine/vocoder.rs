@@ -1,7 +1,8 @@
 //! The vocoder stage: turns each sentence's latents into audio on its own thread, so the
-//! decoder's next step does not wait for it. Work is taken in rounds, in deadline order: the
-//! requests whose listeners run dry first each contribute their next chunk, and those chunks
-//! are rendered in one batched forward (one forward of several calls costs far less than one
+//! decoder's next step does not wait for it. Work is taken in rounds, in [`render_order`]
+//! (deadline order, first audio ahead while the calls under way can spare it): the requests
+//! first in it each contribute their next chunk, and those chunks are rendered in one batched
+//! forward (one forward of several calls costs far less than one
 //! each); each request's work stays in order. A vocoder error ends its request (the decode
 //! loop sees it through the sink); a panic stops the engine (see [`super::Health`]).
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tch::Tensor;
 
+use super::render_order::{render_order, Forwards, Waiting as Pending};
 use super::scheduler::ChunkPlan;
 use super::start::{PlannedWindow, StartProfile};
 use super::{AudioSink, Fault, Health, Metrics, METRICS};
@@ -174,6 +176,9 @@ pub struct StageSettings {
     pub max_batch: usize,
     /// A request's first audio is due this long after its listener starts waiting.
     pub first_audio_target: Duration,
+    /// Each chunk reaches its listener this long before its audio before runs out (the call's
+    /// audio path, delivery, jitter).
+    pub margin: Duration,
     /// The rehearsed start, whose render times say what a window should cost.
     pub start: StartProfile,
     pub fault: Option<Fault>,
@@ -256,17 +261,45 @@ impl Waiting {
         }
     }
 
-    /// The requests with work, whose listener runs dry first first (a listener without audio
-    /// yet: at its first-audio target).
-    fn by_deadline(&self, first_audio_target: Duration) -> Vec<usize> {
+    /// The requests with work in [`render_order`]. A listener's deadline is when it runs out of
+    /// audio (without audio yet: its first-audio target).
+    /// `next_window_s` estimates a request's next window from the audio it has sent.
+    fn in_render_order(
+        &self,
+        first_audio_target: Duration,
+        forwards: &Forwards,
+        next_window_s: impl Fn(f64) -> f64,
+    ) -> Vec<usize> {
         let now = Instant::now();
-        let mut order: Vec<usize> = (0..self.requests.len()).collect();
-        // Each deadline is read once: listeners report playout while the sort runs, and keys
-        // that moved under it would break the order (the sort may panic on that).
-        order.sort_by_cached_key(|&i| self.requests[i].0.runs_dry_at(first_audio_target, now));
-        order
+        // Each deadline is read once: listeners report playout while the order is drawn.
+        let pending: Vec<Pending> = self
+            .requests
+            .iter()
+            .map(|(sink, _)| {
+                let dry = sink.runs_dry_at(first_audio_target, now);
+                let playout = sink.playout();
+                Pending {
+                    deadline: signed_secs(dry, now),
+                    first: playout.first_audio().is_none() && sink.origin() <= now,
+                    render_s: next_window_s(playout.sent_duration().as_secs_f64()),
+                }
+            })
+            .collect();
+        render_order(0.0, &pending, forwards)
     }
 }
+
+/// Seconds from `now` to `at`, negative once past.
+fn signed_secs(at: Instant, now: Instant) -> f64 {
+    if at >= now {
+        (at - now).as_secs_f64()
+    } else {
+        -(now - at).as_secs_f64()
+    }
+}
+
+/// Weight of one forward's time in the running average of the stage's slowdown.
+const SLOWDOWN_SMOOTHING: f64 = 0.3;
 
 /// A sentence being vocoded and where its audio goes.
 struct Sentence<'a> {
@@ -288,7 +321,10 @@ struct Stage<'a> {
     /// Requests whose chunks share one forward, at most.
     max_batch: usize,
     first_audio_target: Duration,
+    margin: Duration,
     start: &'a StartProfile,
+    /// How much slower than rehearsed its forwards run now: a running average.
+    slowdown: f64,
     fault: Option<Fault>,
     sentences: HashMap<u64, Sentence<'a>>,
     waiting: Waiting,
@@ -303,7 +339,9 @@ impl<'a> Stage<'a> {
             opts: &settings.opts,
             max_batch: settings.max_batch.max(1),
             first_audio_target: settings.first_audio_target,
+            margin: settings.margin,
             start: &settings.start,
+            slowdown: 1.0,
             fault: settings.fault,
             sentences: HashMap::new(),
             waiting: Waiting::default(),
@@ -319,14 +357,22 @@ impl<'a> Stage<'a> {
         self.waiting.requests.is_empty()
     }
 
-    /// One round: the requests are visited in deadline order, each up to its next chunk (the
+    /// One round: the requests are visited in [`render_order`], each up to its next chunk (the
     /// latents before it are only collected); the chunks of up to `max_batch` requests are
     /// rendered in one forward and delivered in that order. A request's later work waits for
     /// a later round, so its chunks stay in order.
     fn round(&mut self) {
         let started = Instant::now();
         let mut due = Vec::new();
-        for i in self.waiting.by_deadline(self.first_audio_target) {
+        let forwards = Forwards {
+            batch: self.max_batch,
+            batch_factor: self.start.batch_factor(self.max_batch),
+            margin_s: self.margin.as_secs_f64(),
+        };
+        let order = self
+            .waiting
+            .in_render_order(self.first_audio_target, &forwards, |sent_s| self.next_window_s(sent_s));
+        for i in order {
             if due.len() == self.max_batch {
                 break;
             }
@@ -346,6 +392,15 @@ impl<'a> Stage<'a> {
             }
         }
         Metrics::add(&METRICS.vocoder_us, started.elapsed().as_micros() as u64);
+    }
+
+    /// Seconds the next window of a request that has sent `sent_s` seconds of audio should
+    /// take, at the slowdown seen lately: its window of the rehearsed start, or past the start
+    /// the start's last (chunks stop growing there).
+    fn next_window_s(&self, sent_s: f64) -> f64 {
+        let windows = &self.start.windows;
+        let next = windows.get(self.start.delivered(sent_s)).or(windows.last());
+        next.map_or(0.0, |w| w.render_s) * self.slowdown
     }
 
     /// Applies one item of work; returns the chunk it makes due, if any.
@@ -410,8 +465,15 @@ impl<'a> Stage<'a> {
         let frames = self.start.forward_frames(longest);
         let expected = self.start.render_estimate(frames) * self.start.batch_factor(windows.len());
         Metrics::add(&METRICS.vocoder_expected_us, (expected * 1e6) as u64);
+        let started = Instant::now();
         match render_windows_padded(self.hifigan, windows, frames) {
-            Ok(wavs) => wavs.into_iter().map(Ok).collect(),
+            Ok(wavs) => {
+                if expected > 0.0 {
+                    let ratio = (started.elapsed().as_secs_f64() / expected).clamp(0.5, 4.0);
+                    self.slowdown += SLOWDOWN_SMOOTHING * (ratio - self.slowdown);
+                }
+                wavs.into_iter().map(Ok).collect()
+            }
             Err(e) if windows.len() == 1 => vec![Err(e)],
             Err(_) => windows
                 .iter()
@@ -465,6 +527,7 @@ mod tests {
             opts: StreamOptions::windowed(),
             max_batch,
             first_audio_target: Duration::from_millis(250),
+            margin: Duration::from_millis(80),
             start: StartProfile::default(),
             fault: None,
         }

@@ -570,6 +570,7 @@ impl XttsBackend {
             opts: cfg.stream.clone(),
             max_batch: vocoder_batch,
             first_audio_target: cfg.first_audio_target,
+            margin: cfg.start_margin,
             start: start.clone(),
             fault: cfg.fault,
         };

@@ -1,0 +1,169 @@
+//! In which order the vocoder renders the chunks waiting for it. Pure: the vocoder stage, the
+//! start check's replay and the simulation all order their forwards with [`render_order`].
+//!
+//! Earliest deadline first, but a listener still waiting for its first audio goes ahead of
+//! the calls under way while every one of them can spare the time: a call under way usually
+//! has a whole chunk in hand, and rendering its next one first would only spend that slack
+//! while a new caller hears nothing. A call under way goes first as soon as waiting one more
+//! window would bring its audio later than its margin allows.
+
+/// A request with a chunk waiting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Waiting {
+    /// When its listener runs out of audio (before its first audio: its first-audio target),
+    /// in seconds on the caller's clock.
+    pub deadline: f64,
+    /// Its listener waits for its first audio now.
+    pub first: bool,
+    /// Seconds its window takes to render alone (an estimate).
+    pub render_s: f64,
+}
+
+/// How the vocoder's forwards are made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Forwards {
+    /// Windows one forward renders, at most.
+    pub batch: usize,
+    /// Time of a full forward over its longest window's alone (windows are padded to it).
+    pub batch_factor: f64,
+    /// Seconds each chunk must reach its listener ahead of its deadline.
+    pub margin_s: f64,
+}
+
+impl Forwards {
+    /// When each place of `order` is rendered, from now: forwards of `batch` places in turn.
+    fn done_after(&self, waiting: &[Waiting], order: &[usize]) -> Vec<f64> {
+        let mut done = Vec::with_capacity(order.len());
+        let mut t = 0.0;
+        for forward in order.chunks(self.batch.max(1)) {
+            let longest = forward.iter().map(|&i| waiting[i].render_s).fold(0.0, f64::max);
+            t += longest * if forward.len() > 1 { self.batch_factor } else { 1.0 };
+            done.extend(std::iter::repeat_n(t, forward.len()));
+        }
+        done
+    }
+
+    /// Whether every call under way from place `from` of `order` on gets its chunk in time,
+    /// its margin included.
+    fn keeps_up(&self, now: f64, waiting: &[Waiting], order: &[usize], from: usize) -> bool {
+        let done = self.done_after(waiting, order);
+        order
+            .iter()
+            .zip(done)
+            .skip(from)
+            .all(|(&i, t)| waiting[i].first || now + t + self.margin_s <= waiting[i].deadline)
+    }
+}
+
+/// The order to render the chunks of `waiting` (indices into it), starting `now`.
+pub fn render_order(now: f64, waiting: &[Waiting], forwards: &Forwards) -> Vec<usize> {
+    let by_deadline = |mut ids: Vec<usize>| {
+        ids.sort_by(|&a, &b| waiting[a].deadline.total_cmp(&waiting[b].deadline));
+        ids
+    };
+    let (first, under_way): (Vec<usize>, Vec<usize>) = (0..waiting.len()).partition(|&i| waiting[i].first);
+    let (mut first, mut under_way) = (by_deadline(first), by_deadline(under_way));
+    let mut order = Vec::with_capacity(waiting.len());
+    loop {
+        let take_first = match (first.first(), under_way.first()) {
+            (None, None) => return order,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(&f), Some(&u)) => {
+                // The new caller goes next if the calls under way, in deadline order after
+                // it, all keep up (or if its own deadline is the earlier).
+                let tried: Vec<usize> = order.iter().chain([&f]).chain(&under_way).copied().collect();
+                waiting[f].deadline <= waiting[u].deadline || forwards.keeps_up(now, waiting, &tried, order.len())
+            }
+        };
+        let next = if take_first { &mut first } else { &mut under_way };
+        order.push(next.remove(0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Windows of 10 ms each.
+    fn under_way(deadline: f64) -> Waiting {
+        Waiting {
+            deadline,
+            first: false,
+            render_s: 0.010,
+        }
+    }
+
+    fn first(deadline: f64) -> Waiting {
+        Waiting {
+            deadline,
+            first: true,
+            render_s: 0.010,
+        }
+    }
+
+    const ONE_BY_ONE: Forwards = Forwards {
+        batch: 1,
+        batch_factor: 1.0,
+        margin_s: 0.080,
+    };
+
+    #[test]
+    fn first_audio_goes_ahead_of_calls_with_time_to_spare() {
+        // Two calls under way with 150 and 170 ms of audio; three new callers due at 250 ms.
+        let waiting = [
+            under_way(0.150),
+            first(0.250),
+            under_way(0.170),
+            first(0.250),
+            first(0.250),
+        ];
+        let order = render_order(0.0, &waiting, &ONE_BY_ONE);
+        assert_eq!(order, vec![1, 3, 4, 0, 2]);
+        // Earliest deadline first alone would have kept the new callers waiting.
+        let mut by_deadline: Vec<usize> = (0..waiting.len()).collect();
+        by_deadline.sort_by(|&a, &b| waiting[a].deadline.total_cmp(&waiting[b].deadline));
+        assert_eq!(by_deadline, vec![0, 2, 1, 3, 4]);
+    }
+
+    #[test]
+    fn a_call_about_to_run_dry_goes_first() {
+        // 105 ms in hand: with the 80 ms margin it can wait one window, not two.
+        let waiting = [first(0.250), first(0.250), under_way(0.105), first(0.250)];
+        let order = render_order(0.0, &waiting, &ONE_BY_ONE);
+        assert_eq!(order, vec![0, 2, 1, 3]);
+        // Each window still reaches its listener in time.
+        let place = order.iter().position(|&i| i == 2).unwrap();
+        assert!(ONE_BY_ONE.done_after(&waiting, &order)[place] + ONE_BY_ONE.margin_s <= 0.105);
+    }
+
+    #[test]
+    fn calls_under_way_keep_their_order_and_batches_count_as_one_forward() {
+        // Two windows in a forward take twice one: 20 ms.
+        let batched = Forwards {
+            batch: 2,
+            batch_factor: 2.0,
+            margin_s: 0.080,
+        };
+        // The two calls under way fit behind one forward of the two new ones: theirs ends at
+        // 40 ms, 120 ms with the margin, within what they hold.
+        let waiting = [under_way(0.135), under_way(0.125), first(0.250), first(0.300)];
+        assert_eq!(render_order(0.0, &waiting, &batched), vec![2, 3, 1, 0]);
+        // With less in hand they go first, earliest first.
+        let waiting = [under_way(0.108), under_way(0.105), first(0.250), first(0.300)];
+        assert_eq!(render_order(0.0, &waiting, &batched), vec![1, 0, 2, 3]);
+    }
+
+    #[test]
+    fn a_first_audio_already_due_is_as_urgent_as_its_deadline() {
+        // A new caller past its target goes ahead of a call that still has audio, even one
+        // that cannot spare the time (it is later by its own deadline).
+        let waiting = [under_way(0.050), first(0.020)];
+        assert_eq!(render_order(0.0, &waiting, &ONE_BY_ONE), vec![1, 0]);
+        // Calls that cannot spare a window go first, in deadline order.
+        let waiting = [under_way(0.050), first(0.250), under_way(0.100)];
+        assert_eq!(render_order(0.0, &waiting, &ONE_BY_ONE), vec![0, 2, 1]);
+        // Nothing waiting: nothing to order.
+        assert!(render_order(0.0, &[], &ONE_BY_ONE).is_empty());
+    }
+}
