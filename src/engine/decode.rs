@@ -398,12 +398,7 @@ impl<'m> DecodeLoop<'m> {
     /// Seconds from now to the first-audio target of a listener waiting from `origin`
     /// (negative once past).
     fn first_due(&self, origin: Instant, now: Instant) -> f64 {
-        let due = origin + self.settings.first_audio_target;
-        if due >= now {
-            (due - now).as_secs_f64()
-        } else {
-            -(now - due).as_secs_f64()
-        }
+        super::secs_until(origin + self.settings.first_audio_target, now)
     }
 
     fn collect_prepared(&mut self) {

@@ -222,6 +222,15 @@ pub enum EngineError {
 /// How often an idle engine thread shows it is alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
 
+/// Seconds from `now` to `at`, negative once past.
+fn secs_until(at: Instant, now: Instant) -> f64 {
+    if at >= now {
+        (at - now).as_secs_f64()
+    } else {
+        -(now - at).as_secs_f64()
+    }
+}
+
 /// Whether the engine's threads are alive: a dead one (a panic, or an exit) marks it stopped,
 /// and the engine loop beats between steps so a stuck one shows too.
 #[derive(Debug)]

@@ -2,8 +2,8 @@
 //! decoder's next step does not wait for it. Work is taken in rounds, in [`render_order`]
 //! (deadline order, first audio ahead while the calls under way can spare it): the requests
 //! first in it each contribute their next chunk, and those chunks are rendered in one batched
-//! forward (one forward of several calls costs far less than one
-//! each); each request's work stays in order. A vocoder error ends its request (the decode
+//! forward (one forward of several calls costs far less than one each); each request's work
+//! stays in order. A vocoder error ends its request (the decode
 //! loop sees it through the sink); a panic stops the engine (see [`super::Health`]).
 
 use std::collections::{HashMap, VecDeque};
@@ -17,7 +17,7 @@ use tch::Tensor;
 use super::render_order::{render_order, Forwards, Waiting as Pending};
 use super::scheduler::ChunkPlan;
 use super::start::{PlannedWindow, StartProfile};
-use super::{AudioSink, Fault, Health, Metrics, METRICS};
+use super::{secs_until, AudioSink, Fault, Health, Metrics, METRICS};
 use crate::xtts::hifigan::HifiGan;
 use crate::xtts::stream::{render_windows, render_windows_padded, StreamOptions, StreamVocoder, Window};
 
@@ -279,22 +279,13 @@ impl Waiting {
                 let dry = sink.runs_dry_at(first_audio_target, now);
                 let playout = sink.playout();
                 Pending {
-                    deadline: signed_secs(dry, now),
+                    deadline: secs_until(dry, now),
                     first: playout.first_audio().is_none() && sink.origin() <= now,
                     render_s: next_window_s(playout.sent_duration().as_secs_f64()),
                 }
             })
             .collect();
         render_order(0.0, &pending, forwards)
-    }
-}
-
-/// Seconds from `now` to `at`, negative once past.
-fn signed_secs(at: Instant, now: Instant) -> f64 {
-    if at >= now {
-        (at - now).as_secs_f64()
-    } else {
-        -(now - at).as_secs_f64()
     }
 }
 

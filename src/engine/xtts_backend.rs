@@ -533,6 +533,16 @@ impl SpeechBackend for XttsBackend {
             real_time_calls = costs.real_time_rows(self.cfg.max_load, SENTENCE_S),
             "decoding slots allocated, decoder and vocoder measured"
         );
+        if costs.real_time_rows(self.cfg.max_load, SENTENCE_S) == 0 {
+            // One call is still admitted (nothing to protect), but its speech will have gaps.
+            tracing::warn!(
+                "this device cannot speak one call in real time: one call needs {:.0}% of its time \
+                 (the engine admits up to {:.0}%), so callers will hear gaps; run the model on a GPU \
+                 (engine.device), or render fixed prompts ahead ([prompts])",
+                costs.load(1, SENTENCE_S) * 100.0,
+                self.cfg.max_load * 100.0
+            );
+        }
         let cache = decoder.into_cache();
         let (to_vocoder, vocoder) = self.start_vocoder(&start, vocoder_batch, health)?;
         self.slots = Some(Measured {
