@@ -1,5 +1,6 @@
-//! In which order the vocoder renders the chunks waiting for it. Pure: the vocoder stage, the
-//! start check's replay and the simulation all order their forwards with [`render_order`].
+//! In which order the vocoder renders the chunks waiting for it. Pure: the vocoder stage and
+//! the simulation both order their forwards with [`render_order`] (the start check's replay
+//! keeps plain deadline order, see [`super::start`]).
 //!
 //! Earliest deadline first, but a listener still waiting for its first audio goes ahead of
 //! the calls under way while every one of them can spare the time: a call under way usually
@@ -24,7 +25,7 @@ pub struct Waiting {
 pub struct Forwards {
     /// Windows one forward renders, at most.
     pub batch: usize,
-    /// Time of a full forward over its longest window's alone (windows are padded to it).
+    /// Time of a full forward over its longest window's time alone (windows are padded to it).
     pub batch_factor: f64,
     /// Seconds each chunk must reach its listener ahead of its deadline.
     pub margin_s: f64,
