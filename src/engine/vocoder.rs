@@ -186,7 +186,7 @@ pub struct StageSettings {
 
 /// Starts the vocoder thread; it runs until every sender of `work` is gone. Each round renders
 /// the due chunks of up to `max_batch` requests in one forward. Before its first round the
-/// thread renders each shape of a start once ([`warm_shapes`]) and says how long that took, or
+/// thread renders each shape of a start once (`warm_shapes`) and says how long that took, or
 /// why it failed (then it ends), on `warmed`.
 pub fn spawn(
     hifigan: HifiGan,
