@@ -98,8 +98,10 @@ bench_calls() {
     echo "$name exit status: $?"
     cat "$OUT/$name.txt"
     grep -v INFO "$OUT/$name.log" | tail -n 5
-    # What the engine measured at start: decode steps, the vocoder's batch and the decoder's margin.
+    # What the engine measured at start: decode steps, the vocoder's batch and the decoder's
+    # margin; and how long the vocoder's thread took to warm its shapes.
     grep -o "decoder and vocoder measured.*" "$OUT/$name.log" | head -n 1
+    grep -o "vocoder warmed.*" "$OUT/$name.log" | head -n 1
 }
 
 bench_calls bench 300 "$CALLS"
