@@ -1,8 +1,8 @@
 //! The engine's scheduling on a simulated clock, for tests: the scheduler drives a fake decoder
 //! (fixed costs per step and batch size); chunks go to a fake vocoder (a cost per forward and
-//! per frame, batches as a rehearsal would find them), served in the engine's render order; new calls pass
-//! admission and the start check; callers play their audio in real time. It proves the rules
-//! under arrival patterns no bench reaches.
+//! per frame, batches as a rehearsal would find them), served in the engine's render order;
+//! new calls pass admission and the start check; callers play their audio in real time. It
+//! proves the rules under arrival patterns no bench reaches.
 //! `cargo test --release --lib engine::simulation -- --nocapture` prints the tables.
 
 use std::collections::VecDeque;

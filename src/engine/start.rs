@@ -6,9 +6,9 @@
 //! audio), and before a new call's first prefill it replays the vocoder's next moments, in
 //! deadline order, with the calls already starting and the new one. (The vocoder lets first
 //! audio go ahead of that order only while every call under way keeps its margin, see
-//! [`super::render_order`]; the replay keeps the order that serves the calls under way first.) The call starts only
-//! if it makes no listener run drier than it already would ([`may_start`]); otherwise it
-//! waits (and past `admit_within` is refused busy).
+//! [`super::render_order`]; the replay keeps the order that serves the calls under way
+//! first.) The call starts only if it makes no listener run drier than it already would
+//! ([`may_start`]); otherwise it waits (and past `admit_within` is refused busy).
 //! Pure: no tensor and no clock of its own, so it is tested with made-up profiles.
 
 /// Forwards longer than every rehearsed window are padded to a multiple of this many frames.

@@ -533,14 +533,14 @@ impl SpeechBackend for XttsBackend {
             real_time_calls = costs.real_time_rows(self.cfg.max_load, SENTENCE_S),
             "decoding slots allocated, decoder and vocoder measured"
         );
-        if costs.real_time_rows(self.cfg.max_load, SENTENCE_S) == 0 {
+        let one_call = costs.load(1, SENTENCE_S);
+        if one_call > 1.0 {
             // One call is still admitted (nothing to protect), but its speech will have gaps.
             tracing::warn!(
-                "this device cannot speak one call in real time: one call needs {:.0}% of its time \
-                 (the engine admits up to {:.0}%), so callers will hear gaps; run the model on a GPU \
-                 (engine.device), or render fixed prompts ahead ([prompts])",
-                costs.load(1, SENTENCE_S) * 100.0,
-                self.cfg.max_load * 100.0
+                "this device cannot speak one call in real time: one call needs {:.0}% of its time, \
+                 so callers will hear gaps; run the model on a GPU (engine.device), or render fixed \
+                 prompts ahead ([prompts])",
+                one_call * 100.0
             );
         }
         let cache = decoder.into_cache();
