@@ -645,7 +645,7 @@ mod tests {
     /// frames) takes 37 ms for 372 ms of audio, so the vocoder holds 10 calls; two windows in
     /// one forward cost 1.6 times one. Chunks in deadline order, new calls by the start check.
     fn engine() -> Setup {
-        Setup {
+        with_engine_margin(Setup {
             vocoder: Some(FakeVocoder {
                 forward_s: 0.005,
                 frame_s: 0.0005,
@@ -658,11 +658,17 @@ mod tests {
                 margin_s: 0.08,
             }),
             delivery: 0.005,
-            // As the engine sets it: the forward under way and the chunk's own (59 ms each)
-            // and delivery.
-            scheduling_margin: 0.125,
             ..decoder_only(Policy::EarliestDeadline)
-        }
+        })
+    }
+
+    /// The decoder's margin as the engine sets it from its rehearsal: the forward under way
+    /// and the chunk's own, each a full batch of the plan's full-size windows (59 ms each with
+    /// 8-code chunks, 98 ms with chunks growing to 20 codes), and delivery.
+    fn with_engine_margin(mut setup: Setup) -> Setup {
+        let v = setup.vocoder.as_ref().expect("an engine has a vocoder");
+        setup.scheduling_margin = v.profile(&setup.chunks).scheduling_margin(v.max_batch, setup.delivery);
+        setup
     }
 
     /// The former engine on the same machine: the former decoder rule, a slot for every call,
@@ -793,10 +799,10 @@ mod tests {
             ..decoder_only(Policy::EarliestDeadline)
         };
         assert_eq!(table("growing, decoder", &decoder, &loads, None).len(), 9);
-        let engine = Setup {
+        let engine = with_engine_margin(Setup {
             chunks: GROWING_CHUNKS,
             ..engine()
-        };
+        });
         assert_eq!(table("growing, engine", &engine, &loads, None).len(), 9);
     }
 }

@@ -114,6 +114,15 @@ impl StartProfile {
         rehearsed.unwrap_or_else(|| (longest + FRAME_STEP - 1) / FRAME_STEP * FRAME_STEP)
     }
 
+    /// Seconds the decoder keeps each chunk ahead of its listener's need: the vocoder's time
+    /// for it (the forward under way, then its own, each a full batch of `vocoder_batch`
+    /// full-size windows, as rehearsed) and `audio_path_s` after it. A decoder that cut it
+    /// finer would hand chunks to a busy vocoder too late to be rendered in time.
+    pub fn scheduling_margin(&self, vocoder_batch: usize, audio_path_s: f64) -> f64 {
+        let forward = self.windows.last().map_or(0.0, |w| w.render_s) * self.batch_factor(vocoder_batch);
+        audio_path_s + 2.0 * forward
+    }
+
     /// The frames of the forwards a sentence's start uses, each once, in growing order.
     pub fn forward_shapes(&self) -> Vec<i64> {
         let mut frames: Vec<i64> = self.windows.iter().map(|w| w.frames).collect();

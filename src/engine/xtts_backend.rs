@@ -258,15 +258,6 @@ impl Preparer {
     }
 }
 
-/// Seconds the decoder keeps each chunk ahead of its listener's need: the vocoder's time for
-/// it (the forward under way, then its own, each a full batch of full-size windows, as
-/// rehearsed) and [`SCHEDULING_MARGIN_S`]. A decoder that cut it finer would hand chunks to a
-/// busy vocoder too late to be rendered in time.
-fn scheduling_margin(start: &StartProfile, vocoder_batch: usize) -> f64 {
-    let forward = start.windows.last().map_or(0.0, |w| w.render_s) * start.batch_factor(vocoder_batch);
-    SCHEDULING_MARGIN_S + 2.0 * forward
-}
-
 /// `auto` picks CUDA when libtorch can use it.
 pub fn torch_device(setting: DeviceSetting) -> Result<Device> {
     match setting {
@@ -518,7 +509,7 @@ impl SpeechBackend for XttsBackend {
             None => costs,
         };
         let vocoder_batch = self.vocoder_batch(&start);
-        let scheduling_margin_s = scheduling_margin(&start, vocoder_batch);
+        let scheduling_margin_s = start.scheduling_margin(vocoder_batch, SCHEDULING_MARGIN_S);
         tracing::info!(
             max_batch = self.cfg.max_batch,
             slot_positions = decoder.cache().capacity(),
