@@ -11,6 +11,33 @@ const SMOOTHING: f64 = 0.05;
 /// Weight of a new observation of the vocoder's slowdown, which follows the load quickly.
 const SLOWDOWN_SMOOTHING: f64 = 0.3;
 
+/// How much slower than rehearsed the vocoder renders (sharing the cores with the decoder,
+/// say): a running average of observed ratios, each clamped to 0.5-4 (one observation being
+/// a forward or a few).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slowdown(f64);
+
+impl Default for Slowdown {
+    fn default() -> Self {
+        Slowdown(1.0)
+    }
+}
+
+impl Slowdown {
+    /// The vocoder rendered `ratio` times slower than rehearsed (a ratio that is not finite
+    /// and positive is ignored).
+    pub fn observe(&mut self, ratio: f64) {
+        if ratio.is_finite() && ratio > 0.0 {
+            let ratio = ratio.clamp(0.5, 4.0);
+            self.0 += SLOWDOWN_SMOOTHING * (ratio - self.0);
+        }
+    }
+
+    pub fn get(&self) -> f64 {
+        self.0
+    }
+}
+
 /// Costs in seconds, per batch size from 1 to the decoder's slots.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CostModel {
@@ -23,7 +50,7 @@ pub struct CostModel {
     /// renders in service than rehearsed (sharing the cores, say): their product reacts
     /// within a few renders, where the running average takes seconds.
     vocoder_rehearsed_s_per_audio_s: f64,
-    vocoder_slowdown: f64,
+    vocoder_slowdown: Slowdown,
 }
 
 impl CostModel {
@@ -35,7 +62,7 @@ impl CostModel {
             prefill_s: line(prefill),
             vocoder_s_per_audio_s: 0.0,
             vocoder_rehearsed_s_per_audio_s: 0.0,
-            vocoder_slowdown: 1.0,
+            vocoder_slowdown: Slowdown::default(),
         }
     }
 
@@ -47,7 +74,7 @@ impl CostModel {
             prefill_s: interpolate(max_batch, prefills),
             vocoder_s_per_audio_s: 0.0,
             vocoder_rehearsed_s_per_audio_s: 0.0,
-            vocoder_slowdown: 1.0,
+            vocoder_slowdown: Slowdown::default(),
         }
     }
 
@@ -84,22 +111,18 @@ impl CostModel {
     /// call is no measure: a new call's vocoder works seconds ahead of its listener.)
     pub fn vocoder_s_per_audio_s(&self) -> f64 {
         self.vocoder_s_per_audio_s
-            .max(self.vocoder_rehearsed_s_per_audio_s * self.vocoder_slowdown)
+            .max(self.vocoder_rehearsed_s_per_audio_s * self.vocoder_slowdown.get())
     }
 
-    /// The vocoder rendered `ratio` times slower than rehearsed over its last stretch of work;
-    /// its slowdown is a running average of these (each clamped to 0.5-4, one stretch being
-    /// a few forwards).
+    /// The vocoder rendered `ratio` times slower than rehearsed over its last stretch of work
+    /// (a few forwards).
     pub fn observe_vocoder_slowdown(&mut self, ratio: f64) {
-        if ratio.is_finite() && ratio > 0.0 {
-            let ratio = ratio.clamp(0.5, 4.0);
-            self.vocoder_slowdown += SLOWDOWN_SMOOTHING * (ratio - self.vocoder_slowdown);
-        }
+        self.vocoder_slowdown.observe(ratio);
     }
 
     /// How much slower than rehearsed the vocoder renders now.
     pub fn vocoder_slowdown(&self) -> f64 {
-        self.vocoder_slowdown
+        self.vocoder_slowdown.get()
     }
 
     fn observe(costs: &mut [f64], rows: usize, secs: f64) {

@@ -3,8 +3,8 @@
 //! (deadline order, first audio ahead while the calls under way can spare it): the requests
 //! first in it each contribute their next chunk, and those chunks are rendered in one batched
 //! forward (one forward of several calls costs far less than one each); each request's work
-//! stays in order. A vocoder error ends its request (the decode
-//! loop sees it through the sink); a panic stops the engine (see [`super::Health`]).
+//! stays in order. A vocoder error ends its request (the decode loop sees it through the
+//! sink); a panic stops the engine (see [`super::Health`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, Sender};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tch::Tensor;
 
+use super::capacity::Slowdown;
 use super::render_order::{render_order, Forwards, Waiting as Pending};
 use super::scheduler::ChunkPlan;
 use super::start::{PlannedWindow, StartProfile};
@@ -289,9 +290,6 @@ impl Waiting {
     }
 }
 
-/// Weight of one forward's time in the running average of the stage's slowdown.
-const SLOWDOWN_SMOOTHING: f64 = 0.3;
-
 /// A sentence being vocoded and where its audio goes.
 struct Sentence<'a> {
     vocoder: StreamVocoder<'a>,
@@ -314,8 +312,8 @@ struct Stage<'a> {
     first_audio_target: Duration,
     margin: Duration,
     start: &'a StartProfile,
-    /// How much slower than rehearsed its forwards run now: a running average.
-    slowdown: f64,
+    /// How much slower than rehearsed its forwards run now, forward by forward.
+    slowdown: Slowdown,
     fault: Option<Fault>,
     sentences: HashMap<u64, Sentence<'a>>,
     waiting: Waiting,
@@ -332,7 +330,7 @@ impl<'a> Stage<'a> {
             first_audio_target: settings.first_audio_target,
             margin: settings.margin,
             start: &settings.start,
-            slowdown: 1.0,
+            slowdown: Slowdown::default(),
             fault: settings.fault,
             sentences: HashMap::new(),
             waiting: Waiting::default(),
@@ -391,7 +389,7 @@ impl<'a> Stage<'a> {
     fn next_window_s(&self, sent_s: f64) -> f64 {
         let windows = &self.start.windows;
         let next = windows.get(self.start.delivered(sent_s)).or(windows.last());
-        next.map_or(0.0, |w| w.render_s) * self.slowdown
+        next.map_or(0.0, |w| w.render_s) * self.slowdown.get()
     }
 
     /// Applies one item of work; returns the chunk it makes due, if any.
@@ -459,10 +457,7 @@ impl<'a> Stage<'a> {
         let started = Instant::now();
         match render_windows_padded(self.hifigan, windows, frames) {
             Ok(wavs) => {
-                if expected > 0.0 {
-                    let ratio = (started.elapsed().as_secs_f64() / expected).clamp(0.5, 4.0);
-                    self.slowdown += SLOWDOWN_SMOOTHING * (ratio - self.slowdown);
-                }
+                self.slowdown.observe(started.elapsed().as_secs_f64() / expected);
                 wavs.into_iter().map(Ok).collect()
             }
             Err(e) if windows.len() == 1 => vec![Err(e)],
