@@ -192,7 +192,8 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// Requests whose chunks the vocoder renders in one forward; 0: measured at start, the
     /// batch up to `max_batch` cheapest per chunk (a batch holds back its most urgent chunk
-    /// until the whole forward is done, so a larger one must save a tenth per chunk).
+    /// until the whole forward is done, so a larger one must save a tenth per chunk), and
+    /// apart for first chunks (small windows batch better). N sets both.
     pub vocoder_batch: usize,
     pub temperature: f64,
     pub top_k: i64,

@@ -622,7 +622,7 @@ async fn a_call_starts_only_when_the_vocoder_keeps_every_starting_call_fed() {
             window(17, 10.0, 5.0),
             window(29, 0.01, 1000.0),
         ],
-        batches: Vec::new(),
+        ..StartProfile::default()
     };
     for (admit_within, refused) in [(Duration::from_millis(300), true), (Duration::from_secs(60), false)] {
         let profile = slow_start.clone();

@@ -49,8 +49,9 @@ pub struct DecodeSettings {
     pub start: StartProfile,
     /// Seconds each window must reach its listener ahead of its need, in the start check.
     pub start_margin_s: f64,
-    /// Windows the vocoder renders in one forward, at most.
+    /// Windows the vocoder renders in one forward, at most, and first windows.
     pub vocoder_batch: usize,
+    pub vocoder_first_batch: usize,
     pub fault: Option<Fault>,
 }
 
@@ -342,12 +343,16 @@ impl<'m> DecodeLoop<'m> {
         let costs = StartCosts {
             step_s: 0.0,
             added_step_s: 0.0,
+            lone_step_s: 0.0,
             prefill_s: self.costs.prefill(1),
             prefill_row_s: self.costs.prefill(2) - self.costs.prefill(1),
             vocoder_free: 1.0 - steady as f64 * self.costs.vocoder_s_per_audio_s(),
+            under_way_forward_s: profile.under_way_forward_s(steady, self.settings.vocoder_batch)
+                * self.costs.vocoder_slowdown(),
             vocoder_scale: self.costs.vocoder_slowdown(),
             margin_s: self.settings.start_margin_s,
             vocoder_batch: self.settings.vocoder_batch,
+            first_batch: self.settings.vocoder_first_batch,
         };
         let mut held: Vec<usize> = (0..self.rows.len()).filter(|&i| !self.rows[i].cleared).collect();
         held.sort_by_key(|&i| self.rows[i].job.listener_waits_from());

@@ -27,19 +27,33 @@ pub struct Forwards {
     pub batch: usize,
     /// Time of a full forward over its longest window's time alone (windows are padded to it).
     pub batch_factor: f64,
+    /// First windows one forward renders, at most (a forward of first windows renders no
+    /// other), and that forward's time over one of them alone.
+    pub first_batch: usize,
+    pub first_batch_factor: f64,
     /// Seconds each chunk must reach its listener ahead of its deadline.
     pub margin_s: f64,
 }
 
 impl Forwards {
-    /// When each place of `order` is rendered, from now: forwards of `batch` places in turn.
+    /// When each place of `order` is rendered, from now: forwards of the places in turn, up to
+    /// `first_batch` first windows together or `batch` places of any kind.
     fn done_after(&self, waiting: &[Waiting], order: &[usize]) -> Vec<f64> {
         let mut done = Vec::with_capacity(order.len());
         let mut t = 0.0;
-        for forward in order.chunks(self.batch.max(1)) {
+        let mut rest = order;
+        while let Some(&head) = rest.first() {
+            let (len, factor) = if waiting[head].first {
+                let firsts = rest.iter().take_while(|&&i| waiting[i].first).count();
+                (firsts.min(self.first_batch.max(1)), self.first_batch_factor)
+            } else {
+                (rest.len().min(self.batch.max(1)), self.batch_factor)
+            };
+            let (forward, after) = rest.split_at(len);
             let longest = forward.iter().map(|&i| waiting[i].render_s).fold(0.0, f64::max);
-            t += longest * if forward.len() > 1 { self.batch_factor } else { 1.0 };
-            done.extend(std::iter::repeat_n(t, forward.len()));
+            t += longest * if len > 1 { factor } else { 1.0 };
+            done.extend(std::iter::repeat_n(t, len));
+            rest = after;
         }
         done
     }
@@ -82,6 +96,18 @@ pub fn render_order(now: f64, waiting: &[Waiting], forwards: &Forwards) -> Vec<u
     }
 }
 
+/// Whether the window of `candidate` joins a forward the vocoder starts `now`, `waiting` being
+/// every listener with work at the vocoder (ready or not). A listener waiting for its first
+/// audio always joins, and so does a call nearly due. A call with time to spare joins only
+/// while no listener is nearly due: joining makes the forward longer (its windows are padded
+/// to the longest, and a batch costs more than one window), which would hold back an urgent
+/// window in it or one that becomes ready meanwhile, to save work the vocoder can do later.
+pub fn joins_forward(now: f64, candidate: &Waiting, waiting: &[Waiting], forwards: &Forwards) -> bool {
+    // Due within two full forwards of its own window, its margin included.
+    let nearly_due = |w: &Waiting| w.deadline - now - forwards.margin_s <= 2.0 * forwards.batch_factor * w.render_s;
+    candidate.first || nearly_due(candidate) || !waiting.iter().any(nearly_due)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +132,8 @@ mod tests {
     const ONE_BY_ONE: Forwards = Forwards {
         batch: 1,
         batch_factor: 1.0,
+        first_batch: 1,
+        first_batch_factor: 1.0,
         margin_s: 0.080,
     };
 
@@ -144,6 +172,8 @@ mod tests {
         let batched = Forwards {
             batch: 2,
             batch_factor: 2.0,
+            first_batch: 2,
+            first_batch_factor: 2.0,
             margin_s: 0.080,
         };
         // The two calls under way fit behind one forward of the two new ones: theirs ends at
@@ -153,6 +183,60 @@ mod tests {
         // With less in hand they go first, earliest first.
         let waiting = [under_way(0.108), under_way(0.105), first(0.250), first(0.300)];
         assert_eq!(render_order(0.0, &waiting, &batched), vec![1, 0, 2, 3]);
+    }
+
+    /// First windows that share a forward take less time than one by one: more of them go
+    /// ahead of the calls under way.
+    #[test]
+    fn first_windows_in_one_forward_count_as_one() {
+        // Two calls under way that need their windows within 40 ms (120 ms in hand, 80 ms
+        // margin); four new callers.
+        let waiting = [
+            first(0.250),
+            first(0.250),
+            under_way(0.120),
+            first(0.250),
+            under_way(0.120),
+            first(0.250),
+        ];
+        // One by one (10 ms each), two new callers fit ahead of them.
+        assert_eq!(render_order(0.0, &waiting, &ONE_BY_ONE), vec![0, 1, 2, 4, 3, 5]);
+        // Four in a forward of 15 ms all do: the calls under way are done at 25 and 35 ms.
+        let together = Forwards {
+            first_batch: 4,
+            first_batch_factor: 1.5,
+            ..ONE_BY_ONE
+        };
+        assert_eq!(render_order(0.0, &waiting, &together), vec![0, 1, 3, 5, 2, 4]);
+    }
+
+    /// A call under way with seconds of audio in hand waits for a forward of its own while
+    /// another listener is nearly due; one nearly due itself and a new caller's first window
+    /// join; with nobody nearly due, any window joins.
+    #[test]
+    fn windows_with_time_to_spare_join_only_while_nobody_is_nearly_due() {
+        let batched = Forwards {
+            batch: 2,
+            batch_factor: 1.6,
+            first_batch: 2,
+            first_batch_factor: 1.6,
+            margin_s: 0.080,
+        };
+        let far = Waiting {
+            render_s: 0.050,
+            ..under_way(2.0)
+        };
+        // 80 ms margin and two forwards of 80 ms: due within 240 ms.
+        let urgent = Waiting { deadline: 0.235, ..far };
+        let all = [urgent, far];
+        assert!(!joins_forward(0.0, &far, &all, &batched));
+        assert!(joins_forward(0.0, &urgent, &all, &batched));
+        let later = [Waiting { deadline: 0.245, ..far }, far];
+        assert!(joins_forward(0.0, &far, &later, &batched), "nobody due within 240 ms");
+        assert!(joins_forward(1.8, &far, &all, &batched), "the same call later");
+        assert!(joins_forward(0.0, &first(0.250), &all, &batched));
+        let relaxed = [Waiting { deadline: 1.0, ..far }, far];
+        assert!(joins_forward(0.0, &far, &relaxed, &batched), "nobody to hold back");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use super::capacity::{Admission, CostModel, CODES_PER_SECOND};
-use super::render_order::{render_order, Forwards, Waiting};
+use super::render_order::{joins_forward, render_order, Forwards, Waiting};
 use super::scheduler::{Action, ChunkPlan, Phase, Policy, RowId, RowView, Scheduler};
 use super::start::{clearable, Held, PlannedWindow, StartCosts, StartProfile, Starting};
 
@@ -82,6 +82,7 @@ impl FakeVocoder {
         StartProfile {
             windows,
             batches: self.batches.clone(),
+            first_batches: self.batches.clone(),
         }
     }
 
@@ -169,6 +170,14 @@ struct Row {
 impl Row {
     fn deadline(&self, target: f64) -> f64 {
         self.plays_until.unwrap_or(self.queued + target)
+    }
+
+    /// When its audio runs out counting the chunks rendered and on their way as sent, as the
+    /// vocoder stage and the start check see it (None before any audio was rendered).
+    fn sent_until(&self) -> Option<f64> {
+        self.in_flight.iter().fold(self.plays_until, |until, &(at, audio)| {
+            Some(until.map_or(at, |u| u.max(at)) + audio)
+        })
     }
 
     fn decoding(&self) -> bool {
@@ -385,19 +394,41 @@ fn vocode(
                 .map(|&i| {
                     let row = rows.iter().find(|r| r.id == stage.waiting[i].row);
                     Waiting {
-                        deadline: row.map_or(f64::INFINITY, |r| r.deadline(setup.first_audio_target)),
+                        deadline: row.map_or(f64::INFINITY, |r| {
+                            r.sent_until().unwrap_or(r.queued + setup.first_audio_target)
+                        }),
                         first: row.is_some_and(|r| r.first_audio.is_none() && r.in_flight.is_empty()),
                         render_s: v.render_s(stage.waiting[i].frames),
                     }
                 })
                 .collect();
+            // The fake vocoder batches first windows as it does any other.
             let forwards = Forwards {
                 batch: v.max_batch.max(1),
                 batch_factor: profile.batch_factor(v.max_batch),
+                first_batch: v.max_batch.max(1),
+                first_batch_factor: profile.batch_factor(v.max_batch),
                 margin_s: v.margin_s,
             };
-            picked = render_order(start, &waiting, &forwards)
-                .into_iter()
+            // Every listener with work at the vocoder, ready or not, as the stage sees them.
+            let with_work: Vec<Waiting> = rows
+                .iter()
+                .filter(|r| r.decoding() || r.at_vocoder > 0)
+                .map(|r| Waiting {
+                    deadline: r.sent_until().unwrap_or(r.queued + setup.first_audio_target),
+                    first: r.first_audio.is_none() && r.in_flight.is_empty(),
+                    render_s: profile.next_window_s(r.sent_s),
+                })
+                .collect();
+            let order = render_order(start, &waiting, &forwards);
+            // The most urgent window, and those that join its forward, as the stage's round.
+            let (&head, rest) = order.split_first().expect("a ready chunk");
+            let joins = |k: usize| match waiting[head].first {
+                true => waiting[k].first,
+                false => joins_forward(start, &waiting[k], &with_work, &forwards),
+            };
+            picked = std::iter::once(head)
+                .chain(rest.iter().copied().filter(|&k| joins(k)))
                 .map(|k| picked[k])
                 .collect();
         }
@@ -449,19 +480,22 @@ fn clear_starts(
         starting.push(Starting {
             decoded: if r.sentence > 0 { usize::MAX } else { r.decoded },
             delivered,
-            in_hand: r.plays_until.map(|until| (until - now).max(0.0)),
+            in_hand: r.sent_until().map(|until| (until - now).max(0.0)),
             first_due: first_due(r),
         });
     }
     let start_costs = StartCosts {
         step_s: 0.0,
         added_step_s: 0.0,
+        lone_step_s: 0.0,
         prefill_s: costs.prefill(1),
         prefill_row_s: costs.prefill(2) - costs.prefill(1),
         vocoder_free: 1.0 - steady as f64 * costs.vocoder_s_per_audio_s(),
+        under_way_forward_s: profile.under_way_forward_s(steady, v.max_batch),
         vocoder_scale: 1.0,
         margin_s: v.margin_s,
         vocoder_batch: v.max_batch,
+        first_batch: v.max_batch,
     };
     let mut held: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].cleared).collect();
     held.sort_by(|&a, &b| rows[a].queued.total_cmp(&rows[b].queued));
@@ -790,7 +824,8 @@ mod tests {
     /// Chunks that grow as long as the audio already sent need the decoder at about 1.5 times
     /// real time while a call starts: without a vocoder stage, with many calls starting at
     /// once near capacity, no order of steps avoids running dry. Printed for the record, with
-    /// the engine's start check beside it; not a pass/fail check.
+    /// the engine's start check beside it (a few underruns of tens of milliseconds in 240 s
+    /// at 50 to 90% of capacity: its replay is an estimate); not a pass/fail check.
     #[test]
     fn growing_chunks_for_the_record() {
         let loads = [0.5, 0.7, 0.9];

@@ -7,8 +7,9 @@
 //! deadline order, with the calls already starting and the new one. (The vocoder lets first
 //! audio go ahead of that order only while every call under way keeps its margin, see
 //! [`super::render_order`]; the replay keeps the order that serves the calls under way
-//! first.) The call starts only if it makes no listener run drier than it already would
-//! ([`may_start`]); otherwise it waits (and past `admit_within` is refused busy).
+//! first.) The call starts only if it makes no listener run drier than its own start would
+//! alone on an idle engine ([`may_start`]); otherwise it waits (and past `admit_within` is
+//! refused busy).
 //! Pure: no tensor and no clock of its own, so it is tested with made-up profiles.
 
 /// Forwards longer than every rehearsed window are padded to a multiple of this many frames.
@@ -35,6 +36,9 @@ pub struct StartProfile {
     /// Forwards of several copies of the start's last window, as rehearsed: (windows, time
     /// over one window alone), in growing windows. Empty: a batch costs its windows one by one.
     pub batches: Vec<(usize, f64)>,
+    /// The same for the start's first window: small windows batch better on a CPU (a forward's
+    /// fixed cost weighs more), and first windows of calls that start together share forwards.
+    pub first_batches: Vec<(usize, f64)>,
 }
 
 impl StartProfile {
@@ -65,42 +69,37 @@ impl StartProfile {
         (mean_y + slope * (frames as f64 - mean_x)).max(0.0)
     }
 
-    /// Time of a forward of `k` windows over one of them alone: the rehearsed points, linear
-    /// between them; past the last, each further window at the last point's cost per window.
+    /// Time of a forward of `k` windows over one of them alone, as rehearsed.
     pub fn batch_factor(&self, k: usize) -> f64 {
-        let k = k.max(1) as f64;
-        let mut below = (1.0, 1.0);
-        for &(n, factor) in &self.batches {
-            let n = n as f64;
-            if n >= k {
-                let share = if n > below.0 {
-                    (k - below.0) / (n - below.0)
-                } else {
-                    0.0
-                };
-                return below.1 + share * (factor - below.1);
-            }
-            below = (n, factor);
-        }
-        if self.batches.is_empty() {
-            k
-        } else {
-            below.1 * k / below.0
-        }
+        batch_factor(&self.batches, k)
+    }
+
+    /// The same for forwards of first windows.
+    pub fn first_batch_factor(&self, k: usize) -> f64 {
+        batch_factor(&self.first_batches, k)
     }
 
     /// Windows one forward should render, at most `limit`: the rehearsed batch cheapest per
-    /// window, taken larger only for a saving of a tenth per window (a batch keeps its most
-    /// urgent window until the whole forward is done).
+    /// window, taken larger only for a saving of a tenth per window.
     pub fn best_batch(&self, limit: usize) -> usize {
-        let mut best = (1, 1.0);
-        for &(n, factor) in self.batches.iter().filter(|b| b.0 <= limit) {
-            let per_window = factor / n as f64;
-            if per_window < 0.9 * best.1 {
-                best = (n, per_window);
+        best_batch(&self.batches, limit)
+    }
+
+    /// First windows one forward should render, at most `limit`; never fewer than
+    /// [`Self::best_batch`]. Only as many as the vocoder can follow up: first windows rendered
+    /// together bring their second windows due together, and those must reach their listeners
+    /// within the first chunk's audio, less `margin_s`, in forwards of `vocoder_batch`.
+    pub fn best_first_batch(&self, limit: usize, vocoder_batch: usize, margin_s: f64) -> usize {
+        let followed = match (self.windows.first(), self.windows.get(1)) {
+            (Some(first), Some(second)) => {
+                let batch = vocoder_batch.max(1);
+                let per_window = second.render_s * self.batch_factor(batch) / batch as f64;
+                ((first.audio_s - margin_s).max(0.0) / per_window.max(1e-9)) as usize
             }
-        }
-        best.0
+            _ => limit,
+        };
+        let best = best_batch(&self.first_batches, limit.min(followed));
+        best.max(self.best_batch(limit))
     }
 
     /// Frames a forward of windows up to `longest` frames is padded to, so that the vocoder
@@ -123,12 +122,30 @@ impl StartProfile {
         audio_path_s + 2.0 * forward
     }
 
+    /// Seconds of a forward of `under_way` calls' full-size windows, at most `vocoder_batch`
+    /// of them, as rehearsed (0 with none under way).
+    pub fn under_way_forward_s(&self, under_way: usize, vocoder_batch: usize) -> f64 {
+        if under_way == 0 {
+            return 0.0;
+        }
+        let windows = under_way.min(vocoder_batch.max(1));
+        self.windows.last().map_or(0.0, |w| w.render_s) * self.batch_factor(windows)
+    }
+
     /// The frames of the forwards a sentence's start uses, each once, in growing order.
     pub fn forward_shapes(&self) -> Vec<i64> {
         let mut frames: Vec<i64> = self.windows.iter().map(|w| w.frames).collect();
         frames.sort_unstable();
         frames.dedup();
         frames
+    }
+
+    /// Seconds the next window of a listener that has received `sent_s` seconds should take
+    /// alone, as rehearsed: its window of the start, or past the start the start's last (chunks
+    /// stop growing there); 0 for an empty profile.
+    pub fn next_window_s(&self, sent_s: f64) -> f64 {
+        let next = self.windows.get(self.delivered(sent_s)).or(self.windows.last());
+        next.map_or(0.0, |w| w.render_s)
     }
 
     /// Windows already handed to a listener that has received `sent_s` seconds of the sentence.
@@ -142,6 +159,45 @@ impl StartProfile {
             })
             .count()
     }
+}
+
+/// Time of a forward of `k` windows over one of them alone, from rehearsed `batches`: the
+/// rehearsed points, linear between them; past the last, each further window at the last
+/// point's cost per window; without any, `k` windows cost `k` times one.
+fn batch_factor(batches: &[(usize, f64)], k: usize) -> f64 {
+    let k = k.max(1) as f64;
+    let mut below = (1.0, 1.0);
+    for &(n, factor) in batches {
+        let n = n as f64;
+        if n >= k {
+            let share = if n > below.0 {
+                (k - below.0) / (n - below.0)
+            } else {
+                0.0
+            };
+            return below.1 + share * (factor - below.1);
+        }
+        below = (n, factor);
+    }
+    if batches.is_empty() {
+        k
+    } else {
+        below.1 * k / below.0
+    }
+}
+
+/// Windows one forward should render, at most `limit`: the rehearsed batch cheapest per
+/// window, taken larger only for a saving of a tenth per window (a batch keeps its most
+/// urgent window until the whole forward is done).
+fn best_batch(batches: &[(usize, f64)], limit: usize) -> usize {
+    let mut best = (1, 1.0);
+    for &(n, factor) in batches.iter().filter(|b| b.0 <= limit) {
+        let per_window = factor / n as f64;
+        if per_window < 0.9 * best.1 {
+            best = (n, per_window);
+        }
+    }
+    best.0
 }
 
 /// A call in its start, as the check sees it.
@@ -177,40 +233,55 @@ pub struct StartCosts {
     pub step_s: f64,
     /// What one more decoding call adds to each step.
     pub added_step_s: f64,
+    /// Seconds of a decode step of one call alone: a start's own pace on an idle engine.
+    pub lone_step_s: f64,
     /// Seconds of the prefill a new call waits for before its first code.
     pub prefill_s: f64,
     /// What each further new call adds to that prefill (new calls prefill together).
     pub prefill_row_s: f64,
     /// Share of the vocoder the calls already under way leave free (their steady load).
     pub vocoder_free: f64,
+    /// Seconds a forward of the calls under way may still hold the vocoder when a start's
+    /// window is ready: their share is an average, but their forwards come whole.
+    pub under_way_forward_s: f64,
     /// Measured vocoder time over rehearsed time (above 1: slower than at load, as when
     /// the decoder shares the cores).
     pub vocoder_scale: f64,
     /// Seconds each window must reach its listener ahead of its need (delivery, jitter).
     pub margin_s: f64,
-    /// Windows the vocoder renders in one forward, at most.
+    /// Windows the vocoder renders in one forward, at most; first windows share forwards of
+    /// their own, of up to `first_batch`.
     pub vocoder_batch: usize,
+    pub first_batch: usize,
 }
 
 /// Seconds within which a new call's start counts as making no listener later.
 const SAME_LATENESS_S: f64 = 0.001;
 
-/// May `new` start beside the calls `starting` now? Only if it makes no listener run drier
-/// than the worst of them already would: with a start the vocoder serves in time (the usual
-/// case) no listener may run dry; with one too short for any vocoder (a first chunk shorter
-/// than the margin) calls still start, as they would alone.
+/// May `new` start beside the calls `starting` now? Only if the replay with it finds no
+/// listener later than its start alone on an idle engine would be: with a start the vocoder
+/// serves in time (the usual case) no listener may run dry; with one too short for any
+/// vocoder (a first chunk shorter than the margin) calls still start, as they would alone.
+/// While the calls starting already run late (the replay is an estimate, and their start
+/// went worse than it), no new call joins them: it would take the time they are short of.
 pub fn may_start(profile: &StartProfile, starting: &[Starting], new: Starting, costs: &StartCosts) -> bool {
     if costs.vocoder_free <= 0.0 {
         return false;
     }
-    let before = lateness(profile, starting, costs).max(0.0);
-    let with_new = [starting, &[new]].concat();
     // The new call's row slows every step.
     let slower = StartCosts {
         step_s: costs.step_s + costs.added_step_s.max(0.0),
         ..*costs
     };
-    lateness(profile, &with_new, &slower) <= before + SAME_LATENESS_S
+    let idle = StartCosts {
+        step_s: costs.lone_step_s,
+        vocoder_free: 1.0,
+        under_way_forward_s: 0.0,
+        ..*costs
+    };
+    let alone = lateness(profile, &[new], &idle).max(0.0);
+    let with_new = [starting, &[new]].concat();
+    lateness(profile, &with_new, &slower) <= alone + SAME_LATENESS_S
 }
 
 /// A call held before its first prefill, as the start check sees it.
@@ -245,6 +316,7 @@ pub fn clearable(
             let new = Starting::new(call.first_due);
             costs.step_s = step(decoding.max(1));
             costs.added_step_s = step(decoding + 1) - costs.step_s;
+            costs.lone_step_s = step(1);
             let clear = profile.windows.is_empty()
                 || call.asked_ahead
                 || (!holding && (starting.is_empty() || may_start(profile, &starting, new, &costs)));
@@ -298,7 +370,8 @@ pub fn lateness(profile: &StartProfile, calls: &[Starting], costs: &StartCosts) 
         n => costs.prefill_s + (n - 1) as f64 * costs.prefill_row_s.max(0.0),
     };
     let released = |c: &Call, w: &PlannedWindow| prefills + w.codes.saturating_sub(c.decoded) as f64 * costs.step_s;
-    let mut now = 0.0f64;
+    // A forward of the calls under way may have just begun.
+    let mut now = costs.under_way_forward_s.max(0.0);
     let mut worst = f64::NEG_INFINITY;
     loop {
         let pending: Vec<(usize, f64, f64)> = state
@@ -318,13 +391,25 @@ pub fn lateness(profile: &StartProfile, calls: &[Starting], costs: &StartCosts) 
             continue;
         }
         ready.sort_by(|a, b| a.2.total_cmp(&b.2));
-        ready.truncate(costs.vocoder_batch.max(1));
+        // A forward of first windows renders first windows only, as the vocoder's does.
+        let is_first = |i: usize| state[i].dry_at.is_none();
+        let of_first_windows = is_first(ready[0].0);
+        if of_first_windows {
+            ready.retain(|r| is_first(r.0));
+            ready.truncate(costs.first_batch.max(1));
+        } else {
+            ready.truncate(costs.vocoder_batch.max(1));
+        }
         // Windows of a forward are padded to the longest.
         let longest = ready
             .iter()
             .map(|&(i, _, _)| profile.windows[state[i].next].render_s)
             .fold(0.0, f64::max);
-        now += longest * profile.batch_factor(ready.len()) * slowdown;
+        let factor = match of_first_windows {
+            true => profile.first_batch_factor(ready.len()),
+            false => profile.batch_factor(ready.len()),
+        };
+        now += longest * factor * slowdown;
         for (i, _, due) in ready {
             let c = &mut state[i];
             let w = profile.windows[c.next];
@@ -358,6 +443,7 @@ mod tests {
         StartProfile {
             windows,
             batches: Vec::new(),
+            first_batches: Vec::new(),
         }
     }
 
@@ -365,12 +451,15 @@ mod tests {
         StartCosts {
             step_s: 0.004,
             added_step_s: 0.0,
+            lone_step_s: 0.004,
             prefill_s: 0.010,
             prefill_row_s: 0.002,
             vocoder_free: 1.0,
+            under_way_forward_s: 0.0,
             vocoder_scale: 1.0,
             margin_s: 0.02,
             vocoder_batch: 1,
+            first_batch: 1,
         }
     }
 
@@ -613,6 +702,104 @@ mod tests {
             Starting::new(0.25),
             &tight
         ));
+    }
+
+    /// A call already starting whose next window will come late (its start went worse than
+    /// the replay that let it start said): no new call joins it, even one whose own windows
+    /// would not make it later, until it is back on time.
+    #[test]
+    fn no_call_joins_a_start_already_running_late() {
+        let p = profile(0.004);
+        // No prefill to pause it: the new call changes nothing for it.
+        let c = StartCosts {
+            prefill_s: 0.0,
+            prefill_row_s: 0.0,
+            ..costs()
+        };
+        // Its next window (29 codes, 116 ms, 136 ms with the margin) against 100 ms in hand.
+        let late = Starting {
+            decoded: 37,
+            delivered: 3,
+            in_hand: Some(0.10),
+            first_due: 0.0,
+        };
+        assert!(lateness(&p, &[late], &c) > 0.0);
+        // The new call's windows come after it in deadline order and make it no later.
+        let new = Starting::new(0.25);
+        assert!(lateness(&p, &[late, new], &c) <= lateness(&p, &[late], &c) + SAME_LATENESS_S);
+        assert!(!may_start(&p, &[late], new, &c));
+        // Back on time, it lets the new call start.
+        let on_time = Starting {
+            in_hand: Some(0.30),
+            ..late
+        };
+        assert!(may_start(&p, &[on_time], new, &c));
+    }
+
+    /// The calls under way take their share of the vocoder in whole forwards: a window of a
+    /// start may wait for one that has just begun.
+    #[test]
+    fn a_forward_under_way_delays_the_starts() {
+        let p = profile(0.002);
+        let starting = Starting {
+            decoded: 13,
+            delivered: 1,
+            in_hand: Some(0.12),
+            first_due: 0.0,
+        };
+        assert!(may_start(&p, &[starting], Starting::new(0.25), &costs()));
+        let lump = StartCosts {
+            under_way_forward_s: p.under_way_forward_s(2, 2),
+            ..costs()
+        };
+        assert!(lump.under_way_forward_s > 0.06, "{}", lump.under_way_forward_s);
+        assert!(!may_start(&p, &[starting], Starting::new(0.25), &lump));
+        assert_eq!(p.under_way_forward_s(0, 2), 0.0, "nothing under way");
+    }
+
+    /// First windows that share a forward reach their listeners together, and so their
+    /// second windows fall due together: the replay batches them as the vocoder does, and
+    /// fewer calls start at once than one first window per forward would let.
+    #[test]
+    fn first_windows_in_one_forward_bring_the_second_ones_due_together() {
+        let p = StartProfile {
+            first_batches: vec![(2, 1.2), (4, 1.5), (8, 2.5)],
+            ..profile(0.002)
+        };
+        let serial = costs();
+        let together = StartCosts {
+            first_batch: 8,
+            ..costs()
+        };
+        // Five calls keep up with one first window per forward; batched, their second
+        // windows come too late.
+        let five = vec![Starting::new(0.25); 5];
+        assert!(keeps_up(&p, &five, &serial));
+        assert!(!keeps_up(&p, &five, &together));
+        assert!(started_together(&p, 8, &together) < started_together(&p, 8, &serial));
+    }
+
+    /// First windows batch as far as the rehearsal says it saves time, and only as far as the
+    /// vocoder can render their second windows within the first chunks' audio.
+    #[test]
+    fn first_windows_batch_as_far_as_their_second_ones_can_follow() {
+        let batches = vec![(2, 1.2), (4, 1.5), (8, 2.5)];
+        let slow = StartProfile {
+            first_batches: batches.clone(),
+            ..profile(0.002)
+        };
+        // First audio 140 ms; second windows 26 ms each, one per forward.
+        assert_eq!(slow.best_first_batch(16, 1, 0.02), 4, "(140 - 20) / 26 ms: 4 follow");
+        assert_eq!(slow.best_first_batch(16, 1, 0.08), 2, "(140 - 80) / 26 ms: 2 follow");
+        assert_eq!(slow.best_first_batch(3, 1, 0.02), 2, "the limit holds");
+        let fast = StartProfile {
+            first_batches: batches,
+            ..profile(0.0002)
+        };
+        assert_eq!(fast.best_first_batch(16, 1, 0.08), 8);
+        // Never fewer than the batch of other windows; nothing rehearsed: that batch.
+        let unmeasured = profile(0.002);
+        assert_eq!(unmeasured.best_first_batch(16, 1, 0.08), 1);
     }
 
     /// Each call that starts slows every decode step: calls start only while the decoder,

@@ -15,7 +15,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 use super::capacity::Slowdown;
-use super::render_order::{render_order, Forwards, Waiting as Pending};
+use super::render_order::{joins_forward, render_order, Forwards, Waiting as Pending};
 use super::scheduler::ChunkPlan;
 use super::start::{PlannedWindow, StartProfile};
 use super::{secs_until, AudioSink, Fault, Health, Metrics, METRICS};
@@ -61,7 +61,7 @@ pub fn chunk_plan(opts: &StreamOptions) -> ChunkPlan {
 /// Rehearses the start of a sentence of `codes` codes (silent latents, a neutral speaker):
 /// every window's codes, render time and audio, the second of two runs (the first pays
 /// libtorch's warm-up). Windows after the chunks stop growing are left out but the first.
-/// Then forwards of several copies of its last window, up to `batch_limit`.
+/// Then forwards of several copies of its last window, and of its first, up to `batch_limit`.
 pub fn rehearse_start(
     hifigan: &HifiGan,
     opts: &StreamOptions,
@@ -99,15 +99,18 @@ pub fn rehearse_start(
             }
         }
     }
-    if let Some(last) = profile.windows.last() {
-        profile.batches = rehearse_batches(hifigan, opts, &speaker, &latent, last.codes, batch_limit)?;
+    if let (Some(first), Some(last)) = (profile.windows.first(), profile.windows.last()) {
+        let (first, last) = (first.codes, last.codes);
+        profile.batches = rehearse_batches(hifigan, opts, &speaker, &latent, last, batch_limit, 2)?;
+        // A first window renders in a few milliseconds on a CPU, where one run is too noisy.
+        profile.first_batches = rehearse_batches(hifigan, opts, &speaker, &latent, first, batch_limit, 5)?;
     }
     Ok(profile)
 }
 
 /// Forwards of 2, 4, 8... copies of the window due at `codes` codes, up to `limit` and while
-/// the time per window still falls: (copies, time over the window alone), each the faster of
-/// two runs.
+/// the time per window still falls: (copies, time over the window alone), each the fastest of
+/// `runs` runs.
 fn rehearse_batches(
     hifigan: &HifiGan,
     opts: &StreamOptions,
@@ -115,10 +118,11 @@ fn rehearse_batches(
     latent: &Tensor,
     codes: usize,
     limit: usize,
+    runs: usize,
 ) -> Result<Vec<(usize, f64)>> {
     let timed = |windows: &[&Window]| -> Result<f64> {
         let mut fastest = f64::INFINITY;
-        for _ in 0..2 {
+        for _ in 0..runs.max(1) {
             let started = Instant::now();
             render_windows(hifigan, windows)?;
             fastest = fastest.min(started.elapsed().as_secs_f64());
@@ -156,13 +160,20 @@ fn rehearse_batches(
 /// new shape's convolutions at several times the cost of the forward, and keeps that set-up
 /// per thread (a tiny model's first two-window forward: about 60 ms on the vocoder's thread
 /// after a warm-up on another, 12 ms after one on its own). So the stage warms on its thread.
-fn warm_shapes(hifigan: &HifiGan, profile: &StartProfile, batch: usize) -> Result<()> {
+/// First windows are warmed up to `first_batch` copies.
+fn warm_shapes(hifigan: &HifiGan, profile: &StartProfile, batch: usize, first_batch: usize) -> Result<()> {
     let _guard = tch::no_grad_guard();
     let options = (tch::Kind::Float, hifigan.device());
     let speaker = Tensor::f_zeros([1, hifigan.speaker_dim(), 1], options)?;
+    let first_frames = profile.windows.first().map(|w| w.frames);
     for frames in profile.forward_shapes() {
         let latents = Tensor::f_zeros([1, hifigan.latent_dim(), frames], options)?;
-        for copies in 1..=batch.max(1) {
+        let most = if Some(frames) == first_frames {
+            batch.max(first_batch)
+        } else {
+            batch
+        };
+        for copies in 1..=most.max(1) {
             let _wav = hifigan.generate_padded(&vec![(&latents, &speaker); copies], frames)?;
         }
     }
@@ -175,6 +186,9 @@ pub struct StageSettings {
     pub opts: StreamOptions,
     /// Requests whose chunks share one forward, at most.
     pub max_batch: usize,
+    /// Requests whose first windows share one forward, at most (a forward that starts with a
+    /// first window renders only first windows).
+    pub first_batch: usize,
     /// A request's first audio is due this long after its listener starts waiting.
     pub first_audio_target: Duration,
     /// Each chunk reaches its listener this long before its audio before runs out (the call's
@@ -199,7 +213,8 @@ pub fn spawn(
     std::thread::Builder::new().name("xtts-vocoder".into()).spawn(move || {
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let warming = Instant::now();
-            let warm = warm_shapes(&hifigan, &settings.start, settings.max_batch).map(|()| warming.elapsed());
+            let warm = warm_shapes(&hifigan, &settings.start, settings.max_batch, settings.first_batch)
+                .map(|()| warming.elapsed());
             let failed = warm.is_err();
             let _ = warmed.send(warm);
             if failed {
@@ -262,7 +277,8 @@ impl Waiting {
         }
     }
 
-    /// The requests with work in [`render_order`]. A listener's deadline is when it runs out of
+    /// The requests with work in [`render_order`], and each one's urgency (indexed as
+    /// `requests`, deadlines in seconds from now). A listener's deadline is when it runs out of
     /// audio (without audio yet: its first-audio target).
     /// `next_window_s` estimates a request's next window from the audio it has sent.
     fn in_render_order(
@@ -270,7 +286,7 @@ impl Waiting {
         first_audio_target: Duration,
         forwards: &Forwards,
         next_window_s: impl Fn(f64) -> f64,
-    ) -> Vec<usize> {
+    ) -> (Vec<usize>, Vec<Pending>) {
         let now = Instant::now();
         // Each deadline is read once: listeners report playout while the order is drawn.
         let pending: Vec<Pending> = self
@@ -286,7 +302,7 @@ impl Waiting {
                 }
             })
             .collect();
-        render_order(0.0, &pending, forwards)
+        (render_order(0.0, &pending, forwards), pending)
     }
 }
 
@@ -309,6 +325,8 @@ struct Stage<'a> {
     opts: &'a StreamOptions,
     /// Requests whose chunks share one forward, at most.
     max_batch: usize,
+    /// Requests whose first windows share one forward, at most.
+    first_batch: usize,
     first_audio_target: Duration,
     margin: Duration,
     start: &'a StartProfile,
@@ -327,6 +345,7 @@ impl<'a> Stage<'a> {
             hifigan,
             opts: &settings.opts,
             max_batch: settings.max_batch.max(1),
+            first_batch: settings.first_batch.max(settings.max_batch).max(1),
             first_audio_target: settings.first_audio_target,
             margin: settings.margin,
             start: &settings.start,
@@ -347,27 +366,39 @@ impl<'a> Stage<'a> {
     }
 
     /// One round: the requests are visited in [`render_order`], each up to its next chunk (the
-    /// latents before it are only collected); the chunks of up to `max_batch` requests are
-    /// rendered in one forward and delivered in that order. A request's later work waits for
-    /// a later round, so its chunks stay in order.
+    /// latents before it are only collected); the first chunk found and those that may join it
+    /// are rendered in one forward and delivered in that order. A first window is joined by
+    /// other first windows only, up to `first_batch` (small windows, one shape); any other by
+    /// those [`joins_forward`] allows, up to `max_batch`. A request's later work waits for a
+    /// later round, so its chunks stay in order.
     fn round(&mut self) {
         let started = Instant::now();
         let mut due = Vec::new();
         let forwards = Forwards {
             batch: self.max_batch,
             batch_factor: self.start.batch_factor(self.max_batch),
+            first_batch: self.first_batch,
+            first_batch_factor: self.start.first_batch_factor(self.first_batch),
             margin_s: self.margin.as_secs_f64(),
         };
-        let order = self
+        let (order, pending) = self
             .waiting
             .in_render_order(self.first_audio_target, &forwards, |sent_s| self.next_window_s(sent_s));
+        // Set by the first chunk found: whether it is a first window.
+        let mut of_first_windows = None;
         for i in order {
-            if due.len() == self.max_batch {
-                break;
+            let joins = match of_first_windows {
+                None => true,
+                Some(true) => due.len() < self.first_batch && pending[i].first,
+                Some(false) => due.len() < self.max_batch && joins_forward(0.0, &pending[i], &pending, &forwards),
+            };
+            if !joins {
+                continue;
             }
             while let Some(item) = self.waiting.requests[i].1.pop_front() {
                 if let Some(d) = self.apply(item) {
                     due.push(d);
+                    of_first_windows.get_or_insert(pending[i].first);
                     break;
                 }
             }
@@ -384,12 +415,9 @@ impl<'a> Stage<'a> {
     }
 
     /// Seconds the next window of a request that has sent `sent_s` seconds of audio should
-    /// take, at the slowdown seen lately: its window of the rehearsed start, or past the start
-    /// the start's last (chunks stop growing there).
+    /// take, at the slowdown seen lately.
     fn next_window_s(&self, sent_s: f64) -> f64 {
-        let windows = &self.start.windows;
-        let next = windows.get(self.start.delivered(sent_s)).or(windows.last());
-        next.map_or(0.0, |w| w.render_s) * self.slowdown.get()
+        self.start.next_window_s(sent_s) * self.slowdown.get()
     }
 
     /// Applies one item of work; returns the chunk it makes due, if any.
@@ -512,6 +540,7 @@ mod tests {
         StageSettings {
             opts: StreamOptions::windowed(),
             max_batch,
+            first_batch: max_batch,
             first_audio_target: Duration::from_millis(250),
             margin: Duration::from_millis(80),
             start: StartProfile::default(),
@@ -572,8 +601,8 @@ mod tests {
     }
 
     /// Three requests, two rendered per forward: the two whose listeners run dry first share
-    /// each round's forward, the third waits; every request gets the chunks it would get alone,
-    /// in order, then its end.
+    /// each round's forward (nobody is nearly due, see [`joins_forward`]), the third waits;
+    /// every request gets the chunks it would get alone, in order, then its end.
     #[test]
     fn chunks_of_several_requests_share_a_forward_in_deadline_order() {
         let _guard = tch::no_grad_guard();
@@ -581,8 +610,8 @@ mod tests {
         let hifigan = model.hifigan();
         let settings = settings(2);
         let mut stage = Stage::new(hifigan, &settings);
-        // Listeners waiting from now (b), in 5 s (c) and in 10 s (a).
-        let plays_in = [10_000, 0, 5_000];
+        // Listeners waiting in 1 s (b), in 5 s (c) and in 10 s (a).
+        let plays_in = [10_000, 1_000, 5_000];
         let lengths = [23, 37, 30];
         let mut requests = Vec::new();
         for (i, (&ms, &n)) in plays_in.iter().zip(&lengths).enumerate() {
@@ -632,6 +661,47 @@ mod tests {
             "{} forwards for {chunks} chunks: nothing was batched",
             stage.forwards
         );
+    }
+
+    /// Requests still waiting for their first audio share a forward of first windows up to
+    /// `first_batch`, although other chunks go one per forward; each first chunk is what it
+    /// would be alone. A forward of first windows takes no other chunk.
+    #[test]
+    fn first_windows_share_a_forward_of_their_own() {
+        let _guard = tch::no_grad_guard();
+        let model = tiny_model();
+        let hifigan = model.hifigan();
+        let settings = StageSettings {
+            first_batch: 3,
+            ..settings(1)
+        };
+        let mut stage = Stage::new(hifigan, &settings);
+        let mut requests = Vec::new();
+        for i in 0..4u64 {
+            let (latents, speaker) = random_sentence(20 + i as i64, 30, hifigan.latent_dim(), hifigan.speaker_dim());
+            let (sink, rx) = request(Duration::ZERO);
+            for item in sentence_work(i, &latents, &speaker, &sink) {
+                stage.add(item);
+            }
+            let alone = chunks_alone(hifigan, &latents, &speaker, &settings.opts);
+            requests.push((rx, alone));
+        }
+        stage.round();
+        assert_eq!(stage.forwards, 1);
+        let got: Vec<Vec<SpeechEvent>> = requests.iter_mut().map(|(rx, _)| events(rx)).collect();
+        let served: Vec<usize> = (0..4).filter(|&i| !audio(&got[i]).is_empty()).collect();
+        assert_eq!(served.len(), 3, "three first windows in the first forward");
+        for &i in &served {
+            let first = audio(&got[i]);
+            assert_eq!(first.len(), 1, "request {i}: its first chunk only");
+            let d = max_abs_diff(first[0], &requests[i].1[0]);
+            assert!(d <= BATCH_TOL, "request {i}: differs from alone by {d:.3e}");
+        }
+        // Then one chunk per forward: the fourth's first window, or a second one.
+        stage.round();
+        assert_eq!(stage.forwards, 2);
+        let more: usize = requests.iter_mut().map(|(rx, _)| audio(&events(rx)).len()).sum();
+        assert_eq!(more, 1);
     }
 
     /// The rehearsed start has the windows a real sentence gets: at the codes where its chunks
@@ -693,8 +763,17 @@ mod tests {
         let copies: Vec<usize> = profile.batches.iter().map(|b| b.0).collect();
         assert!(copies == [2] || copies == [2, 4], "{:?}", profile.batches);
         assert!(profile.batches.iter().all(|b| b.1 > 0.0), "{:?}", profile.batches);
+        // And of the first window, the same way.
+        let copies: Vec<usize> = profile.first_batches.iter().map(|b| b.0).collect();
+        assert!(copies == [2] || copies == [2, 4], "{:?}", profile.first_batches);
+        assert!(
+            profile.first_batches.iter().all(|b| b.1 > 0.0),
+            "{:?}",
+            profile.first_batches
+        );
         let one = rehearse_start(hifigan, &opts, 24_000, 80, 1).unwrap();
         assert!(one.batches.is_empty(), "a limit of one measures no batch");
+        assert!(one.first_batches.is_empty());
     }
 
     /// The tiny fixture's vocoder, owned (as the engine hands it to the thread).
@@ -724,6 +803,7 @@ mod tests {
                 start: StartProfile {
                     windows: vec![PlannedWindow { frames, ..window }],
                     batches: vec![(2, 1.5)],
+                    first_batches: vec![(2, 1.5)],
                 },
                 ..settings(2)
             };

@@ -148,6 +148,7 @@ struct Measured {
     costs: CostModel,
     start: StartProfile,
     vocoder_batch: usize,
+    vocoder_first_batch: usize,
     scheduling_margin_s: f64,
     to_vocoder: Sender<VocoderWork>,
     vocoder: JoinHandle<()>,
@@ -300,6 +301,19 @@ impl XttsBackend {
     fn vocoder_batch(&self, start: &StartProfile) -> usize {
         match self.cfg.vocoder_batch {
             0 => start.best_batch(self.cfg.max_batch),
+            n => n,
+        }
+    }
+
+    /// First windows one vocoder forward renders: as configured, else the batch the rehearsal
+    /// of first windows found cheapest per window (small windows batch better on a CPU), as
+    /// far as the vocoder can follow their second windows up in time.
+    fn vocoder_first_batch(&self, start: &StartProfile) -> usize {
+        match self.cfg.vocoder_batch {
+            0 => {
+                let margin_s = self.cfg.start_margin.as_secs_f64();
+                start.best_first_batch(self.cfg.max_batch, self.vocoder_batch(start), margin_s)
+            }
             n => n,
         }
     }
@@ -509,6 +523,7 @@ impl SpeechBackend for XttsBackend {
             None => costs,
         };
         let vocoder_batch = self.vocoder_batch(&start);
+        let vocoder_first_batch = self.vocoder_first_batch(&start);
         let scheduling_margin_s = start.scheduling_margin(vocoder_batch, SCHEDULING_MARGIN_S);
         tracing::info!(
             max_batch = self.cfg.max_batch,
@@ -520,6 +535,8 @@ impl SpeechBackend for XttsBackend {
             start_window_ms = ?start.windows.iter().map(|w| (w.render_s * 1e4).round() / 10.0).collect::<Vec<_>>(),
             vocoder_batch,
             vocoder_batches = ?start.batches,
+            vocoder_first_batch,
+            vocoder_first_batches = ?start.first_batches,
             scheduling_margin_ms = scheduling_margin_s * 1e3,
             real_time_calls = costs.real_time_rows(self.cfg.max_load, SENTENCE_S),
             "decoding slots allocated, decoder and vocoder measured"
@@ -535,12 +552,13 @@ impl SpeechBackend for XttsBackend {
             );
         }
         let cache = decoder.into_cache();
-        let (to_vocoder, vocoder) = self.start_vocoder(&start, vocoder_batch, health)?;
+        let (to_vocoder, vocoder) = self.start_vocoder(&start, vocoder_batch, vocoder_first_batch, health)?;
         self.slots = Some(Measured {
             cache,
             costs,
             start,
             vocoder_batch,
+            vocoder_first_batch,
             scheduling_margin_s,
             to_vocoder,
             vocoder,
@@ -563,6 +581,7 @@ impl XttsBackend {
         &mut self,
         start: &StartProfile,
         vocoder_batch: usize,
+        vocoder_first_batch: usize,
         health: &Arc<Health>,
     ) -> Result<(Sender<VocoderWork>, JoinHandle<()>)> {
         let hifigan = self.vocoder.take().context("the vocoder was already handed out")?;
@@ -570,6 +589,7 @@ impl XttsBackend {
         let stage = StageSettings {
             opts: cfg.stream.clone(),
             max_batch: vocoder_batch,
+            first_batch: vocoder_first_batch,
             first_audio_target: cfg.first_audio_target,
             margin: cfg.start_margin,
             start: start.clone(),
@@ -602,6 +622,7 @@ impl XttsBackend {
             costs,
             start,
             vocoder_batch,
+            vocoder_first_batch,
             scheduling_margin_s,
             to_vocoder,
             vocoder,
@@ -632,6 +653,7 @@ impl XttsBackend {
             start,
             start_margin_s: cfg.start_margin.as_secs_f64(),
             vocoder_batch,
+            vocoder_first_batch,
             fault: cfg.fault,
         };
         let scheduler = Scheduler::new(Policy::EarliestDeadline, scheduling_margin_s, HORIZON_S, AHEAD_S);
