@@ -347,8 +347,7 @@ impl<'m> DecodeLoop<'m> {
             prefill_s: self.costs.prefill(1),
             prefill_row_s: self.costs.prefill(2) - self.costs.prefill(1),
             vocoder_free: 1.0 - steady as f64 * self.costs.vocoder_s_per_audio_s(),
-            under_way_forward_s: profile.under_way_forward_s(steady, self.settings.vocoder_batch)
-                * self.costs.vocoder_slowdown(),
+            under_way_forward_s: profile.under_way_forward_s(steady, self.settings.vocoder_batch),
             vocoder_scale: self.costs.vocoder_slowdown(),
             margin_s: self.settings.start_margin_s,
             vocoder_batch: self.settings.vocoder_batch,

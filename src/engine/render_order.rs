@@ -36,6 +36,15 @@ pub struct Forwards {
 }
 
 impl Forwards {
+    /// Windows a forward that starts with `head`'s renders, at most.
+    pub fn limit(&self, head: &Waiting) -> usize {
+        if head.first {
+            self.first_batch.max(1)
+        } else {
+            self.batch.max(1)
+        }
+    }
+
     /// When each place of `order` is rendered, from now: forwards of the places in turn, up to
     /// `first_batch` first windows together or `batch` places of any kind.
     fn done_after(&self, waiting: &[Waiting], order: &[usize]) -> Vec<f64> {
@@ -43,11 +52,12 @@ impl Forwards {
         let mut t = 0.0;
         let mut rest = order;
         while let Some(&head) = rest.first() {
+            let limit = self.limit(&waiting[head]);
             let (len, factor) = if waiting[head].first {
                 let firsts = rest.iter().take_while(|&&i| waiting[i].first).count();
-                (firsts.min(self.first_batch.max(1)), self.first_batch_factor)
+                (firsts.min(limit), self.first_batch_factor)
             } else {
-                (rest.len().min(self.batch.max(1)), self.batch_factor)
+                (rest.len().min(limit), self.batch_factor)
             };
             let (forward, after) = rest.split_at(len);
             let longest = forward.iter().map(|&i| waiting[i].render_s).fold(0.0, f64::max);
@@ -96,13 +106,18 @@ pub fn render_order(now: f64, waiting: &[Waiting], forwards: &Forwards) -> Vec<u
     }
 }
 
-/// Whether the window of `candidate` joins a forward the vocoder starts `now`, `waiting` being
-/// every listener with work at the vocoder (ready or not). A listener waiting for its first
-/// audio always joins, and so does a call nearly due. A call with time to spare joins only
-/// while no listener is nearly due: joining makes the forward longer (its windows are padded
-/// to the longest, and a batch costs more than one window), which would hold back an urgent
-/// window in it or one that becomes ready meanwhile, to save work the vocoder can do later.
-pub fn joins_forward(now: f64, candidate: &Waiting, waiting: &[Waiting], forwards: &Forwards) -> bool {
+/// Whether the window of `candidate` joins a forward the vocoder starts `now` with `head`'s
+/// (the most urgent one ready), `waiting` being every listener with work at the vocoder (ready
+/// or not). A forward of first windows takes first windows only: small windows, one shape.
+/// Into any other, a listener waiting for its first audio always joins, and so does a call
+/// nearly due. A call with time to spare joins only while no listener is nearly due: joining
+/// makes the forward longer (its windows are padded to the longest, and a batch costs more
+/// than one window), which would hold back an urgent window in it or one that becomes ready
+/// meanwhile, to save work the vocoder can do later. [`Forwards::limit`] bounds the forward.
+pub fn joins_forward(now: f64, head: &Waiting, candidate: &Waiting, waiting: &[Waiting], forwards: &Forwards) -> bool {
+    if head.first {
+        return candidate.first;
+    }
     // Due within two full forwards of its own window, its margin included.
     let nearly_due = |w: &Waiting| w.deadline - now - forwards.margin_s <= 2.0 * forwards.batch_factor * w.render_s;
     candidate.first || nearly_due(candidate) || !waiting.iter().any(nearly_due)
@@ -229,14 +244,24 @@ mod tests {
         // 80 ms margin and two forwards of 80 ms: due within 240 ms.
         let urgent = Waiting { deadline: 0.235, ..far };
         let all = [urgent, far];
-        assert!(!joins_forward(0.0, &far, &all, &batched));
-        assert!(joins_forward(0.0, &urgent, &all, &batched));
+        assert!(!joins_forward(0.0, &urgent, &far, &all, &batched));
+        assert!(joins_forward(0.0, &urgent, &urgent, &all, &batched));
         let later = [Waiting { deadline: 0.245, ..far }, far];
-        assert!(joins_forward(0.0, &far, &later, &batched), "nobody due within 240 ms");
-        assert!(joins_forward(1.8, &far, &all, &batched), "the same call later");
-        assert!(joins_forward(0.0, &first(0.250), &all, &batched));
+        assert!(
+            joins_forward(0.0, &later[0], &far, &later, &batched),
+            "nobody due within 240 ms"
+        );
+        assert!(joins_forward(1.8, &urgent, &far, &all, &batched), "the same call later");
+        assert!(joins_forward(0.0, &urgent, &first(0.250), &all, &batched));
         let relaxed = [Waiting { deadline: 1.0, ..far }, far];
-        assert!(joins_forward(0.0, &far, &relaxed, &batched), "nobody to hold back");
+        assert!(
+            joins_forward(0.0, &relaxed[0], &far, &relaxed, &batched),
+            "nobody to hold back"
+        );
+        // A forward of first windows takes first windows only.
+        let new_caller = first(0.250);
+        assert!(joins_forward(0.0, &new_caller, &first(0.300), &all, &batched));
+        assert!(!joins_forward(0.0, &new_caller, &urgent, &all, &batched));
     }
 
     #[test]

@@ -180,6 +180,16 @@ impl Row {
         })
     }
 
+    /// How the vocoder stage sees it, its next window taking `render_s`: due when its sent
+    /// audio runs out (before any: its first-audio target), first while nothing was rendered.
+    fn vocoder_view(&self, first_audio_target: f64, render_s: f64) -> Waiting {
+        Waiting {
+            deadline: self.sent_until().unwrap_or(self.queued + first_audio_target),
+            first: self.first_audio.is_none() && self.in_flight.is_empty(),
+            render_s,
+        }
+    }
+
     fn decoding(&self) -> bool {
         self.sentence < self.call.sentences.len()
     }
@@ -392,13 +402,15 @@ fn vocode(
             let waiting: Vec<Waiting> = picked
                 .iter()
                 .map(|&i| {
-                    let row = rows.iter().find(|r| r.id == stage.waiting[i].row);
-                    Waiting {
-                        deadline: row.map_or(f64::INFINITY, |r| {
-                            r.sent_until().unwrap_or(r.queued + setup.first_audio_target)
-                        }),
-                        first: row.is_some_and(|r| r.first_audio.is_none() && r.in_flight.is_empty()),
-                        render_s: v.render_s(stage.waiting[i].frames),
+                    let c = &stage.waiting[i];
+                    let render_s = v.render_s(c.frames);
+                    match rows.iter().find(|r| r.id == c.row) {
+                        Some(r) => r.vocoder_view(setup.first_audio_target, render_s),
+                        None => Waiting {
+                            deadline: f64::INFINITY,
+                            first: false,
+                            render_s,
+                        },
                     }
                 })
                 .collect();
@@ -414,21 +426,15 @@ fn vocode(
             let with_work: Vec<Waiting> = rows
                 .iter()
                 .filter(|r| r.decoding() || r.at_vocoder > 0)
-                .map(|r| Waiting {
-                    deadline: r.sent_until().unwrap_or(r.queued + setup.first_audio_target),
-                    first: r.first_audio.is_none() && r.in_flight.is_empty(),
-                    render_s: profile.next_window_s(r.sent_s),
-                })
+                .map(|r| r.vocoder_view(setup.first_audio_target, profile.next_window_s(r.sent_s)))
                 .collect();
             let order = render_order(start, &waiting, &forwards);
             // The most urgent window, and those that join its forward, as the stage's round.
             let (&head, rest) = order.split_first().expect("a ready chunk");
-            let joins = |k: usize| match waiting[head].first {
-                true => waiting[k].first,
-                false => joins_forward(start, &waiting[k], &with_work, &forwards),
-            };
+            let joins = |k: usize| joins_forward(start, &waiting[head], &waiting[k], &with_work, &forwards);
             picked = std::iter::once(head)
                 .chain(rest.iter().copied().filter(|&k| joins(k)))
+                .take(forwards.limit(&waiting[head]))
                 .map(|k| picked[k])
                 .collect();
         }

@@ -241,8 +241,8 @@ pub struct StartCosts {
     pub prefill_row_s: f64,
     /// Share of the vocoder the calls already under way leave free (their steady load).
     pub vocoder_free: f64,
-    /// Seconds a forward of the calls under way may still hold the vocoder when a start's
-    /// window is ready: their share is an average, but their forwards come whole.
+    /// Seconds (as rehearsed) a forward of the calls under way may still hold the vocoder when
+    /// a start's window is ready: their share is an average, but their forwards come whole.
     pub under_way_forward_s: f64,
     /// Measured vocoder time over rehearsed time (above 1: slower than at load, as when
     /// the decoder shares the cores).
@@ -370,8 +370,8 @@ pub fn lateness(profile: &StartProfile, calls: &[Starting], costs: &StartCosts) 
         n => costs.prefill_s + (n - 1) as f64 * costs.prefill_row_s.max(0.0),
     };
     let released = |c: &Call, w: &PlannedWindow| prefills + w.codes.saturating_sub(c.decoded) as f64 * costs.step_s;
-    // A forward of the calls under way may have just begun.
-    let mut now = costs.under_way_forward_s.max(0.0);
+    // A forward of the calls under way may have just begun, at the measured slowdown.
+    let mut now = costs.under_way_forward_s.max(0.0) * costs.vocoder_scale.max(0.0);
     let mut worst = f64::NEG_INFINITY;
     loop {
         let pending: Vec<(usize, f64, f64)> = state

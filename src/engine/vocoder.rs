@@ -366,11 +366,10 @@ impl<'a> Stage<'a> {
     }
 
     /// One round: the requests are visited in [`render_order`], each up to its next chunk (the
-    /// latents before it are only collected); the first chunk found and those that may join it
-    /// are rendered in one forward and delivered in that order. A first window is joined by
-    /// other first windows only, up to `first_batch` (small windows, one shape); any other by
-    /// those [`joins_forward`] allows, up to `max_batch`. A request's later work waits for a
-    /// later round, so its chunks stay in order.
+    /// latents before it are only collected); the first chunk found and those that
+    /// [`joins_forward`] lets join it, up to [`Forwards::limit`] (`first_batch` first windows,
+    /// else `max_batch`), are rendered in one forward and delivered in that order. A request's
+    /// later work waits for a later round, so its chunks stay in order.
     fn round(&mut self) {
         let started = Instant::now();
         let mut due = Vec::new();
@@ -384,21 +383,20 @@ impl<'a> Stage<'a> {
         let (order, pending) = self
             .waiting
             .in_render_order(self.first_audio_target, &forwards, |sent_s| self.next_window_s(sent_s));
-        // Set by the first chunk found: whether it is a first window.
-        let mut of_first_windows = None;
+        // The request of the first chunk found: the forward's head.
+        let mut head: Option<usize> = None;
         for i in order {
-            let joins = match of_first_windows {
-                None => true,
-                Some(true) => due.len() < self.first_batch && pending[i].first,
-                Some(false) => due.len() < self.max_batch && joins_forward(0.0, &pending[i], &pending, &forwards),
-            };
+            let joins = head.is_none_or(|h| {
+                due.len() < forwards.limit(&pending[h])
+                    && joins_forward(0.0, &pending[h], &pending[i], &pending, &forwards)
+            });
             if !joins {
                 continue;
             }
             while let Some(item) = self.waiting.requests[i].1.pop_front() {
                 if let Some(d) = self.apply(item) {
                     due.push(d);
-                    of_first_windows.get_or_insert(pending[i].first);
+                    head.get_or_insert(i);
                     break;
                 }
             }
