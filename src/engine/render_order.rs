@@ -106,17 +106,37 @@ pub fn render_order(now: f64, waiting: &[Waiting], forwards: &Forwards) -> Vec<u
     }
 }
 
-/// Whether the window of `candidate` joins a forward the vocoder starts `now` with `head`'s
-/// (the most urgent one ready), `waiting` being every listener with work at the vocoder (ready
-/// or not). A forward of first windows takes first windows only: small windows, one shape.
-/// Into any other, a listener waiting for its first audio always joins, and so does a call
-/// nearly due. A call with time to spare joins only while no listener is nearly due: joining
-/// makes the forward longer (its windows are padded to the longest, and a batch costs more
-/// than one window), which would hold back an urgent window in it or one that becomes ready
-/// meanwhile, to save work the vocoder can do later. [`Forwards::limit`] bounds the forward.
-pub fn joins_forward(now: f64, head: &Waiting, candidate: &Waiting, waiting: &[Waiting], forwards: &Forwards) -> bool {
+/// Whether the window of `candidate` joins a forward the vocoder starts `now` with the windows
+/// of `forward` (its head first: the most urgent one ready), `waiting` being every listener
+/// with work at the vocoder (ready or not). A forward of first windows takes first windows
+/// only: small windows, one shape. Into any other, a window joins only if the forward still
+/// brings every window in it in time, its margin included: a forward is padded to its longest
+/// window and a batch costs more than one window, so joining delays the others in it. Then a
+/// listener waiting for its first audio joins, and so does a call nearly due; a call with time
+/// to spare joins only while no listener is nearly due, as it would hold back an urgent window
+/// that becomes ready meanwhile, to save work the vocoder can do later. [`Forwards::limit`]
+/// bounds the forward.
+pub fn joins_forward(
+    now: f64,
+    forward: &[Waiting],
+    candidate: &Waiting,
+    waiting: &[Waiting],
+    forwards: &Forwards,
+) -> bool {
+    let Some(head) = forward.first() else {
+        return true;
+    };
     if head.first {
         return candidate.first;
+    }
+    let longest = forward
+        .iter()
+        .chain([candidate])
+        .map(|w| w.render_s)
+        .fold(0.0, f64::max);
+    let done = now + longest * forwards.batch_factor;
+    if forward.iter().any(|w| done + forwards.margin_s > w.deadline) {
+        return false;
     }
     // Due within two full forwards of its own window, its margin included.
     let nearly_due = |w: &Waiting| w.deadline - now - forwards.margin_s <= 2.0 * forwards.batch_factor * w.render_s;
@@ -244,24 +264,64 @@ mod tests {
         // 80 ms margin and two forwards of 80 ms: due within 240 ms.
         let urgent = Waiting { deadline: 0.235, ..far };
         let all = [urgent, far];
-        assert!(!joins_forward(0.0, &urgent, &far, &all, &batched));
-        assert!(joins_forward(0.0, &urgent, &urgent, &all, &batched));
+        assert!(!joins_forward(0.0, &[urgent], &far, &all, &batched));
+        assert!(joins_forward(0.0, &[urgent], &urgent, &all, &batched));
         let later = [Waiting { deadline: 0.245, ..far }, far];
         assert!(
-            joins_forward(0.0, &later[0], &far, &later, &batched),
+            joins_forward(0.0, &later[..1], &far, &later, &batched),
             "nobody due within 240 ms"
         );
-        assert!(joins_forward(1.8, &urgent, &far, &all, &batched), "the same call later");
-        assert!(joins_forward(0.0, &urgent, &first(0.250), &all, &batched));
+        let later_head = Waiting { deadline: 2.1, ..far };
+        assert!(
+            joins_forward(1.8, &[later_head], &far, &all, &batched),
+            "the same call later, nearly due itself"
+        );
+        assert!(joins_forward(0.0, &[urgent], &first(0.250), &all, &batched));
         let relaxed = [Waiting { deadline: 1.0, ..far }, far];
         assert!(
-            joins_forward(0.0, &relaxed[0], &far, &relaxed, &batched),
+            joins_forward(0.0, &relaxed[..1], &far, &relaxed, &batched),
             "nobody to hold back"
         );
         // A forward of first windows takes first windows only.
         let new_caller = first(0.250);
-        assert!(joins_forward(0.0, &new_caller, &first(0.300), &all, &batched));
-        assert!(!joins_forward(0.0, &new_caller, &urgent, &all, &batched));
+        assert!(joins_forward(0.0, &[new_caller], &first(0.300), &all, &batched));
+        assert!(!joins_forward(0.0, &[new_caller], &urgent, &all, &batched));
+    }
+
+    /// A window joins only if the forward still brings every window in it in time: a longer
+    /// window pads the forward to its own length.
+    #[test]
+    fn no_window_joins_a_forward_it_would_bring_late() {
+        let batched = Forwards {
+            batch: 2,
+            batch_factor: 1.6,
+            first_batch: 2,
+            first_batch_factor: 1.6,
+            margin_s: 0.080,
+        };
+        // 150 ms in hand and a 30 ms window: alone it arrives with 40 ms to spare.
+        let head = Waiting {
+            deadline: 0.150,
+            first: false,
+            render_s: 0.030,
+        };
+        // Both nearly due: only the length of the forward decides.
+        let short = Waiting {
+            deadline: 0.170,
+            ..head
+        };
+        let long = Waiting {
+            render_s: 0.050,
+            ..short
+        };
+        let all = [head, short, long];
+        // 30 ms padded, 1.6 times: 48 ms, in time; 50 ms: 80 ms, 10 ms past the margin.
+        assert!(joins_forward(0.0, &[head], &short, &all, &batched));
+        assert!(!joins_forward(0.0, &[head], &long, &all, &batched));
+        // With the long window first, the short one still makes both late.
+        assert!(!joins_forward(0.0, &[head, long], &short, &all, &batched));
+        // A head already short of its margin renders alone.
+        assert!(!joins_forward(0.1, &[head], &short, &all, &batched));
     }
 
     #[test]

@@ -431,12 +431,16 @@ fn vocode(
             let order = render_order(start, &waiting, &forwards);
             // The most urgent window, and those that join its forward, as the stage's round.
             let (&head, rest) = order.split_first().expect("a ready chunk");
-            let joins = |k: usize| joins_forward(start, &waiting[head], &waiting[k], &with_work, &forwards);
-            picked = std::iter::once(head)
-                .chain(rest.iter().copied().filter(|&k| joins(k)))
-                .take(forwards.limit(&waiting[head]))
-                .map(|k| picked[k])
-                .collect();
+            let mut forward = vec![head];
+            for &k in rest {
+                let members: Vec<Waiting> = forward.iter().map(|&m| waiting[m]).collect();
+                if forward.len() < forwards.limit(&waiting[head])
+                    && joins_forward(start, &members, &waiting[k], &with_work, &forwards)
+                {
+                    forward.push(k);
+                }
+            }
+            picked = forward.into_iter().map(|k| picked[k]).collect();
         }
         picked.truncate(v.max_batch.max(1));
         let longest = picked.iter().map(|&i| stage.waiting[i].frames).max().unwrap_or(0);

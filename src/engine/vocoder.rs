@@ -383,12 +383,11 @@ impl<'a> Stage<'a> {
         let (order, pending) = self
             .waiting
             .in_render_order(self.first_audio_target, &forwards, |sent_s| self.next_window_s(sent_s));
-        // The request of the first chunk found: the forward's head.
-        let mut head: Option<usize> = None;
+        // The requests whose chunks are in the forward, its head (the first found) first.
+        let mut forward: Vec<Pending> = Vec::new();
         for i in order {
-            let joins = head.is_none_or(|h| {
-                due.len() < forwards.limit(&pending[h])
-                    && joins_forward(0.0, &pending[h], &pending[i], &pending, &forwards)
+            let joins = forward.first().is_none_or(|head| {
+                due.len() < forwards.limit(head) && joins_forward(0.0, &forward, &pending[i], &pending, &forwards)
             });
             if !joins {
                 continue;
@@ -396,7 +395,7 @@ impl<'a> Stage<'a> {
             while let Some(item) = self.waiting.requests[i].1.pop_front() {
                 if let Some(d) = self.apply(item) {
                     due.push(d);
-                    head.get_or_insert(i);
+                    forward.push(pending[i]);
                     break;
                 }
             }
