@@ -7,6 +7,9 @@
 //! has a whole chunk in hand, and rendering its next one first would only spend that slack
 //! while a new caller hears nothing. A call under way goes first as soon as waiting one more
 //! window would bring its audio later than its margin allows.
+//!
+//! Which windows share a forward is [`joins_forward`]; whether a forward waits for a window
+//! not ready yet, [`hold_until`].
 
 /// A request with a chunk waiting.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,6 +46,33 @@ impl Forwards {
         } else {
             self.batch.max(1)
         }
+    }
+
+    /// Seconds a forward of `windows` takes: padded to the longest, batched.
+    fn forward_s<'a>(&self, windows: impl Iterator<Item = &'a Waiting>) -> f64 {
+        let (count, longest) = windows.fold((0, 0.0), |(n, longest), w| (n + 1, f64::max(longest, w.render_s)));
+        longest * if count > 1 { self.batch_factor } else { 1.0 }
+    }
+
+    /// How far past its margin the latest of `windows` reaches its listener if rendered by `done`
+    /// (0 if all are in time).
+    fn lateness<'a>(&self, done: f64, windows: impl Iterator<Item = &'a Waiting>) -> f64 {
+        windows.map(|w| done + self.margin_s - w.deadline).fold(0.0, f64::max)
+    }
+
+    /// The lateness of a forward starting `now` with `forward`'s windows and `candidate`'s.
+    fn lateness_if_joined(&self, now: f64, forward: &[Waiting], candidate: &Waiting) -> f64 {
+        let done = now + self.forward_s(forward.iter().chain([candidate]));
+        self.lateness(done, forward.iter().chain([candidate]))
+    }
+
+    /// The lateness of `forward` without `candidate`, and of `candidate` in a forward of its
+    /// own right after it.
+    fn lateness_if_left(&self, now: f64, forward: &[Waiting], candidate: &Waiting) -> f64 {
+        let done = now + self.forward_s(forward.iter());
+        let next = done + candidate.render_s;
+        self.lateness(done, forward.iter())
+            .max(self.lateness(next, [candidate].into_iter()))
     }
 
     /// When each place of `order` is rendered, from now: forwards of the places in turn, up to
@@ -109,9 +139,11 @@ pub fn render_order(now: f64, waiting: &[Waiting], forwards: &Forwards) -> Vec<u
 /// Whether the window of `candidate` joins a forward the vocoder starts `now` with the windows
 /// of `forward` (its head first: the most urgent one ready), `waiting` being every listener
 /// with work at the vocoder (ready or not). A forward of first windows takes first windows
-/// only: small windows, one shape. Into any other, a window joins only if the forward still
-/// brings every window in it in time, its margin included: a forward is padded to its longest
-/// window and a batch costs more than one window, so joining delays the others in it. Then a
+/// only: small windows, one shape. Into any other, a window joins only if that brings no window
+/// later past its margin than leaving it for the next forward would (the forward's or its own):
+/// a forward is padded to its longest window and a batch costs more than one window, so
+/// joining delays the others in it, while two windows late anyway are better rendered
+/// together. Then a
 /// listener waiting for its first audio joins, and so does a call nearly due; a call with time
 /// to spare joins only while no listener is nearly due, as it would hold back an urgent window
 /// that becomes ready meanwhile, to save work the vocoder can do later. [`Forwards::limit`]
@@ -129,18 +161,31 @@ pub fn joins_forward(
     if head.first {
         return candidate.first;
     }
-    let longest = forward
-        .iter()
-        .chain([candidate])
-        .map(|w| w.render_s)
-        .fold(0.0, f64::max);
-    let done = now + longest * forwards.batch_factor;
-    if forward.iter().any(|w| done + forwards.margin_s > w.deadline) {
+    if forwards.lateness_if_joined(now, forward, candidate) > forwards.lateness_if_left(now, forward, candidate) {
         return false;
     }
     // Due within two full forwards of its own window, its margin included.
     let nearly_due = |w: &Waiting| w.deadline - now - forwards.margin_s <= 2.0 * forwards.batch_factor * w.render_s;
     candidate.first || nearly_due(candidate) || !waiting.iter().any(nearly_due)
+}
+
+/// Until when the vocoder should hold back a forward of `forward`'s windows (its head first),
+/// or None to start it `now`. A listener under way whose next window is not ready yet, due
+/// before the head, would wait behind the whole forward if its window became ready just after
+/// it began: a start's second window, due within its short first chunk, behind a forward of
+/// full-size windows, say. While that would bring it past its margin, the forward waits for it
+/// (it then goes first), as long as every window of the forward can afford to: still in time
+/// with half its margin, after the waiting window's own render. `not_ready` are the listeners
+/// under way with no window ready.
+pub fn hold_until(now: f64, forward: &[Waiting], not_ready: &[Waiting], forwards: &Forwards) -> Option<f64> {
+    let earliest = forward.iter().map(|w| w.deadline).reduce(f64::min)?;
+    let forward_s = forwards.forward_s(forward.iter());
+    not_ready
+        .iter()
+        .filter(|w| w.deadline < earliest && now + forward_s + w.render_s + forwards.margin_s > w.deadline)
+        .map(|w| earliest - forwards.margin_s / 2.0 - forward_s - w.render_s)
+        .reduce(f64::min)
+        .filter(|&until| until > now)
 }
 
 #[cfg(test)]
@@ -318,10 +363,60 @@ mod tests {
         // 30 ms padded, 1.6 times: 48 ms, in time; 50 ms: 80 ms, 10 ms past the margin.
         assert!(joins_forward(0.0, &[head], &short, &all, &batched));
         assert!(!joins_forward(0.0, &[head], &long, &all, &batched));
-        // With the long window first, the short one still makes both late.
-        assert!(!joins_forward(0.0, &[head, long], &short, &all, &batched));
-        // A head already short of its margin renders alone.
+        // With the long window in already, the head is 10 ms late either way; the short one
+        // in the next forward would be 20 ms late, in this one it is in time: it joins.
+        assert!(joins_forward(0.0, &[head, long], &short, &all, &batched));
+        // A head already short of its margin: joining brings it 78 ms past it, leaving the
+        // other for the next forward 60 and 70 ms. It renders alone.
         assert!(!joins_forward(0.1, &[head], &short, &all, &batched));
+    }
+
+    /// A forward waits for a listener under way whose window is not ready, if starting it now
+    /// would bring that window past its margin, and only as long as the forward's own windows
+    /// keep half their margin.
+    #[test]
+    fn a_forward_waits_for_a_window_nearly_due_while_it_can_afford_to() {
+        let batched = Forwards {
+            batch: 2,
+            batch_factor: 1.6,
+            first_batch: 2,
+            first_batch_factor: 1.6,
+            margin_s: 0.080,
+        };
+        // Two full-size windows due in 300 ms: 100 ms together.
+        let full = Waiting {
+            deadline: 0.300,
+            first: false,
+            render_s: 0.0625,
+        };
+        // A start's second window, due in 140 ms, 30 ms to render.
+        let second = Waiting {
+            deadline: 0.140,
+            first: false,
+            render_s: 0.030,
+        };
+        // Behind the forward it would be done at 130 ms, past its margin: the forward waits,
+        // until 300 - 40 - 100 - 30 = 130 ms.
+        let until = hold_until(0.0, &[full, full], &[second], &batched).expect("a hold");
+        assert!((until - 0.130).abs() < 1e-9, "{until}");
+        // Later the forward can no longer afford to wait.
+        assert_eq!(hold_until(0.131, &[full, full], &[second], &batched), None);
+        // A listener with time to spare, or one due after the forward's, is no reason to wait.
+        let spare = Waiting {
+            deadline: 0.250,
+            ..second
+        };
+        assert_eq!(hold_until(0.0, &[full, full], &[spare], &batched), None);
+        let after = Waiting {
+            deadline: 0.310,
+            ..second
+        };
+        assert_eq!(hold_until(0.0, &[full], &[after], &batched), None);
+        // A forward of one window waits too: 300 - 40 - 62.5 - 30.
+        let until = hold_until(0.0, &[full], &[second], &batched).expect("a hold");
+        assert!((until - 0.1675).abs() < 1e-9, "{until}");
+        // Nothing to render: nothing to hold.
+        assert_eq!(hold_until(0.0, &[], &[second], &batched), None);
     }
 
     #[test]

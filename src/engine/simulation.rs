@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use super::capacity::{Admission, CostModel, CODES_PER_SECOND};
-use super::render_order::{joins_forward, render_order, Forwards, Waiting};
+use super::render_order::{hold_until, joins_forward, render_order, Forwards, Waiting};
 use super::scheduler::{Action, ChunkPlan, Phase, Policy, RowId, RowView, Scheduler};
 use super::start::{clearable, Held, PlannedWindow, StartCosts, StartProfile, Starting};
 
@@ -214,6 +214,29 @@ struct Stage {
     waiting: Vec<Chunk>,
     /// Seconds of audio rendered in all.
     rendered_s: f64,
+    /// A forward held back at `.0` for a listener nearly due whose chunk is not ready: it
+    /// starts when a chunk arrives or at `.1`, whichever is first.
+    held: Option<(f64, f64)>,
+}
+
+impl Stage {
+    /// When the next forward may start (None: nothing waiting).
+    fn next_start(&self) -> Option<f64> {
+        let ready = self.waiting.iter().map(|c| c.ready_at).reduce(f64::min)?;
+        let start = self.free_at.max(ready);
+        Some(match self.held {
+            Some((since, until)) => {
+                let arrival = self
+                    .waiting
+                    .iter()
+                    .map(|c| c.ready_at)
+                    .filter(|&t| t > since)
+                    .reduce(f64::min);
+                start.max(arrival.map_or(until, |a| a.min(until)))
+            }
+            None => start,
+        })
+    }
 }
 
 pub fn run(setup: &Setup, calls: &[Call]) -> Outcome {
@@ -297,11 +320,7 @@ pub fn run(setup: &Setup, calls: &[Call]) -> Outcome {
             Action::Prefill(ids) => (ids.clone(), costs.prefill(ids.len())),
             Action::Step(ids) => (ids.clone(), costs.step(ids.len())),
             Action::Idle(wake) => {
-                let vocoder_next = stage
-                    .waiting
-                    .iter()
-                    .map(|c| c.ready_at.max(stage.free_at))
-                    .reduce(f64::min);
+                let vocoder_next = stage.next_start();
                 let next_event = [
                     arrivals.front().map(|c| c.arrival),
                     *wake,
@@ -384,13 +403,13 @@ fn vocode(
     out: &mut Outcome,
 ) {
     loop {
-        let Some(ready) = stage.waiting.iter().map(|c| c.ready_at).reduce(f64::min) else {
+        let Some(start) = stage.next_start() else {
             return;
         };
-        let start = stage.free_at.max(ready);
         if start > now {
             return;
         }
+        stage.held = None;
         // Each caller's chunks wait in order: its first ready one is its next.
         let mut picked: Vec<usize> = Vec::new();
         for (i, c) in stage.waiting.iter().enumerate() {
@@ -439,6 +458,24 @@ fn vocode(
                 {
                     forward.push(k);
                 }
+            }
+            // Listeners under way whose next window is not ready may hold the forward back.
+            let ready_rows: Vec<RowId> = stage
+                .waiting
+                .iter()
+                .filter(|c| c.ready_at <= start)
+                .map(|c| c.row)
+                .collect();
+            let not_ready: Vec<Waiting> = rows
+                .iter()
+                .filter(|r| r.decoding() && !ready_rows.contains(&r.id))
+                .map(|r| r.vocoder_view(setup.first_audio_target, profile.next_window_s(r.sent_s)))
+                .filter(|w| !w.first)
+                .collect();
+            let members: Vec<Waiting> = forward.iter().map(|&m| waiting[m]).collect();
+            if let Some(until) = hold_until(start, &members, &not_ready, &forwards) {
+                stage.held = Some((start, until));
+                continue;
             }
             picked = forward.into_iter().map(|k| picked[k]).collect();
         }
@@ -785,28 +822,39 @@ mod tests {
 
     const LOADS: [f64; 7] = [0.3, 0.5, 0.7, 0.8, 0.9, 1.2, 1.5];
 
+    /// Further draws of the same arrival patterns: the printed one (seed 7) is not the only
+    /// one the schedule must hold.
+    const OTHER_DRAWS: [u64; 6] = [1, 2, 3, 4, 5, 6];
+
+    /// Zero underruns in every pattern at every load of `loads`, in each of [`OTHER_DRAWS`]
+    /// (refusals vary with the draw: a Poisson peak can hold more calls than the engine).
+    fn assert_never_dry_in_other_draws(setup: &Setup, loads: &[f64]) {
+        let capacity = setup.capacity(SENTENCE_S);
+        for seed in OTHER_DRAWS {
+            for &load in loads {
+                for (name, calls) in patterns(load, capacity, seed) {
+                    let out = run(setup, &calls);
+                    assert_eq!(out.underruns, 0, "draw {seed} load {load} {name}: {out:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn earliest_deadline_never_runs_a_caller_dry() {
         assert_never_dry(&table("decoder", &decoder_only(Policy::EarliestDeadline), &LOADS, None));
     }
 
     /// The engine's whole schedule, the vocoder the slower stage: deadline order in both stages,
-    /// the decoder's margin for the vocoder, admission by the slower stage and the start check
-    /// keep every caller fed up to 120% of capacity. At 150%, with both stages over 90% busy,
-    /// a chunk can wait behind two forwards of chunks as urgent as its own: a caller may then
-    /// miss a few tens of milliseconds (one underrun of 36 ms in 624 calls, where the former
-    /// engine loses minutes).
+    /// the decoder's margin for the vocoder, admission by the slower stage, the start check,
+    /// and a vocoder that waits for a window nearly due keep every caller fed at every load,
+    /// overload included (there calls are refused), in every draw.
     #[test]
     fn with_the_vocoder_stage_no_caller_runs_dry() {
         let setup = engine();
         assert_eq!(setup.capacity(SENTENCE_S), 10, "the vocoder is the slower stage");
-        let rows = table("engine", &setup, &LOADS, None);
-        let (within, overload): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.0 <= 1.2);
-        assert_never_dry(&within);
-        for (load, name, out) in &overload {
-            assert!(out.silence_s < 0.1, "load {load} {name}: {out:?}");
-            assert!(out.refused > 0, "load {load} {name}: overload must be refused: {out:?}");
-        }
+        assert_never_dry(&table("engine", &setup, &LOADS, None));
+        assert_never_dry_in_other_draws(&setup, &LOADS);
     }
 
     /// The former rules fail the same runs: callers run dry below capacity.
@@ -833,11 +881,12 @@ mod tests {
 
     /// Chunks that grow as long as the audio already sent need the decoder at about 1.5 times
     /// real time while a call starts: without a vocoder stage, with many calls starting at
-    /// once near capacity, no order of steps avoids running dry. Printed for the record, with
-    /// the engine's start check beside it (a few underruns of tens of milliseconds in 240 s
-    /// at 50 to 90% of capacity: its replay is an estimate); not a pass/fail check.
+    /// once near capacity, no order of steps avoids running dry (printed for the record). The
+    /// engine holds such calls at their start instead, and keeps every caller fed at 50 to 90%
+    /// of capacity in every draw. Calls arriving in bursts wait at their start, and past their
+    /// patience are refused: each start costs the vocoder several times real time.
     #[test]
-    fn growing_chunks_for_the_record() {
+    fn growing_chunks_never_run_dry_with_the_vocoder_stage() {
         let loads = [0.5, 0.7, 0.9];
         let decoder = Setup {
             chunks: GROWING_CHUNKS,
@@ -848,6 +897,9 @@ mod tests {
             chunks: GROWING_CHUNKS,
             ..engine()
         });
-        assert_eq!(table("growing, engine", &engine, &loads, None).len(), 9);
+        for (load, name, out) in table("growing, engine", &engine, &loads, None) {
+            assert_eq!(out.underruns, 0, "load {load} {name}: {out:?}");
+        }
+        assert_never_dry_in_other_draws(&engine, &loads);
     }
 }

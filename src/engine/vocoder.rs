@@ -3,11 +3,12 @@
 //! (deadline order, first audio ahead while the calls under way can spare it): the requests
 //! first in it each contribute their next chunk, and those chunks are rendered in one batched
 //! forward (one forward of several calls costs far less than one each); each request's work
-//! stays in order. A vocoder error ends its request (the decode loop sees it through the
+//! stays in order. The stage is not always busy when it could be: a forward waits, within what
+//! its own windows can spare, for a window nearly due whose codes are still being decoded. A vocoder error ends its request (the decode loop sees it through the
 //! sink); a panic stops the engine (see [`super::Health`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 use super::capacity::Slowdown;
-use super::render_order::{joins_forward, render_order, Forwards, Waiting as Pending};
+use super::render_order::{hold_until, joins_forward, render_order, Forwards, Waiting as Pending};
 use super::scheduler::ChunkPlan;
 use super::start::{PlannedWindow, StartProfile};
 use super::{secs_until, AudioSink, Fault, Health, Metrics, METRICS};
@@ -222,17 +223,28 @@ pub fn spawn(
             }
             let _guard = tch::no_grad_guard();
             let mut stage = Stage::new(&hifigan, &settings);
+            // Until when the last round held its forward back, waiting for a window.
+            let mut hold: Option<Instant> = None;
             loop {
                 if stage.is_idle() {
                     match work.recv() {
                         Ok(item) => stage.add(item),
                         Err(_) => return,
                     }
+                } else if let Some(until) = hold {
+                    match work.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                        Ok(item) => stage.add(item),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        // No more work will come: the hold simply runs out.
+                        Err(RecvTimeoutError::Disconnected) => {
+                            std::thread::sleep(until.saturating_duration_since(Instant::now()))
+                        }
+                    }
                 }
                 while let Ok(item) = work.try_recv() {
                     stage.add(item);
                 }
-                stage.round();
+                hold = stage.round();
             }
         }));
         if let Err(panic) = run {
@@ -244,10 +256,18 @@ pub fn spawn(
     })
 }
 
-/// Work waiting, one queue per request, in arrival order within each.
+/// A request's work: its items in arrival order, and its next window once one is due (made
+/// from the items before it, and rendered in a later forward if the vocoder waits).
+struct RequestWork {
+    sink: AudioSink,
+    queue: VecDeque<VocoderWork>,
+    ready: Option<Due>,
+}
+
+/// Work waiting, one queue per request.
 #[derive(Default)]
 struct Waiting {
-    requests: Vec<(AudioSink, VecDeque<VocoderWork>)>,
+    requests: Vec<RequestWork>,
     /// The request of each sentence id.
     sentence_sinks: HashMap<u64, AudioSink>,
 }
@@ -271,9 +291,13 @@ impl Waiting {
         if let VocoderWork::End { id } | VocoderWork::Drop { id } = &item {
             self.sentence_sinks.remove(id);
         }
-        match self.requests.iter_mut().find(|(s, _)| s.same_request(&sink)) {
-            Some((_, queue)) => queue.push_back(item),
-            None => self.requests.push((sink, VecDeque::from([item]))),
+        match self.requests.iter_mut().find(|r| r.sink.same_request(&sink)) {
+            Some(request) => request.queue.push_back(item),
+            None => self.requests.push(RequestWork {
+                sink,
+                queue: VecDeque::from([item]),
+                ready: None,
+            }),
         }
     }
 
@@ -292,7 +316,7 @@ impl Waiting {
         let pending: Vec<Pending> = self
             .requests
             .iter()
-            .map(|(sink, _)| {
+            .map(|RequestWork { sink, .. }| {
                 let dry = sink.runs_dry_at(first_audio_target, now);
                 let playout = sink.playout();
                 Pending {
@@ -365,14 +389,24 @@ impl<'a> Stage<'a> {
         self.waiting.requests.is_empty()
     }
 
-    /// One round: the requests are visited in [`render_order`], each up to its next chunk (the
-    /// latents before it are only collected); the first chunk found and those that
+    /// One round. Each request's work is applied up to its next window (the latents before it
+    /// are only collected), which waits as the request's ready window. The requests are then
+    /// visited in [`render_order`]: the first with a window ready and those that
     /// [`joins_forward`] lets join it, up to [`Forwards::limit`] (`first_batch` first windows,
-    /// else `max_batch`), are rendered in one forward and delivered in that order. A request's
-    /// later work waits for a later round, so its chunks stay in order.
-    fn round(&mut self) {
+    /// else `max_batch`), are rendered in one forward and delivered in that order, unless
+    /// [`hold_until`] says to wait for a listener nearly due whose window is not ready: then
+    /// nothing is rendered and the round says until when to wait. A request's later work waits
+    /// for a later round, so its chunks stay in order.
+    fn round(&mut self) -> Option<Instant> {
         let started = Instant::now();
-        let mut due = Vec::new();
+        for i in 0..self.waiting.requests.len() {
+            while self.waiting.requests[i].ready.is_none() {
+                let Some(item) = self.waiting.requests[i].queue.pop_front() else {
+                    break;
+                };
+                self.waiting.requests[i].ready = self.apply(item);
+            }
+        }
         let forwards = Forwards {
             batch: self.max_batch,
             batch_factor: self.start.batch_factor(self.max_batch),
@@ -383,32 +417,40 @@ impl<'a> Stage<'a> {
         let (order, pending) = self
             .waiting
             .in_render_order(self.first_audio_target, &forwards, |sent_s| self.next_window_s(sent_s));
-        // The requests whose chunks are in the forward, its head (the first found) first.
+        let is_ready = |i: usize| self.waiting.requests[i].ready.is_some();
+        // The requests whose windows are in the forward, its head (the first ready) first.
+        let mut members: Vec<usize> = Vec::new();
         let mut forward: Vec<Pending> = Vec::new();
-        for i in order {
+        for i in order.into_iter().filter(|&i| is_ready(i)) {
             let joins = forward.first().is_none_or(|head| {
-                due.len() < forwards.limit(head) && joins_forward(0.0, &forward, &pending[i], &pending, &forwards)
+                forward.len() < forwards.limit(head) && joins_forward(0.0, &forward, &pending[i], &pending, &forwards)
             });
-            if !joins {
-                continue;
-            }
-            while let Some(item) = self.waiting.requests[i].1.pop_front() {
-                if let Some(d) = self.apply(item) {
-                    due.push(d);
-                    forward.push(pending[i]);
-                    break;
-                }
+            if joins {
+                members.push(i);
+                forward.push(pending[i]);
             }
         }
-        self.waiting.requests.retain(|(_, queue)| !queue.is_empty());
-        if !due.is_empty() {
+        let not_ready: Vec<Pending> = (0..pending.len())
+            .filter(|&i| !is_ready(i) && !pending[i].first)
+            .map(|i| pending[i])
+            .collect();
+        let hold = hold_until(0.0, &forward, &not_ready, &forwards).map(|s| started + Duration::from_secs_f64(s));
+        if hold.is_none() && !members.is_empty() {
+            let due: Vec<Due> = members
+                .iter()
+                .filter_map(|&i| self.waiting.requests[i].ready.take())
+                .collect();
             let windows: Vec<&Window> = due.iter().map(|d| &d.window).collect();
             let rendered = self.render(&windows);
             for (d, wav) in due.into_iter().zip(rendered) {
                 self.deliver(d, wav);
             }
         }
+        self.waiting
+            .requests
+            .retain(|r| r.ready.is_some() || !r.queue.is_empty());
         Metrics::add(&METRICS.vocoder_us, started.elapsed().as_micros() as u64);
+        hold
     }
 
     /// Seconds the next window of a request that has sent `sent_s` seconds of audio should
@@ -657,6 +699,53 @@ mod tests {
             stage.forwards < chunks,
             "{} forwards for {chunks} chunks: nothing was batched",
             stage.forwards
+        );
+    }
+
+    /// A listener under way with 100 ms of audio left and its next window not ready yet: the
+    /// stage renders nothing for a listener with seconds to spare but waits for it, and renders
+    /// its window as soon as it is ready.
+    #[test]
+    fn the_stage_waits_for_a_window_nearly_due() {
+        let _guard = tch::no_grad_guard();
+        let model = tiny_model();
+        let hifigan = model.hifigan();
+        // Windows that take 30 ms each.
+        let start = StartProfile {
+            windows: vec![PlannedWindow {
+                codes: 8,
+                frames: 32,
+                render_s: 0.030,
+                audio_s: 0.139,
+            }],
+            ..StartProfile::default()
+        };
+        let settings = StageSettings { start, ..settings(2) };
+        let mut stage = Stage::new(hifigan, &settings);
+        let (latents, speaker) = random_sentence(30, 12, hifigan.latent_dim(), hifigan.speaker_dim());
+        // Under way: 100 ms of audio sent; the first 4 codes of its next sentence decoded.
+        let (urgent, mut urgent_rx) = request(Duration::ZERO);
+        assert!(urgent.send_audio(vec![0.0; 2_400]));
+        let mut work = sentence_work(1, &latents, &speaker, &urgent).into_iter();
+        work.by_ref().take(5).for_each(|item| stage.add(item));
+        // A listener waiting in 2 s, its whole sentence ready.
+        let (relaxed, mut relaxed_rx) = request(Duration::from_secs(2));
+        for item in sentence_work(2, &latents, &speaker, &relaxed) {
+            stage.add(item);
+        }
+        let asked = Instant::now();
+        let hold = stage.round().expect("the stage waits for the urgent window");
+        assert_eq!(stage.forwards, 0, "nothing rendered while waiting");
+        assert!(hold > asked + Duration::from_secs(1), "it can afford to wait: {hold:?}");
+        assert!(audio(&events(&mut relaxed_rx)).is_empty());
+        // The urgent window is ready: it goes now, first.
+        work.for_each(|item| stage.add(item));
+        assert_eq!(stage.round(), None);
+        assert_eq!(stage.forwards, 1);
+        assert_eq!(
+            audio(&events(&mut urgent_rx)).len(),
+            2,
+            "the 100 ms sent, then its chunk"
         );
     }
 
