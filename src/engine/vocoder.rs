@@ -4,8 +4,9 @@
 //! first in it each contribute their next chunk, and those chunks are rendered in one batched
 //! forward (one forward of several calls costs far less than one each); each request's work
 //! stays in order. The stage is not always busy when it could be: a forward waits, within what
-//! its own windows can spare, for a window nearly due whose codes are still being decoded. A vocoder error ends its request (the decode loop sees it through the
-//! sink); a panic stops the engine (see [`super::Health`]).
+//! its own windows can spare, for a window nearly due whose codes are still being decoded. A
+//! vocoder error ends its request (the decode loop sees it through the sink); a panic stops
+//! the engine (see [`super::Health`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
