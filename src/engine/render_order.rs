@@ -217,6 +217,15 @@ mod tests {
         margin_s: 0.080,
     };
 
+    /// Two windows in a forward take 1.6 times one.
+    const TWO_AT_1_6: Forwards = Forwards {
+        batch: 2,
+        batch_factor: 1.6,
+        first_batch: 2,
+        first_batch_factor: 1.6,
+        margin_s: 0.080,
+    };
+
     #[test]
     fn first_audio_goes_ahead_of_calls_with_time_to_spare() {
         // Two calls under way with 150 and 170 ms of audio; three new callers due at 250 ms.
@@ -295,13 +304,7 @@ mod tests {
     /// join; with nobody nearly due, any window joins.
     #[test]
     fn windows_with_time_to_spare_join_only_while_nobody_is_nearly_due() {
-        let batched = Forwards {
-            batch: 2,
-            batch_factor: 1.6,
-            first_batch: 2,
-            first_batch_factor: 1.6,
-            margin_s: 0.080,
-        };
+        let batched = TWO_AT_1_6;
         let far = Waiting {
             render_s: 0.050,
             ..under_way(2.0)
@@ -333,17 +336,11 @@ mod tests {
         assert!(!joins_forward(0.0, &[new_caller], &urgent, &all, &batched));
     }
 
-    /// A window joins only if the forward still brings every window in it in time: a longer
-    /// window pads the forward to its own length.
+    /// A window joins only if that brings no window later past its margin than leaving it for
+    /// the next forward: a longer window pads the forward to its own length.
     #[test]
     fn no_window_joins_a_forward_it_would_bring_late() {
-        let batched = Forwards {
-            batch: 2,
-            batch_factor: 1.6,
-            first_batch: 2,
-            first_batch_factor: 1.6,
-            margin_s: 0.080,
-        };
+        let batched = TWO_AT_1_6;
         // 150 ms in hand and a 30 ms window: alone it arrives with 40 ms to spare.
         let head = Waiting {
             deadline: 0.150,
@@ -376,13 +373,7 @@ mod tests {
     /// keep half their margin.
     #[test]
     fn a_forward_waits_for_a_window_nearly_due_while_it_can_afford_to() {
-        let batched = Forwards {
-            batch: 2,
-            batch_factor: 1.6,
-            first_batch: 2,
-            first_batch_factor: 1.6,
-            margin_s: 0.080,
-        };
+        let batched = TWO_AT_1_6;
         // Two full-size windows due in 300 ms: 100 ms together.
         let full = Waiting {
             deadline: 0.300,
