@@ -48,10 +48,23 @@ impl Forwards {
         }
     }
 
-    /// Seconds a forward of `windows` takes: padded to the longest, batched.
+    /// Seconds a forward of `count` windows takes, the longest `longest_s` alone: padded to it,
+    /// batched at the factor of its kind (first windows or any).
+    fn batched_s(&self, longest_s: f64, count: usize, of_first_windows: bool) -> f64 {
+        let factor = if of_first_windows {
+            self.first_batch_factor
+        } else {
+            self.batch_factor
+        };
+        longest_s * if count > 1 { factor } else { 1.0 }
+    }
+
+    /// Seconds a forward of `windows` (its head first) takes.
     fn forward_s<'a>(&self, windows: impl Iterator<Item = &'a Waiting>) -> f64 {
+        let mut windows = windows.peekable();
+        let of_first_windows = windows.peek().is_some_and(|w| w.first);
         let (count, longest) = windows.fold((0, 0.0), |(n, longest), w| (n + 1, f64::max(longest, w.render_s)));
-        longest * if count > 1 { self.batch_factor } else { 1.0 }
+        self.batched_s(longest, count, of_first_windows)
     }
 
     /// How far past its margin the latest of `windows` reaches its listener if rendered by `done`
@@ -83,15 +96,13 @@ impl Forwards {
         let mut rest = order;
         while let Some(&head) = rest.first() {
             let limit = self.limit(&waiting[head]);
-            let (len, factor) = if waiting[head].first {
-                let firsts = rest.iter().take_while(|&&i| waiting[i].first).count();
-                (firsts.min(limit), self.first_batch_factor)
+            let len = if waiting[head].first {
+                rest.iter().take_while(|&&i| waiting[i].first).count().min(limit)
             } else {
-                (rest.len().min(limit), self.batch_factor)
+                rest.len().min(limit)
             };
             let (forward, after) = rest.split_at(len);
-            let longest = forward.iter().map(|&i| waiting[i].render_s).fold(0.0, f64::max);
-            t += longest * if len > 1 { factor } else { 1.0 };
+            t += self.forward_s(forward.iter().map(|&i| &waiting[i]));
             done.extend(std::iter::repeat_n(t, len));
             rest = after;
         }
@@ -143,11 +154,10 @@ pub fn render_order(now: f64, waiting: &[Waiting], forwards: &Forwards) -> Vec<u
 /// later past its margin than leaving it for the next forward would (the forward's or its own):
 /// a forward is padded to its longest window and a batch costs more than one window, so
 /// joining delays the others in it, while two windows late anyway are better rendered
-/// together. Then a
-/// listener waiting for its first audio joins, and so does a call nearly due; a call with time
-/// to spare joins only while no listener is nearly due, as it would hold back an urgent window
-/// that becomes ready meanwhile, to save work the vocoder can do later. [`Forwards::limit`]
-/// bounds the forward.
+/// together. Then a listener waiting for its first audio joins, and so does a call nearly due;
+/// a call with time to spare joins only while no listener is nearly due, as it would hold back
+/// an urgent window that becomes ready meanwhile, to save work the vocoder can do later.
+/// [`Forwards::limit`] bounds the forward.
 pub fn joins_forward(
     now: f64,
     forward: &[Waiting],
@@ -406,6 +416,15 @@ mod tests {
         // A forward of one window waits too: 300 - 40 - 62.5 - 30.
         let until = hold_until(0.0, &[full], &[second], &batched).expect("a hold");
         assert!((until - 0.1675).abs() < 1e-9, "{until}");
+        // A forward of first windows costs what first windows cost together: two of 62.5 ms
+        // at 1.2 times one, 75 ms; the wait lasts until 300 - 40 - 75 - 30.
+        let new_callers = Waiting { first: true, ..full };
+        let cheap_firsts = Forwards {
+            first_batch_factor: 1.2,
+            ..batched
+        };
+        let until = hold_until(0.0, &[new_callers, new_callers], &[second], &cheap_firsts).expect("a hold");
+        assert!((until - 0.155).abs() < 1e-9, "{until}");
         // Nothing to render: nothing to hold.
         assert_eq!(hold_until(0.0, &[], &[second], &batched), None);
     }

@@ -450,13 +450,14 @@ fn vocode(
             let order = render_order(start, &waiting, &forwards);
             // The most urgent window, and those that join its forward, as the stage's round.
             let (&head, rest) = order.split_first().expect("a ready chunk");
-            let mut forward = vec![head];
+            // The forward's places in `waiting`, and their windows.
+            let (mut forward, mut members) = (vec![head], vec![waiting[head]]);
             for &k in rest {
-                let members: Vec<Waiting> = forward.iter().map(|&m| waiting[m]).collect();
                 if forward.len() < forwards.limit(&waiting[head])
                     && joins_forward(start, &members, &waiting[k], &with_work, &forwards)
                 {
                     forward.push(k);
+                    members.push(waiting[k]);
                 }
             }
             // Listeners under way whose next window is not ready may hold the forward back.
@@ -472,7 +473,6 @@ fn vocode(
                 .map(|r| r.vocoder_view(setup.first_audio_target, profile.next_window_s(r.sent_s)))
                 .filter(|w| !w.first)
                 .collect();
-            let members: Vec<Waiting> = forward.iter().map(|&m| waiting[m]).collect();
             if let Some(until) = hold_until(start, &members, &not_ready, &forwards) {
                 stage.held = Some((start, until));
                 continue;

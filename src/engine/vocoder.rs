@@ -303,16 +303,16 @@ impl Waiting {
     }
 
     /// The requests with work in [`render_order`], and each one's urgency (indexed as
-    /// `requests`, deadlines in seconds from now). A listener's deadline is when it runs out of
-    /// audio (without audio yet: its first-audio target).
+    /// `requests`, deadlines in seconds from `now`). A listener's deadline is when it runs out
+    /// of audio (without audio yet: its first-audio target).
     /// `next_window_s` estimates a request's next window from the audio it has sent.
     fn in_render_order(
         &self,
+        now: Instant,
         first_audio_target: Duration,
         forwards: &Forwards,
         next_window_s: impl Fn(f64) -> f64,
     ) -> (Vec<usize>, Vec<Pending>) {
-        let now = Instant::now();
         // Each deadline is read once: listeners report playout while the order is drawn.
         let pending: Vec<Pending> = self
             .requests
@@ -415,9 +415,13 @@ impl<'a> Stage<'a> {
             first_batch_factor: self.start.first_batch_factor(self.first_batch),
             margin_s: self.margin.as_secs_f64(),
         };
+        // Deadlines, and a hold, count from this instant.
+        let now = Instant::now();
         let (order, pending) = self
             .waiting
-            .in_render_order(self.first_audio_target, &forwards, |sent_s| self.next_window_s(sent_s));
+            .in_render_order(now, self.first_audio_target, &forwards, |sent_s| {
+                self.next_window_s(sent_s)
+            });
         let is_ready = |i: usize| self.waiting.requests[i].ready.is_some();
         // The requests whose windows are in the forward, its head (the first ready) first.
         let mut members: Vec<usize> = Vec::new();
@@ -435,7 +439,7 @@ impl<'a> Stage<'a> {
             .filter(|&i| !is_ready(i) && !pending[i].first)
             .map(|i| pending[i])
             .collect();
-        let hold = hold_until(0.0, &forward, &not_ready, &forwards).map(|s| started + Duration::from_secs_f64(s));
+        let hold = hold_until(0.0, &forward, &not_ready, &forwards).map(|s| now + Duration::from_secs_f64(s));
         if hold.is_none() && !members.is_empty() {
             let due: Vec<Due> = members
                 .iter()
