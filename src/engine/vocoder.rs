@@ -439,7 +439,10 @@ impl<'a> Stage<'a> {
             .filter(|&i| !is_ready(i) && !pending[i].first)
             .map(|i| pending[i])
             .collect();
-        let hold = hold_until(0.0, &forward, &not_ready, &forwards).map(|s| now + Duration::from_secs_f64(s));
+        // An estimate out of any clock's range is no reason to wait.
+        let hold = hold_until(0.0, &forward, &not_ready, &forwards)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .and_then(|wait| now.checked_add(wait));
         if hold.is_none() && !members.is_empty() {
             let due: Vec<Due> = members
                 .iter()
