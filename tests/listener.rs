@@ -17,7 +17,18 @@ use xttsd::serve::{Services, SharedServices};
 
 /// The descriptor test lowers the process's descriptor limit: the other tests of this binary
 /// run apart from it.
-static DESCRIPTOR_LIMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static DESCRIPTOR_LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `test` apart from the other tests of this binary. The lock is taken before the test's
+/// runtime is built: building one opens descriptors too, and fails while the limit is lowered.
+fn apart(test: impl std::future::Future<Output = ()>) {
+    let _alone = DESCRIPTOR_LIMIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(test);
+}
 
 struct Silent;
 
@@ -56,9 +67,12 @@ fn open_descriptors() -> u64 {
     std::fs::read_dir("/proc/self/fd").unwrap().count() as u64
 }
 
-#[tokio::test]
-async fn agi_listener_survives_running_out_of_file_descriptors() {
-    let _alone = DESCRIPTOR_LIMIT.lock().await;
+#[test]
+fn agi_listener_survives_running_out_of_file_descriptors() {
+    apart(agi_listener_survives_running_out_of_file_descriptors_apart());
+}
+
+async fn agi_listener_survives_running_out_of_file_descriptors_apart() {
     let (services, _spool) = services(|_| {});
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -102,9 +116,12 @@ async fn agi_listener_survives_running_out_of_file_descriptors() {
     assert!(!server.is_finished());
 }
 
-#[tokio::test]
-async fn peers_outside_the_allow_list_are_closed_at_accept() {
-    let _alone = DESCRIPTOR_LIMIT.lock().await;
+#[test]
+fn peers_outside_the_allow_list_are_closed_at_accept() {
+    apart(peers_outside_the_allow_list_are_closed_at_accept_apart());
+}
+
+async fn peers_outside_the_allow_list_are_closed_at_accept_apart() {
     let (services, _spool) = services(|c| c.daemon.allow_from = vec!["10.0.0.0/8".parse().unwrap()]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
